@@ -1,0 +1,2 @@
+"""Imports the modules that register built-in model and data specs."""
+from __future__ import annotations
