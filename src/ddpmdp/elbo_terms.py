@@ -1,0 +1,118 @@
+"""The per-image ELBO terms of ``method.md`` §3, §4 and §5.
+
+−ELBO(x₀) = L_prior(x₀) + Σ_i L(t_i, t_{i−1}) for a path 0 = t₀ < … < t_K = T, with
+
+* L(t, s) = KL(q(x_s | x_t, x₀) ‖ p_θ(x_s | x_t)) for s ≥ 1, and
+* L(t, 0) = −log p_θ(x₀ | x_t), the discretised-Gaussian decoder term.
+
+One forward pass at (x_t, t) gives L(t, s) for **every** s < t (Paper §4.3): the
+means differ by c_{t,s}·(x₀ − x̂₀(x_t, t)) and the network output does not depend
+on s. :func:`kl_row` uses that. Every function returns **nats per image**
+(summed over the d = C·H·W dimensions) as float64 tensors of shape (B, …).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .gaussians import discretized_gaussian_log_likelihood
+from .schedules import Schedule
+from .variances import VarianceRule, decoder_log_variance
+
+__all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size"]
+
+
+def q_sample(schedule: Schedule, x0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε, a draw from q(x_t | x₀). Shapes (B, C, H, W)."""
+    a = float(schedule.abar(t))
+    return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * eps
+
+
+def predict_x0(schedule: Schedule, x_t: torch.Tensor, t: int, eps_hat: torch.Tensor, clip: bool) -> torch.Tensor:
+    """x̂₀ = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t, clipped to [−1, 1] when ``clip`` (``method.md`` §2.1)."""
+    a = float(schedule.abar(t))
+    x0_hat = (x_t - math.sqrt(1.0 - a) * eps_hat) / math.sqrt(a)
+    return x0_hat.clamp(-1.0, 1.0) if clip else x0_hat
+
+
+def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, t: int, s: int) -> tuple[torch.Tensor, float]:
+    """Mean c_{t,s}·x₀ + e_{t,s}·x_t and variance β̃_{t,s} of q(x_s | x_t, x₀), 0 ≤ s < t."""
+    c, e = schedule.posterior_coefficients(t, s)
+    return float(c) * x0 + float(e) * x_t, float(schedule.beta_tilde(t, s))
+
+
+def prior_term(schedule: Schedule, x0: torch.Tensor) -> torch.Tensor:
+    """L_prior = KL(q(x_T | x₀) ‖ N(0, I)) = ½ Σ_j [ᾱ_T x₀ⱼ² − ᾱ_T − log(1 − ᾱ_T)], (B,) float64 nats."""
+    a = float(schedule.abar(schedule.T))
+    d = x0[0].numel()
+    sq = x0.double().pow(2).flatten(1).sum(1)
+    return 0.5 * (a * sq - d * (a + math.log1p(-a)))
+
+
+def row_chunk_size(batch: int, dims: int, budget_elements: int = 1 << 22) -> int:
+    """How many s to process at once in the learned-range row so that a (B, S, d) tile
+    holds at most ``budget_elements`` floats (16 MiB in float32 by default)."""
+    return max(1, budget_elements // max(1, batch * dims))
+
+
+def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s_nodes: np.ndarray,
+           rule: VarianceRule, v: torch.Tensor | None = None, *, chunk: int | None = None) -> torch.Tensor:
+    """L(t, s) for every s in ``s_nodes`` (each 1 ≤ s < t) from one forward pass at t.
+
+    Scalar rules (``method.md`` §5.2), with r = β̃_{t,s}/σ²_{t,s} and M = ‖x₀ − x̂₀‖²:
+        L(t, s) = (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²_{t,s})·M.
+    ``learned_range`` (§5.3), with ℓ = log((1 − ᾱ_t)/(1 − ᾱ_s)), Δ = SNR(s) − SNR(t), e = x₀ − x̂₀:
+        L(t, s) = ½ Σ_j [v_j ℓ + e^{−v_j ℓ}(1 + Δ e_j²) − 1],
+    evaluated as ½ Σ_j [(expm1(−v_j ℓ) + v_j ℓ) + (1 + expm1(−v_j ℓ)) Δ e_j²] in chunks of s.
+
+    x0, x0_hat, v: (B, C, H, W). Returns (B, len(s_nodes)) float64, nats per image.
+    """
+    s_nodes = np.asarray(s_nodes, dtype=np.int64)
+    B, d = x0.shape[0], x0[0].numel()
+    err = (x0 - x0_hat).flatten(1)
+    out_device = x0.device
+    if s_nodes.size == 0:
+        return torch.zeros(B, 0, dtype=torch.float64, device=out_device)
+    if rule in ("fixed_small", "fixed_large"):
+        m = err.double().pow(2).sum(1)  # (B,)
+        bt = schedule.beta_tilde(t, s_nodes)
+        var = bt if rule == "fixed_small" else schedule.beta(t, s_nodes)
+        r = bt / var
+        c, _ = schedule.posterior_coefficients(t, s_nodes)
+        const = 0.5 * d * (r - 1.0 - np.log(r))
+        coef = c ** 2 / (2.0 * var)
+        const_t = torch.as_tensor(const, dtype=torch.float64, device=out_device)
+        coef_t = torch.as_tensor(coef, dtype=torch.float64, device=out_device)
+        return const_t[None, :] + coef_t[None, :] * m[:, None]
+    if rule != "learned_range":
+        raise ValueError(f"unknown variance rule {rule!r}")
+    assert v is not None, "learned_range needs v"
+    at = float(schedule.abar(t))
+    ell = np.log1p(-at) - np.log1p(-schedule.abar(s_nodes))  # (S,)
+    delta = schedule.snr(s_nodes) - at / (1.0 - at)  # (S,)
+    vf = v.flatten(1).float()  # (B, d)
+    e2 = err.float().pow(2)  # (B, d)
+    chunk = chunk or row_chunk_size(B, d)
+    out = torch.empty(B, s_nodes.size, dtype=torch.float64, device=out_device)
+    ell_all = torch.as_tensor(ell, dtype=torch.float32, device=out_device)
+    delta_all = torch.as_tensor(delta, dtype=torch.float64, device=out_device)
+    for lo in range(0, s_nodes.size, chunk):
+        hi = min(lo + chunk, s_nodes.size)
+        vl = vf[:, None, :] * ell_all[None, lo:hi, None]  # (B, S, d)
+        em1 = torch.expm1(-vl)
+        first = (em1 + vl).sum(-1, dtype=torch.float64)  # Σ_j expm1(−vℓ) + vℓ
+        second = torch.baddbmm(e2.sum(-1)[:, None, None], em1, e2[:, :, None]).squeeze(-1).double()  # Σ_j e^{−vℓ} e_j²
+        out[:, lo:hi] = 0.5 * (first + delta_all[None, lo:hi] * second)
+    return out
+
+
+def decoder_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, rule: VarianceRule,
+                 v: torch.Tensor | None = None) -> torch.Tensor:
+    """L(t, 0) = −Σ_j log P(x₀ⱼ | x̂₀ⱼ, σ²_dec(t)): the discretised-Gaussian decoder term with the
+    ddpmdp convention (:mod:`ddpmdp.variances`). (B,) float64 nats per image."""
+    logvar = decoder_log_variance(schedule, t, rule, v)
+    log_scale = 0.5 * logvar if torch.is_tensor(logvar) else torch.full_like(x0_hat, 0.5 * logvar)
+    ll = discretized_gaussian_log_likelihood(x0.double(), x0_hat.double(), log_scale.double())
+    return -ll.flatten(1).sum(1)

@@ -1,0 +1,83 @@
+"""Small models shared by the tests."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ddpmdp.models import GaussianDataModel, ModelOutput, TorchModelAdapter
+from ddpmdp.schedules import Schedule
+
+
+class TinyNet(torch.nn.Module):
+    """A seeded two-layer conv net with a time embedding; out_channels = C or 2C (ε, o = tanh)."""
+
+    def __init__(self, channels: int = 3, learned: bool = True, seed: int = 0, hidden: int = 16):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.learned = learned
+        self.c1 = torch.nn.Conv2d(channels, hidden, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(hidden, channels * (2 if learned else 1), 3, padding=1)
+        self.temb = torch.nn.Linear(1, hidden)
+        for p in self.parameters():
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x, t):
+        h = torch.nn.functional.silu(self.c1(x) + self.temb(t[:, None] / 1000.0)[:, :, None, None])
+        out = self.c2(h)
+        if self.learned:
+            C = x.shape[1]
+            return torch.cat([out[:, :C], torch.tanh(out[:, C:])], 1)
+        return out
+
+
+def tiny_adapter(schedule: Schedule, channels: int = 3, learned: bool = True, seed: int = 0) -> TorchModelAdapter:
+    return TorchModelAdapter(TinyNet(channels, learned, seed), schedule, time_input="iddpm",
+                             output="eps+v" if learned else "eps", identity=f"tiny(seed={seed})")
+
+
+class CallCounter:
+    """Wraps a model and counts forward calls."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = 0
+        self.schedule = model.schedule
+        self.learned_variance = model.learned_variance
+        self.identity = model.identity
+
+    def fingerprint(self):
+        return self.model.fingerprint()
+
+    def __call__(self, x_t, t) -> ModelOutput:
+        self.calls += 1
+        return self.model(x_t, t)
+
+
+class NaNAt:
+    """Returns NaN at one node."""
+
+    def __init__(self, model, bad_t: int):
+        self.model, self.bad_t = model, bad_t
+        self.schedule, self.learned_variance, self.identity = model.schedule, model.learned_variance, "nan"
+
+    def fingerprint(self):
+        return "nan"
+
+    def __call__(self, x_t, t):
+        out = self.model(x_t, t)
+        if t == self.bad_t:
+            out.eps = out.eps * float("nan")
+        return out
+
+
+def random_images(n: int, shape=(3, 8, 8), seed: int = 0) -> np.ndarray:
+    """Smooth-ish random uint8 images (N, C, H, W)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 1, size=(n, *shape))
+    base = base + rng.normal(0, 1, size=(n, shape[0], 1, 1))
+    return np.clip(127.5 + 50 * base, 0, 255).astype(np.uint8)
+
+
+def gaussian_model(images: np.ndarray, schedule: Schedule, v: float | None = None) -> GaussianDataModel:
+    return GaussianDataModel.fit(images, schedule, v=v)
