@@ -81,3 +81,52 @@ def random_images(n: int, shape=(3, 8, 8), seed: int = 0) -> np.ndarray:
 
 def gaussian_model(images: np.ndarray, schedule: Schedule, v: float | None = None) -> GaussianDataModel:
     return GaussianDataModel.fit(images, schedule, v=v)
+
+
+def cli_tiny_model():
+    """A ``module:callable`` target for subprocess tests: TinyNet (learned variance) on cosine:40."""
+    from ddpmdp.schedules import cosine_schedule
+
+    m = tiny_adapter(cosine_schedule(40), channels=3, learned=True, seed=7)
+    m.image_shape = (3, 8, 8)
+    return m
+
+
+def cli_nan_model():
+    """Like :func:`cli_tiny_model`, but returns NaN at node 30 for images with index ≥ 24."""
+    base = cli_tiny_model()
+
+    class _Late:
+        schedule, learned_variance, identity = base.schedule, True, base.identity
+
+        def fingerprint(self):
+            return base.fingerprint()
+
+        def __call__(self, x_t, t):
+            out = base(x_t, t)
+            if t == 30 and x_t.shape[0] == 4 and _Late.calls >= 2 * 39:
+                out.eps = out.eps * float("nan")
+            _Late.calls += 1
+            return out
+
+    _Late.calls = 0
+    return _Late()
+
+
+def cli_slow_model():
+    """:func:`cli_tiny_model` with a 3 ms pause per forward pass, so that a kill lands mid-run."""
+    import time
+
+    base = cli_tiny_model()
+
+    class _Slow:
+        schedule, learned_variance, identity, image_shape = base.schedule, True, base.identity, (3, 8, 8)
+
+        def fingerprint(self):
+            return base.fingerprint()
+
+        def __call__(self, x_t, t):
+            time.sleep(0.003)
+            return base(x_t, t)
+
+    return _Slow()

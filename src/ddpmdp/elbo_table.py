@@ -279,25 +279,13 @@ def estimate_table(model: DiffusionModel, data: ImageSet | np.ndarray, *, varian
     nats per image with per-cell standard errors. For resumable and distributed
     runs see :mod:`ddpmdp.table_runner`.
     """
+    from .table_runner import run_table
+
     if isinstance(data, np.ndarray):
         validate_images(data)
         data = ImageSet(data, "array")
-    check_rule(variance, model.learned_variance)
-    require(int(batch_size) == batch_size and batch_size >= 1, f"batch size must be a positive integer, got {batch_size}")
-    grid = make_grid(model.schedule.T, grid_stride, nodes)
-    stats = TableStats.zeros(grid, device)
-    n_batches = math.ceil(len(data) / batch_size)
-    bar = _progress(n_batches * (len(grid) - 1), len(grid) - 1, batch_size, progress, "table")
-    t0 = time.time()
-    for b in range(n_batches):
-        lo, hi = b * batch_size, min(len(data), (b + 1) * batch_size)
-        x0 = to_model_space(data.images[lo:hi], device)
-        idx = torch.arange(lo, hi, dtype=torch.int64, device=device)
-        stats.add_(accumulate_batch(model, x0, idx, grid, variance, clip, seed, on_node=bar.update))
-    bar.close()
-    meta = table_meta(model, data, grid, variance, clip, seed, None if nodes is not None else grid_stride)
-    meta["wall_seconds"] = round(time.time() - t0, 3)
-    return ElboTable.from_stats(stats, data.dims, meta)
+    return run_table(model, data, variance=variance, out=None, clip=clip, grid_stride=grid_stride, nodes=nodes,
+                     batch_size=batch_size, seed=seed, device=str(device), progress=progress)
 
 
 def _progress(total: int, per_batch: int, batch_size: int, enabled: bool, desc: str):

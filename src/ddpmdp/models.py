@@ -93,6 +93,7 @@ class TorchModelAdapter:
         time_input: TimeInput | Callable[[int], float] = "iddpm",
         output: Literal["eps", "eps+v"] = "eps",
         identity: str = "",
+        image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         require(output in ("eps", "eps+v"), f"output must be 'eps' or 'eps+v', got {output!r}")
         self.net = net.eval()
@@ -101,6 +102,7 @@ class TorchModelAdapter:
         self.output = output
         self.learned_variance = output == "eps+v"
         self.identity = identity or type(net).__name__
+        self.image_shape = image_shape
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
@@ -151,6 +153,7 @@ class GaussianDataModel:
         lam, U = np.linalg.eigh(0.5 * (cov + cov.T))
         require(bool(lam.min() > 0), "the covariance must be positive definite (add a ridge)")
         self.shape, self.d = tuple(shape), d
+        self.image_shape = self.shape
         self.mean, self.cov, self.eigvals, self.eigvecs = mean, cov, lam, U
         self.schedule = schedule
         self.v = v

@@ -1,0 +1,106 @@
+"""Sampling along any inference path 0 = t₀ < … < t_K = T.
+
+* :func:`sample_ancestral` — p_θ(x_s | x_t) = N(c_{t,s}·x̂₀ + e_{t,s}·x_t, σ²_{t,s}) with any
+  variance rule of :mod:`ddpmdp.variances` (per pixel for ``learned_range``).
+* :func:`sample_ddim` — DDIM with η: x_s = √ᾱ_s·x̂₀ + √(1 − ᾱ_s − σ²)·ε̂ + σ·z,
+  σ² = η²·β̃_{t,s}; ε̂ is recomputed from the (clipped) x̂₀.
+
+Both return the decoder mean x̂₀(x_{t₁}, t₁) **without noise** at the last edge (the ddpmdp
+decoder convention) and share the clip flag with the table and the evaluator. Noise is keyed
+by (seed, sample index, step position k), k = 0 for x_T and k = 1..K−1 for the steps: two
+strides with the same budget K therefore see the same Gaussian vectors, as in the paper's
+sample figures.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .elbo_terms import predict_x0
+from .errors import require
+from .evaluate import validate_path_nodes
+from .models import DiffusionModel
+from .noise import STREAM_SAMPLE, keyed_normal
+from .variances import VarianceRule, check_rule, edge_log_variance
+
+__all__ = ["sample_ancestral", "sample_ddim", "sample", "to_uint8"]
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """x ∈ [−1, 1] (B, C, H, W) → uint8 pixels round((x + 1)·127.5), clipped to 0..255."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def _prepare(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], seed: int, device, offset: int):
+    nodes = validate_path_nodes(nodes, model.schedule.T)
+    require(n >= 1, f"number of samples must be >= 1, got {n}")
+    idx = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
+    x = keyed_normal(seed, idx, 0, shape, stream=STREAM_SAMPLE, device=device)
+    return nodes[::-1], idx, x
+
+
+@torch.no_grad()
+def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
+                     variance: VarianceRule, clip: bool = True, seed: int = 0,
+                     device: str | torch.device = "cpu", index_offset: int = 0) -> torch.Tensor:
+    """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space."""
+    check_rule(variance, model.learned_variance)
+    sched = model.schedule
+    down, idx, x = _prepare(model, nodes, n, shape, seed, device, index_offset)
+    for k in range(len(down) - 1):
+        t, s = int(down[k]), int(down[k + 1])
+        out = model(x, t)
+        x0_hat = predict_x0(sched, x, t, out.eps, clip)
+        if s == 0:
+            return x0_hat
+        c, e = sched.posterior_coefficients(t, s)
+        mean = float(c) * x0_hat + float(e) * x
+        logvar = edge_log_variance(sched, t, s, variance, out.v)
+        std = torch.exp(0.5 * logvar) if torch.is_tensor(logvar) else math.exp(0.5 * float(logvar))
+        x = mean + std * keyed_normal(seed, idx, k + 1, shape, stream=STREAM_SAMPLE, device=device)
+    raise AssertionError("unreachable: a validated path ends at node 0")
+
+
+@torch.no_grad()
+def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *, eta: float = 0.0,
+                clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
+                index_offset: int = 0) -> torch.Tensor:
+    """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ float32 (n, C, H, W)."""
+    require(eta >= 0, f"eta must be >= 0, got {eta}")
+    sched = model.schedule
+    down, idx, x = _prepare(model, nodes, n, shape, seed, device, index_offset)
+    for k in range(len(down) - 1):
+        t, s = int(down[k]), int(down[k + 1])
+        out = model(x, t)
+        x0_hat = predict_x0(sched, x, t, out.eps, clip)
+        if s == 0:
+            return x0_hat
+        at, as_ = float(sched.abar(t)), float(sched.abar(s))
+        eps = (x - math.sqrt(at) * x0_hat) / math.sqrt(1.0 - at)
+        var = eta ** 2 * float(sched.beta_tilde(t, s))
+        x = math.sqrt(as_) * x0_hat + math.sqrt(max(1.0 - as_ - var, 0.0)) * eps
+        if var > 0:
+            x = x + math.sqrt(var) * keyed_normal(seed, idx, k + 1, shape, stream=STREAM_SAMPLE, device=device)
+    raise AssertionError("unreachable: a validated path ends at node 0")
+
+
+def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
+           method: Literal["ancestral", "ddim"] = "ancestral", variance: VarianceRule = "fixed_large",
+           eta: float = 0.0, clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
+           batch_size: int = 64) -> np.ndarray:
+    """n samples as uint8 (n, C, H, W), generated in batches; sample i always uses the noise keys of
+    index i, so the result does not depend on the batch size."""
+    require(method in ("ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
+    outs = []
+    for lo in range(0, n, batch_size):
+        m = min(batch_size, n - lo)
+        if method == "ancestral":
+            x = sample_ancestral(model, nodes, m, shape, variance=variance, clip=clip, seed=seed, device=device,
+                                 index_offset=lo)
+        else:
+            x = sample_ddim(model, nodes, m, shape, eta=eta, clip=clip, seed=seed, device=device, index_offset=lo)
+        outs.append(to_uint8(x))
+    return np.concatenate(outs)
