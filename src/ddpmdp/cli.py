@@ -29,7 +29,7 @@ __all__ = ["main", "parse_path_spec"]
 
 def parse_path_spec(spec: str, T: int) -> np.ndarray:
     """Resolve a path spec to int64 nodes 0 = t₀ < … < t_K = T."""
-    from .evaluate import validate_path_nodes
+    from .strides import validate_path
     from .strides import even_stride, quadratic_stride
 
     kind, _, rest = spec.partition(":")
@@ -44,7 +44,7 @@ def parse_path_spec(spec: str, T: int) -> np.ndarray:
             nodes = [int(x) for x in rest.split(",") if x.strip()]
         except ValueError:
             raise DdpmdpError(f"path spec {spec!r}: nodes must be comma-separated integers") from None
-        return validate_path_nodes(nodes, T)
+        return validate_path(nodes, T)
     if kind == "dp":
         file, _, k = rest.rpartition(":")
         require(bool(file) and k.isdigit(), f"path spec {spec!r}: expected dp:SOLVED.json:K")
@@ -57,7 +57,7 @@ def parse_path_spec(spec: str, T: int) -> np.ndarray:
             raise DdpmdpError(f"{file}: no budget K = {k} in this solve output "
                               f"(it has {sorted(map(int, solved.get('budgets', {})))})") from None
         require(int(solved.get("T", -1)) == T, f"{file} was solved for T = {solved.get('T')}, not T = {T}")
-        return validate_path_nodes(entry["nodes"], T)
+        return validate_path(entry["nodes"], T)
     raise DdpmdpError(f"unknown path spec {spec!r}: use even:K, quadratic:K, dp:SOLVED.json:K or nodes:0,…,T")
 
 

@@ -30,9 +30,10 @@ from .errors import DdpmdpError, require
 from .gaussians import nats_to_bpd
 from .models import DiffusionModel
 from .noise import STREAM_EVAL, keyed_normal
+from .strides import validate_path
 from .variances import VarianceRule, check_rule
 
-__all__ = ["PathScore", "path_from_table", "evaluate_paths", "validate_path_nodes"]
+__all__ = ["PathScore", "path_from_table", "evaluate_paths", "paired_difference"]
 
 
 @dataclass
@@ -63,24 +64,9 @@ class PathScore:
                 "se_kind": self.se_kind, "units": "bits/dim (nats per image / (d ln 2))"}
 
 
-def validate_path_nodes(nodes, T: int) -> np.ndarray:
-    """int64 nodes, strictly increasing from 0 to T; otherwise a :class:`DdpmdpError`."""
-    arr = np.asarray(nodes)
-    require(arr.ndim == 1 and arr.size >= 2, "a path needs at least two nodes, 0 and T")
-    require(np.issubdtype(arr.dtype, np.integer) or bool(np.all(arr == np.round(arr))),
-            "path nodes must be integers")
-    arr = arr.astype(np.int64)
-    require(arr[0] == 0, f"a path must start at node 0 (the data), got {arr[0]}")
-    require(arr[-1] == T, f"a path must end at node T = {T} so that the prior term is the model's; got {arr[-1]}")
-    bad = np.nonzero(np.diff(arr) <= 0)[0]
-    require(bad.size == 0, "path nodes must be strictly increasing: "
-            + (f"{arr[bad[0]]} is followed by {arr[bad[0] + 1]}" if bad.size else ""))
-    return arr
-
-
 def path_from_table(table: ElboTable, nodes) -> PathScore:
     """Σ of the table's cells along ``nodes`` (all in the table's grid) plus the prior, in bits/dim."""
-    nodes = validate_path_nodes(nodes, table.T)
+    nodes = validate_path(nodes, table.T)
     pos = np.searchsorted(table.nodes, nodes)
     ok = (pos < len(table.nodes)) & (table.nodes[np.minimum(pos, len(table.nodes) - 1)] == nodes)
     require(bool(ok.all()), f"path nodes {nodes[~ok][:5].tolist()} are not in the table's grid "
@@ -110,7 +96,7 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray, paths: di
     check_rule(variance, model.learned_variance)
     sched = model.schedule
     require(len(paths) >= 1, "give at least one path")
-    paths = {name: validate_path_nodes(p, sched.T) for name, p in paths.items()}
+    paths = {name: validate_path(p, sched.T) for name, p in paths.items()}
     union = np.unique(np.concatenate(list(paths.values())))[1:]
     preds = {name: {int(p[i]): int(p[i - 1]) for i in range(1, len(p))} for name, p in paths.items()}
     N = len(data)

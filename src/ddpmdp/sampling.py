@@ -21,7 +21,7 @@ import torch
 
 from .elbo_terms import predict_x0
 from .errors import require
-from .evaluate import validate_path_nodes
+from .strides import validate_path
 from .models import DiffusionModel
 from .noise import STREAM_SAMPLE, keyed_normal
 from .variances import VarianceRule, check_rule, edge_log_variance
@@ -35,7 +35,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def _prepare(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], seed: int, device, offset: int):
-    nodes = validate_path_nodes(nodes, model.schedule.T)
+    nodes = validate_path(nodes, model.schedule.T)
     require(n >= 1, f"number of samples must be >= 1, got {n}")
     idx = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
     x = keyed_normal(seed, idx, 0, shape, stream=STREAM_SAMPLE, device=device)

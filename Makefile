@@ -1,0 +1,29 @@
+# Two commands for a fresh machine; each creates .venv on first use.
+#   make test   — the whole test suite (CI runs this)
+#   make demo   — the main job: table on train, DP for every budget, held-out bits/dim, samples
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DDPMDP_DATA ?= $(abspath ../shared/data)
+
+.PHONY: test demo venv bench clean
+
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements-lock.txt -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest -q
+
+demo: $(VENV)/.installed
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_dp.py
+	$(PY) benchmarks/bench_table.py
+	$(PY) benchmarks/bench_sampling.py
+
+clean:
+	rm -rf runs _build

@@ -1,0 +1,63 @@
+"""Table estimation wall time ÷ wall time of the bare forward passes, measured in one run.
+
+Targets (issue: core library): ≤ 1.10 for fixed variances, ≤ 1.30 for learned_range, on a small
+improved-diffusion UNet (preset ``cifar10-small``: 2.8M parameters, T = 1000, random weights) on
+the CPU. Both timings run the same network on the same number of (batch, node) inputs; the
+bare loop does nothing but call the network. Run: ``python benchmarks/bench_table.py``
+(``--device cuda`` on a GPU machine; ``--grid-stride 10`` for a quicker look).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from ddpmdp.datasets import ImageSet
+from ddpmdp.elbo_table import make_grid
+from ddpmdp.model_specs import load_model
+from ddpmdp.table_runner import run_table
+
+
+def bare(model, x, grid):
+    for t in grid[1:]:
+        model(x, int(t))
+    if x.is_cuda:
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--grid-stride", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    images = ImageSet(rng.integers(0, 256, size=(args.batch_size, 3, 32, 32), dtype=np.uint8), "random", "train")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+          f"batch {args.batch_size}, grid stride {args.grid_stride}")
+    for spec, rule, target in (("iddpm:cifar10-small-fixed", "fixed_large", 1.10),
+                               ("iddpm:cifar10-small-fixed", "fixed_small", 1.10),
+                               ("iddpm:cifar10-small", "learned_range", 1.30)):
+        model = load_model(spec, device=args.device)
+        grid = make_grid(model.schedule.T, args.grid_stride)
+        x = torch.randn(args.batch_size, 3, 32, 32, device=args.device)
+        bare(model, x, grid[:5])  # warm-up
+        t_bare, t_table = [], []
+        for _ in range(args.repeats):  # interleaved, best of each
+            t0 = time.perf_counter()
+            bare(model, x, grid)
+            t_bare.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            run_table(model, images, variance=rule, out=None, grid_stride=args.grid_stride,
+                      batch_size=args.batch_size, device=args.device, progress=False)
+            t_table.append(time.perf_counter() - t0)
+        ratio = min(t_table) / min(t_bare)
+        print(f"{spec:28s} {rule:14s} G={len(grid):5d}  bare {min(t_bare):7.2f} s  table {min(t_table):7.2f} s  "
+              f"ratio {ratio:.3f}  (target <= {target:.2f}: {'ok' if ratio <= target else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
