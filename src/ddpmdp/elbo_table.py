@@ -100,6 +100,7 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
     stats = TableStats.zeros(nodes, x0.device)
     B = x0.shape[0]
     nonfinite = torch.zeros(len(nodes), dtype=torch.bool, device=x0.device)
+    nodes_dev = torch.as_tensor(np.asarray(nodes), dtype=torch.int64, device=x0.device)
     for i in range(1, len(nodes)):
         t = int(nodes[i])
         eps = keyed_normal(seed, index, t, tuple(x0.shape[1:]), stream=STREAM_TABLE, device=x0.device)
@@ -110,7 +111,7 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
         x0_hat = predict_x0(sched, x_t, t, out.eps, clip)
         row = torch.empty(B, i, dtype=torch.float64, device=x0.device)
         row[:, 0] = decoder_term(sched, x0, x0_hat, t, rule, out.v)
-        row[:, 1:] = kl_row(sched, x0, x0_hat, t, nodes[1:i], rule, out.v)
+        row[:, 1:] = kl_row(sched, x0, x0_hat, t, nodes_dev[1:i], rule, out.v)
         stats.s1[i, :i] = row.sum(0)
         stats.s2[i, :i] = row.pow(2).sum(0)
         mse = (x0 - x0_hat).double().pow(2).flatten(1).sum(1)

@@ -57,7 +57,7 @@ def row_chunk_size(batch: int, dims: int, budget_elements: int = 1 << 22) -> int
     return max(1, budget_elements // max(1, batch * dims))
 
 
-def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s_nodes: np.ndarray,
+def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s_nodes: np.ndarray | torch.Tensor,
            rule: VarianceRule, v: torch.Tensor | None = None, *, chunk: int | None = None) -> torch.Tensor:
     """L(t, s) for every s in ``s_nodes`` (each 1 ≤ s < t) from one forward pass at t.
 
@@ -67,45 +67,58 @@ def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s
         L(t, s) = ½ Σ_j [v_j ℓ + e^{−v_j ℓ}(1 + Δ e_j²) − 1],
     evaluated as ½ Σ_j [(expm1(−v_j ℓ) + v_j ℓ) + (1 + expm1(−v_j ℓ)) Δ e_j²] in chunks of s.
 
-    x0, x0_hat, v: (B, C, H, W). Returns (B, len(s_nodes)) float64, nats per image.
+    x0, x0_hat, v: (B, C, H, W); s_nodes: int array or tensor (a tensor on x0's device avoids a
+    host-to-device copy). Returns (B, len(s_nodes)) float64, nats per image.
     """
-    s_nodes = np.asarray(s_nodes, dtype=np.int64)
     B, d = x0.shape[0], x0[0].numel()
+    dev = x0.device
+    s_idx = torch.as_tensor(s_nodes, dtype=torch.int64, device=dev)  # no copy when already on dev
+    if s_idx.numel() == 0:
+        return torch.zeros(B, 0, dtype=torch.float64, device=dev)
     err = (x0 - x0_hat).flatten(1)
-    out_device = x0.device
-    if s_nodes.size == 0:
-        return torch.zeros(B, 0, dtype=torch.float64, device=out_device)
+    at = float(schedule.abar(t))
+    abar_s = abar_tensor(schedule, dev)[s_idx]  # (S,) float64, computed on the device: no host sync
     if rule in ("fixed_small", "fixed_large"):
         m = err.double().pow(2).sum(1)  # (B,)
-        bt = schedule.beta_tilde(t, s_nodes)
-        var = bt if rule == "fixed_small" else schedule.beta(t, s_nodes)
-        r = bt / var
-        c, _ = schedule.posterior_coefficients(t, s_nodes)
-        const = 0.5 * d * (r - 1.0 - np.log(r))
-        coef = c ** 2 / (2.0 * var)
-        const_t = torch.as_tensor(const, dtype=torch.float64, device=out_device)
-        coef_t = torch.as_tensor(coef, dtype=torch.float64, device=out_device)
-        return const_t[None, :] + coef_t[None, :] * m[:, None]
+        beta = 1.0 - at / abar_s
+        c2 = abar_s * beta ** 2 / (1.0 - at) ** 2
+        if rule == "fixed_small":  # σ² = β̃, r = 1
+            bt = beta * (1.0 - abar_s) / (1.0 - at)
+            return (c2 / (2.0 * bt))[None, :] * m[:, None]
+        r = (1.0 - abar_s) / (1.0 - at)  # σ² = β, r = β̃/β
+        return (0.5 * d * (r - 1.0 - torch.log(r)))[None, :] + (c2 / (2.0 * beta))[None, :] * m[:, None]
     if rule != "learned_range":
         raise ValueError(f"unknown variance rule {rule!r}")
     assert v is not None, "learned_range needs v"
-    at = float(schedule.abar(t))
-    ell = np.log1p(-at) - np.log1p(-schedule.abar(s_nodes))  # (S,)
-    delta = schedule.snr(s_nodes) - at / (1.0 - at)  # (S,)
+    ell_all = (math.log1p(-at) - torch.log1p(-abar_s)).float()  # (S,)
+    delta_all = abar_s / (1.0 - abar_s) - at / (1.0 - at)  # (S,) float64
     vf = v.flatten(1).float()  # (B, d)
     e2 = err.float().pow(2)  # (B, d)
+    e2_sum = e2.sum(-1)[:, None, None]
+    S = s_idx.numel()
     chunk = chunk or row_chunk_size(B, d)
-    out = torch.empty(B, s_nodes.size, dtype=torch.float64, device=out_device)
-    ell_all = torch.as_tensor(ell, dtype=torch.float32, device=out_device)
-    delta_all = torch.as_tensor(delta, dtype=torch.float64, device=out_device)
-    for lo in range(0, s_nodes.size, chunk):
-        hi = min(lo + chunk, s_nodes.size)
+    out = torch.empty(B, S, dtype=torch.float64, device=dev)
+    for lo in range(0, S, chunk):
+        hi = min(lo + chunk, S)
         vl = vf[:, None, :] * ell_all[None, lo:hi, None]  # (B, S, d)
         em1 = torch.expm1(-vl)
         first = (em1 + vl).sum(-1, dtype=torch.float64)  # Σ_j expm1(−vℓ) + vℓ
-        second = torch.baddbmm(e2.sum(-1)[:, None, None], em1, e2[:, :, None]).squeeze(-1).double()  # Σ_j e^{−vℓ} e_j²
+        second = torch.baddbmm(e2_sum, em1, e2[:, :, None]).squeeze(-1).double()  # Σ_j e^{−vℓ} e_j²
         out[:, lo:hi] = 0.5 * (first + delta_all[None, lo:hi] * second)
     return out
+
+
+_ABAR: dict[tuple[int, str], tuple[Schedule, torch.Tensor]] = {}
+
+
+def abar_tensor(schedule: Schedule, device: torch.device | str) -> torch.Tensor:
+    """ᾱ over nodes as a float64 tensor on ``device``, cached per (schedule, device)."""
+    key = (id(schedule), str(device))
+    hit = _ABAR.get(key)
+    if hit is None or hit[0] is not schedule:
+        hit = (schedule, torch.tensor(np.array(schedule.alphas_cumprod), dtype=torch.float64, device=device))
+        _ABAR[key] = hit
+    return hit[1]
 
 
 def decoder_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, rule: VarianceRule,
