@@ -214,3 +214,19 @@ def test_learned_range_needs_v_output():
     model = tiny_adapter(cosine_schedule(10), learned=False)
     with pytest.raises(DdpmdpError, match="learned-variance"):
         estimate_table(model, random_images(2), variance="learned_range")
+
+
+def test_bf16_autocast_and_channels_last_only_change_network_arithmetic():
+    from ddpmdp.models import TorchModelAdapter
+    from _models import TinyNet
+
+    sched = cosine_schedule(20)
+    images = random_images(8)
+    make = lambda **kw: TorchModelAdapter(TinyNet(3, True, 2), sched, output="eps+v", **kw)  # noqa: E731
+    ref = estimate_table(make(), images, variance="learned_range")
+    fast = estimate_table(make(bf16=True, channels_last=True), images, variance="learned_range")
+    assert fast.meta["network_bf16"] and fast.meta["network_channels_last"] and not ref.meta["network_bf16"]
+    lower = np.tril_indices(len(ref.nodes), -1)
+    rel = np.abs(fast.L[lower] - ref.L[lower]) / np.abs(ref.L[lower])
+    assert 0 < np.median(rel) < 0.05
+    assert fast.L.dtype == np.float64

@@ -80,6 +80,8 @@ def _model_args(p: argparse.ArgumentParser, schedule_alias: bool = False) -> Non
     p.add_argument("--time-input", choices=["iddpm", "ho", "node"], default=None, help="for an nn.Module model")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $DDPMDP_DATA)")
+    p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast (ELBO math stays fp64)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC activations for the network")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -99,8 +101,19 @@ def _load_model(args):
         import torch
 
         require(torch.cuda.is_available(), f"--device {args.device}: CUDA is not available here; use --device cpu")
-    return load_model(args.model, device=args.device, data_dir=args.data_dir, schedule=args.noise_schedule,
-                      output=args.output, time_input=args.time_input)
+    model = load_model(args.model, device=args.device, data_dir=args.data_dir, schedule=args.noise_schedule,
+                       output=args.output, time_input=args.time_input)
+    if getattr(args, "bf16", False) or getattr(args, "channels_last", False):
+        require(hasattr(model, "net"), f"--bf16/--channels-last need a network model; {args.model!r} has none")
+        from .models import TorchModelAdapter
+
+        model.bf16 = bool(args.bf16)
+        if args.channels_last and isinstance(model, TorchModelAdapter):
+            import torch
+
+            model.channels_last = True
+            model.net = model.net.to(memory_format=torch.channels_last)
+    return model
 
 
 def _variance(args, model) -> str:
@@ -198,7 +211,8 @@ def _cmd_sample(args) -> int:
     shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else getattr(model, "image_shape", None)
     require(shape is not None and len(shape) == 3, "give --shape C,H,W (the model does not declare its image shape)")
     imgs = sample(model, nodes, args.n, shape, method=args.sampler, variance=_variance(args, model), eta=args.eta,
-                  clip=args.clip, seed=args.seed, device=args.device, batch_size=args.batch_size)
+                  clip=args.clip, seed=args.seed, device=args.device, batch_size=args.batch_size,
+                  progress=not args.quiet)
     save_grid(imgs, args.out)
     if args.npz:
         np.savez(args.npz, images=imgs, nodes=nodes)
@@ -251,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--time-input", choices=["iddpm", "ho", "node"], default=None)
     e.add_argument("--device", default="cpu")
     e.add_argument("--data-dir", default=None)
+    e.add_argument("--bf16", action="store_true")
+    e.add_argument("--channels-last", action="store_true")
     e.add_argument("--data", default=None, help="held-out data for a direct evaluation")
     e.add_argument("--n-images", type=int, default=None)
     _run_args(e)

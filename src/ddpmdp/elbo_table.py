@@ -268,6 +268,8 @@ def table_meta(model: DiffusionModel, data: ImageSet, nodes: np.ndarray, rule: s
         "data_hash": data.fingerprint(), "data_notes": list(data.notes), "split": data.split,
         "n_images": len(data), "seed": int(seed), "grid_stride": grid_stride, "grid_size": int(len(nodes)),
         "version": __version__, "units": UNITS, "noise": "keyed by (seed, image index, t), stream table",
+        "network_bf16": bool(getattr(model, "bf16", False)),
+        "network_channels_last": bool(getattr(model, "channels_last", False)),
     }
 
 

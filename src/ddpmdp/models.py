@@ -94,6 +94,8 @@ class TorchModelAdapter:
         output: Literal["eps", "eps+v"] = "eps",
         identity: str = "",
         image_shape: tuple[int, int, int] | None = None,
+        bf16: bool = False,
+        channels_last: bool = False,
     ) -> None:
         require(output in ("eps", "eps+v"), f"output must be 'eps' or 'eps+v', got {output!r}")
         self.net = net.eval()
@@ -103,6 +105,10 @@ class TorchModelAdapter:
         self.learned_variance = output == "eps+v"
         self.identity = identity or type(net).__name__
         self.image_shape = image_shape
+        self.bf16 = bf16
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
@@ -114,7 +120,9 @@ class TorchModelAdapter:
     def __call__(self, x_t: torch.Tensor, t: int) -> ModelOutput:
         tt = torch.full((x_t.shape[0],), network_time(self.schedule, t, self.time_input),
                         device=x_t.device, dtype=torch.float32)
-        out = self.net(x_t, tt)
+        x_in = x_t.contiguous(memory_format=torch.channels_last) if self.channels_last else x_t
+        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.net(x_in, tt)
         if hasattr(out, "sample"):  # diffusers UNet2DOutput
             out = out.sample
         C = x_t.shape[1]

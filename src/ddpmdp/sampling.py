@@ -14,7 +14,7 @@ sample figures.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ def _prepare(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], 
 @torch.no_grad()
 def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
                      variance: VarianceRule, clip: bool = True, seed: int = 0,
-                     device: str | torch.device = "cpu", index_offset: int = 0) -> torch.Tensor:
+                     device: str | torch.device = "cpu", index_offset: int = 0,
+                     on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space."""
     check_rule(variance, model.learned_variance)
     sched = model.schedule
@@ -53,6 +54,8 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
     for k in range(len(down) - 1):
         t, s = int(down[k]), int(down[k + 1])
         out = model(x, t)
+        if on_step is not None:
+            on_step()
         x0_hat = predict_x0(sched, x, t, out.eps, clip)
         if s == 0:
             return x0_hat
@@ -67,7 +70,7 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
 @torch.no_grad()
 def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *, eta: float = 0.0,
                 clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
-                index_offset: int = 0) -> torch.Tensor:
+                index_offset: int = 0, on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ float32 (n, C, H, W)."""
     require(eta >= 0, f"eta must be >= 0, got {eta}")
     sched = model.schedule
@@ -75,6 +78,8 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
     for k in range(len(down) - 1):
         t, s = int(down[k]), int(down[k + 1])
         out = model(x, t)
+        if on_step is not None:
+            on_step()
         x0_hat = predict_x0(sched, x, t, out.eps, clip)
         if s == 0:
             return x0_hat
@@ -90,17 +95,23 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
 def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
            method: Literal["ancestral", "ddim"] = "ancestral", variance: VarianceRule = "fixed_large",
            eta: float = 0.0, clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
-           batch_size: int = 64) -> np.ndarray:
+           batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """n samples as uint8 (n, C, H, W), generated in batches; sample i always uses the noise keys of
     index i, so the result does not depend on the batch size."""
     require(method in ("ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
+    from .elbo_table import _progress
+
     outs = []
+    K = len(np.asarray(nodes)) - 1
+    bar = _progress(-(-n // batch_size) * K, K, batch_size, progress, "sample")
     for lo in range(0, n, batch_size):
         m = min(batch_size, n - lo)
         if method == "ancestral":
             x = sample_ancestral(model, nodes, m, shape, variance=variance, clip=clip, seed=seed, device=device,
-                                 index_offset=lo)
+                                 index_offset=lo, on_step=bar.update)
         else:
-            x = sample_ddim(model, nodes, m, shape, eta=eta, clip=clip, seed=seed, device=device, index_offset=lo)
+            x = sample_ddim(model, nodes, m, shape, eta=eta, clip=clip, seed=seed, device=device, index_offset=lo,
+                            on_step=bar.update)
         outs.append(to_uint8(x))
+    bar.close()
     return np.concatenate(outs)

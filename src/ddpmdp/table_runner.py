@@ -61,7 +61,7 @@ def _config(model: DiffusionModel, data: ImageSet, grid: np.ndarray, variance: s
     return {"model": model.identity, "model_hash": model.fingerprint(), "data": data.identity,
             "data_hash": data.fingerprint(), "n_images": len(data), "variance": variance, "clip": bool(clip),
             "grid": hashlib.sha256(grid.tobytes()).hexdigest()[:16], "grid_size": int(len(grid)),
-            "batch_size": int(batch_size), "seed": int(seed)}
+            "batch_size": int(batch_size), "seed": int(seed), "bf16": bool(getattr(model, "bf16", False))}
 
 
 def _save_progress(path: Path, stats: TableStats, done: int, config: dict) -> None:
