@@ -116,10 +116,10 @@ def load_images(spec: str, data_dir: str | os.PathLike | None = None) -> ImageSe
     """Resolve a data spec (see the module docstring) to an :class:`ImageSet`."""
     from . import _registry  # noqa: F401  (registers the built-in specs)
 
-    if spec.endswith(".npz"):
-        return _load_npz(Path(spec))
     prefix, _, arg = spec.partition(":")
     if prefix in _LOADERS:
         return _LOADERS[prefix](arg, data_root(data_dir))
+    if spec.endswith(".npz"):
+        return _load_npz(Path(spec))
     known = ", ".join(sorted(_LOADERS)) or "none registered"
     raise DdpmdpError(f"unknown data spec {spec!r}: use FILE.npz or one of: {known}")
