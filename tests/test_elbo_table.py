@@ -71,6 +71,24 @@ def test_row_from_one_pass_equals_direct_kl(rule, clip):
                                    want.flatten(1).sum(1).numpy(), rtol=1e-10)
 
 
+@pytest.mark.parametrize("vrange", [(0.0, 1.0), (-0.15, 1.2), (0.4, 0.4001)])
+@pytest.mark.parametrize("sched", [cosine_schedule(1000), linear_schedule(4000)], ids=["cos1000", "lin4000"])
+def test_learned_row_chebyshev_and_direct_agree_with_float64_kl(sched, vrange):
+    """The two evaluations of the learned-range row against the direct two-Gaussian KL in float64."""
+    g = torch.Generator().manual_seed(0)
+    B, T = 3, sched.T
+    x0 = torch.rand(B, 3, 8, 8, generator=g) * 2 - 1
+    x0_hat = (x0 + 0.1 * torch.randn(B, 3, 8, 8, generator=g)).clamp(-1, 1)
+    v = vrange[0] + (vrange[1] - vrange[0]) * torch.rand(B, 3, 8, 8, generator=g)
+    x_t = q_sample(sched, x0, T, torch.randn(B, 3, 8, 8, generator=g))
+    s_nodes = np.unique(np.linspace(1, T - 1, 300).astype(int))
+    cheb = kl_row(sched, x0, x0_hat, T, s_nodes, "learned_range", v, method="chebyshev")
+    direct = kl_row(sched, x0, x0_hat, T, s_nodes, "learned_range", v, method="direct")
+    want = torch.stack([direct_kl(sched, x0, x_t, x0_hat, T, int(s), "learned_range", v) for s in s_nodes], 1)
+    np.testing.assert_allclose(cheb.numpy(), want.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(direct.numpy(), want.numpy(), rtol=2e-5, atol=2e-5)
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_table_cells_are_means_of_direct_terms(rule):
     """Every cell of an estimated table equals the image-mean of direct KL/decoder terms under the keyed noise."""
