@@ -98,6 +98,26 @@ def test_user_errors_exit_2_with_one_line(tmp_path, npz_data, capsys, argv, need
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_grid_spec(tmp_path, npz_data, capsys):
+    from ddpmdp.elbo_table import parse_grid
+
+    g = parse_grid("log:20+even:4+nodes:7", 100)
+    assert g[0] == 0 and g[-1] == 100 and 7 in g and set([0, 1, 34, 67, 100]) <= set(g.tolist())
+    assert np.all(np.diff(g) > 0) and 1 in g and 2 in g
+    train, _ = npz_data
+    tab = tmp_path / "g.npz"
+    assert main(["table", "--model", f"gaussian:{train}", "--noise-schedule", "cosine:50", "--data", str(train),
+                 "--out", str(tab), "--grid", "log:10+even:3", "--quiet"]) == 0
+    table = load_table(tab)
+    assert table.meta["grid"] == "log:10+even:3" and 1 in table.nodes
+    capsys.readouterr()
+    code, out, _ = run(["evaluate", tab, "--schedule", "even:3", "--json"], capsys)
+    assert code == 0 and json.loads(out)["even:3"]["K"] == 3
+    code, _, err = run(["table", "--model", f"gaussian:{train}", "--data", str(train), "--out", tmp_path / "x.npz",
+                        "--grid", "cubic:3"], capsys)
+    assert code == 2 and "unknown grid part" in err
+
+
 def test_table_metadata_mismatch_is_refused(tmp_path, npz_data, capsys):
     train, _ = npz_data
     tab = tmp_path / "t.npz"

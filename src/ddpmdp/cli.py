@@ -130,7 +130,14 @@ def _cmd_table(args) -> int:
     if args.split and data.split not in (args.split, "unspecified"):
         raise DdpmdpError(f"--split {args.split} but the data spec {args.data!r} is the {data.split} split")
     data = data.subset(args.n_images)
+    nodes = None
+    if args.grid:
+        from .elbo_table import parse_grid
+
+        require(args.grid_stride == 1, "give either --grid or --grid-stride, not both")
+        nodes = parse_grid(args.grid, model.schedule.T)
     table = run_table(model, data, variance=_variance(args, model), clip=args.clip, grid_stride=args.grid_stride,
+                      nodes=nodes, grid_spec=args.grid,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, out=Path(args.out),
                       resume=args.resume, save_every=args.save_every, float32=args.float32,
                       progress=not args.quiet)
@@ -152,7 +159,7 @@ def _cmd_solve(args) -> int:
     ks = _budgets(args.budgets)
     G = len(table.nodes)
     require(ks[0] >= 1 and ks[-1] <= G - 1, f"budgets must lie in 1..{G - 1} for this table's {G} grid nodes "
-            f"(grid stride {table.meta.get('grid_stride')}); got {ks[0] if ks[0] < 1 else ks[-1]}")
+            f"(grid {table.meta.get('grid') or table.meta.get('grid_stride')}); got {ks[0] if ks[0] < 1 else ks[-1]}")
     sol = solve(table.L, ks[-1], table.nodes)
     result = {"table": str(args.table), "T": table.T, "split": table.meta["split"], "variance": table.meta["variance"],
               "n_images": table.meta["n_images"], "note": "costs are the selection table's own values "
@@ -243,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split", choices=["train", "test"], default=None, help="split for dataset specs without one")
     t.add_argument("--n-images", type=int, default=None)
     t.add_argument("--grid-stride", type=int, default=1, help="use every k-th node (0 and T always kept)")
+    t.add_argument("--grid", default=None, help="grid spec, e.g. log:120+even:8,16,32 (see elbo_table.parse_grid)")
     _run_args(t)
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue from OUT.progress.npz if present")

@@ -53,6 +53,43 @@ def make_grid(T: int, stride: int = 1, nodes: np.ndarray | None = None) -> np.nd
     return g if g[-1] == T else np.append(g, T)
 
 
+def parse_grid(spec: str, T: int) -> np.ndarray:
+    """A grid from a spec: parts joined by ``+``, each one of ``all``, ``stride:k``, ``log:G``
+    (about G nodes log-spaced from 1 to T: dense near the data, where ELBO-optimal paths put
+    their steps), ``even:K1,K2,…`` / ``quadratic:K1,K2,…`` (the nodes of those strides, so that
+    a held-out table can score them), ``nodes:a,b,…``. Nodes 0 and T are always included.
+    Example: ``log:120+even:8,16,32+quadratic:8,16,32``."""
+    from .strides import even_stride, quadratic_stride
+
+    out = [np.array([0, T])]
+    for part in spec.split("+"):
+        kind, _, arg = part.strip().partition(":")
+        try:
+            if kind == "all":
+                out.append(np.arange(T + 1))
+            elif kind == "stride":
+                out.append(make_grid(T, int(arg)))
+            elif kind == "log":
+                G = int(arg)
+                require(G >= 2, f"grid {part!r}: log:G needs G >= 2")
+                out.append(np.round(np.geomspace(1, T, G - 1)).astype(np.int64))
+            elif kind in ("even", "quadratic"):
+                fn = even_stride if kind == "even" else quadratic_stride
+                out.extend(fn(T, int(k)) for k in arg.split(","))
+            elif kind == "nodes":
+                nodes = np.array([int(x) for x in arg.split(",")])
+                require(bool(np.all((nodes >= 0) & (nodes <= T))), f"grid {part!r}: nodes must lie in 0..{T}")
+                out.append(nodes)
+            else:
+                raise DdpmdpError(f"unknown grid part {part!r}: use all, stride:k, log:G, even:K,…, quadratic:K,…, "
+                                  "nodes:a,b,…")
+        except ValueError as exc:
+            if isinstance(exc, DdpmdpError):
+                raise
+            raise DdpmdpError(f"grid part {part!r}: expected integers after the colon") from None
+    return np.unique(np.concatenate(out)).astype(np.int64)
+
+
 @dataclass
 class TableStats:
     """Running sums over images. ``s1[i, j]``/``s2[i, j]``: Σ L and Σ L² over images of the

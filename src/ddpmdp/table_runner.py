@@ -105,7 +105,7 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
               clip: bool = True,
               grid_stride: int = 1, nodes: np.ndarray | None = None, batch_size: int = 32, seed: int = 0,
               device: str = "cpu", resume: bool = False, save_every: int = 10, float32: bool = False,
-              progress: bool = True) -> ElboTable:
+              progress: bool = True, grid_spec: str | None = None) -> ElboTable:
     """Estimate a table; with ``out``, write it with atomic progress and resume. Sharded over ranks
     under torchrun. ``out=None`` keeps everything in memory (no progress files)."""
     check_rule(variance, model.learned_variance)
@@ -158,7 +158,8 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
         dist.all_reduce(n)
         stats.n = int(n.item())
     meta = table_meta(model, data, grid, variance, clip, seed, None if nodes is not None else grid_stride)
-    meta.update(wall_seconds=round(time.time() - t0, 3), world_size=world, batch_size=int(batch_size))
+    meta.update(wall_seconds=round(time.time() - t0, 3), world_size=world, batch_size=int(batch_size),
+                grid=grid_spec)
     table = ElboTable.from_stats(stats, data.dims, meta)
     if rank == 0 and out is not None:
         table.save(out, float32=float32)
