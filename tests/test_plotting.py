@@ -1,0 +1,155 @@
+"""Figures: each plotting function returns a Figure whose data axes name their units."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from _models import random_images, tiny_adapter
+from ddpmdp import plotting
+from ddpmdp.elbo_table import ElboTable, estimate_table
+from ddpmdp.errors import DdpmdpError
+from ddpmdp.evaluate import PathScore
+from ddpmdp.fid import FID_LABEL, PROXY_LABEL, FIDResult
+from ddpmdp.reports import PAPER_TABLE3
+from ddpmdp.schedules import cosine_schedule
+from ddpmdp.strides import even_stride, quadratic_stride
+
+BUDGETS = (8, 16, 32, 64)
+
+
+def _score(bpd: float, K: int, T: int = 100, n: int = 50, seed: int = 0) -> PathScore:
+    d = 3072
+    nats = np.random.default_rng(seed + K).normal(bpd, 0.1, n) * d * math.log(2)
+    m, se = float(nats.mean()), float(nats.std(ddof=1) / math.sqrt(n))
+    nodes = even_stride(T, K)
+    return PathScore(nodes, m / (d * math.log(2)), se / (d * math.log(2)), m, se, d, "test", n, "direct",
+                     per_image=nats)
+
+
+def _data_axes(fig: Figure) -> list:
+    """Axes that are not colorbars."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def _check_labelled(fig: Figure) -> None:
+    assert isinstance(fig, Figure)
+    for ax in _data_axes(fig):
+        assert ax.get_xlabel().strip() and ax.get_ylabel().strip(), ax
+    fig.savefig(io.BytesIO(), format="png", dpi=40)  # renders without pyplot or a GUI backend
+
+
+def test_bpd_vs_budget():
+    results = {"even": {K: _score(5 - math.log2(K) / 4, K) for K in BUDGETS},
+               "quadratic": {K: (4.5 - math.log2(K) / 5, 0.01) for K in BUDGETS},
+               "dp": {K: _score(4 - math.log2(K) / 6, K) for K in BUDGETS},
+               "full": {100: _score(3.0, 100)}}
+    paper = {s: v for (o, s), v in PAPER_TABLE3.items() if o == "L_vlb"}
+    fig = plotting.plot_bpd_vs_budget(results, "toy", paper=paper)
+    _check_labelled(fig)
+    (ax,) = fig.axes
+    assert "bits/dim" in ax.get_ylabel() and "K" in ax.get_xlabel() and "log₂" in ax.get_xlabel()
+    assert ax.get_xscale() == "log" and ax.get_title() == "toy"
+    assert list(ax.get_xticks()) == [8, 16, 32, 64, 128, 256]
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"even", "quadratic", "dp", "full chain (100 steps)", "dp (paper)"} <= set(labels)
+    assert any(abs(line.get_ydata()[0] - results["full"][100].bpd) < 1e-12 for line in ax.get_lines()
+               if len(line.get_ydata()) == 2)  # the full-chain line
+    with pytest.raises(DdpmdpError):
+        plotting.plot_bpd_vs_budget({}, "empty")
+
+
+def test_table_heatmap_is_in_bits_per_dim_on_a_log_scale_with_paths():
+    sched = cosine_schedule(12)
+    model = tiny_adapter(sched, learned=True, seed=1)
+    table = estimate_table(model, random_images(8, shape=(3, 4, 4), seed=2), variance="learned_range",
+                           batch_size=8, seed=0)
+    paths = {"even": even_stride(12, 3), "quadratic": quadratic_stride(12, 4)}
+    fig = plotting.plot_table_heatmap(table, paths)
+    _check_labelled(fig)
+    ax = _data_axes(fig)[0]
+    assert "from node t" in ax.get_ylabel() and "to node s" in ax.get_xlabel()
+    cbar = [a for a in fig.axes if a.get_label() == "<colorbar>"][0]
+    assert "bits/dim" in cbar.get_ylabel()
+    mesh = ax.collections[0]
+    assert isinstance(mesh.norm, LogNorm)
+    shown = np.ma.filled(mesh.get_array(), np.nan).reshape(13, 13)
+    lower = np.tri(13, 13, -1, dtype=bool)
+    np.testing.assert_allclose(shown[lower], table.bpd(table.L)[lower], rtol=1e-6)
+    assert np.isnan(shown[~lower]).all()
+    lines = [line for line in ax.get_lines() if line.get_label().startswith(("even", "quadratic"))]
+    assert len(lines) == 2
+    np.testing.assert_array_equal(lines[0].get_xdata(), paths["even"][:-1])  # s = t_{i−1}
+    np.testing.assert_array_equal(lines[0].get_ydata(), paths["even"][1:])  # t = t_i
+
+
+def test_table_heatmap_large_uniform_grid_uses_an_image():
+    G, T = 601, 600
+    nodes = np.arange(G)
+    t, s = np.meshgrid(nodes, nodes, indexing="ij")
+    L = np.where(t > s, (t - s) ** 2 / (1.0 + s) + 1.0, np.inf)
+    table = ElboTable(L, np.zeros_like(L), nodes, 0.0, 0.0, 3072, {"split": "train", "n_images": 4})
+    fig = plotting.plot_table_heatmap(table, [np.array([0, 1, 300, 600])], title="big")
+    _check_labelled(fig)
+    ax = _data_axes(fig)[0]
+    assert ax.images and isinstance(ax.images[0].norm, LogNorm) and ax.get_title() == "big"
+
+
+def test_dp_timesteps_one_row_per_budget():
+    paths = {K: quadratic_stride(200, K) for K in (32, 8, 16)}
+    fig = plotting.plot_dp_timesteps(paths, 200, title="DP nodes")
+    _check_labelled(fig)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["8", "16", "32"]
+    assert len(ax.collections) == 3 and len(ax.collections[2].get_offsets()) == 33
+    assert "timestep" in ax.get_xlabel() and "steps" in ax.get_ylabel()
+    with pytest.raises(DdpmdpError):
+        plotting.plot_dp_timesteps({8: quadratic_stride(200, 4)}, 200)
+
+
+def test_mc_ablation_has_levels_and_differences():
+    results = {n: {K: _score(4 - math.log2(K) / 6 + 0.2 / n, K, seed=n) for K in BUDGETS} for n in (1, 2, 4, 128)}
+    fig = plotting.plot_mc_ablation(results, title="MC")
+    _check_labelled(fig)
+    ax, ax2 = fig.axes
+    assert "bits/dim" in ax.get_ylabel() and "128 images" in ax2.get_ylabel()
+    assert len(ax.containers) == 4 and len(ax2.containers) == 3  # errorbars; the reference has no difference
+
+
+def test_fid_plots_label_proxy_metrics():
+    res = {s: {K: FIDResult(100 / K * (i + 1), PROXY_LABEL, "proxy", False, 100, 100) for K in BUDGETS}
+           for i, s in enumerate(["even", "dp", "ddim"])}
+    bpd = {s: {K: _score(4.0 - K / 100, K) for K in BUDGETS} for s in ("even", "dp")}
+    fig = plotting.plot_fid(res, bpd, full=FIDResult(3.0, PROXY_LABEL, "proxy", False, 100, 100))
+    _check_labelled(fig)
+    ax, ax2 = fig.axes
+    assert PROXY_LABEL in ax.get_ylabel() and PROXY_LABEL in ax2.get_ylabel()
+    assert "bits/dim" in ax2.get_xlabel()
+    assert len(ax2.containers) == 2  # DDIM has no bits/dim
+    single = plotting.plot_fid({"even": {8: 50.0, 16: 30.0}}, ylog=True)
+    _check_labelled(single)
+    assert len(single.axes) == 1 and single.axes[0].get_ylabel().startswith("FID")
+    mixed = {"a": {8: FIDResult(1.0, PROXY_LABEL, "p", False, 1, 1)},
+             "b": {8: FIDResult(1.0, FID_LABEL, "i", True, 1, 1)}}
+    with pytest.raises(DdpmdpError, match="not comparable"):
+        plotting.plot_fid(mixed)
+
+
+def test_sample_grids_side_by_side_and_as_a_table():
+    imgs = random_images(6, shape=(3, 8, 8), seed=3)
+    fig = plotting.sample_grid_figure({"even K=32": imgs, "dp K=32": imgs}, title="samples")
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["even K=32", "dp K=32"]
+    assert fig.axes[0].images[0].get_array().shape == (2 * 9 + 1, 3 * 9 + 1, 3)  # ⌈√6⌉ = 3 per row, 2 rows
+    grid = plotting.sample_grid_figure({"K=32": {"even": imgs, "dp": imgs}, "K=64": {"even": imgs[:, :1]}}, nrow=6)
+    assert len(grid.axes) == 4 and grid.axes[0].get_ylabel() == "K=32" and grid.axes[2].get_ylabel() == "K=64"
+    assert not grid.axes[3].axison  # missing cell
+    grid.savefig(io.BytesIO(), format="png", dpi=40)
+    tile = plotting.tile_images(imgs, nrow=6)
+    assert tile.shape == (10, 6 * 9 + 1, 3) and tile.dtype == np.uint8
+    with pytest.raises(DdpmdpError, match="uint8"):
+        plotting.tile_images(imgs.astype(np.float32))

@@ -1,0 +1,131 @@
+"""Result tables: "bpd ± SE" cells, tidy CSV with split and image count, and DP-gain flags."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+import pytest
+
+from ddpmdp.errors import DdpmdpError
+from ddpmdp.evaluate import PathScore
+from ddpmdp.reports import (
+    FULL,
+    PAPER_TABLE3,
+    Cell,
+    bpd_table,
+    cell_of,
+    flag_dp_gains,
+    flags_markdown,
+    scores_by_stride,
+)
+
+D = 3072
+LN2D = D * math.log(2.0)
+
+
+def _score(per_image_bpd: np.ndarray, K: int, T: int = 40, split: str = "test") -> PathScore:
+    """A direct-evaluation PathScore whose per-image totals are ``per_image_bpd`` (bits/dim)."""
+    nats = np.asarray(per_image_bpd, dtype=np.float64) * LN2D
+    nodes = np.unique(np.r_[0, np.linspace(1, T, K).round().astype(int)])
+    assert len(nodes) == K + 1
+    m, se = float(nats.mean()), float(nats.std(ddof=1) / math.sqrt(len(nats)))
+    return PathScore(nodes, m / LN2D, se / LN2D, m, se, D, split, len(nats), "direct: sd of per-image totals / sqrt(N)",
+                     per_image=nats)
+
+
+def test_cells_show_bpd_plus_minus_se_at_fixed_precision():
+    assert Cell(3.17234, 0.00512).text(3) == "3.172 ± 0.005"
+    assert Cell(3.17234, 0.00512).text(2) == "3.17 ± 0.01"
+    assert Cell(4.0, float("nan")).text(2) == "4.00 ± n/a"
+    assert cell_of((4.2, 0.1)) == Cell(4.2, 0.1)
+    with pytest.raises(DdpmdpError):
+        cell_of(4.2)  # type: ignore[arg-type]
+
+
+def test_table_markdown_and_csv_carry_split_and_image_count(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.normal(4.0, 0.3, 1000)
+    scores = {("L_vlb", "even", 8): _score(base + 2.0, 8), ("L_vlb", "dp", 8): _score(base + 0.5, 8),
+              ("L_vlb", "even", 16): _score(base + 1.5, 16), ("L_vlb", "dp", 16): _score(base + 0.3, 16)}
+    full = {"L_vlb": _score(base, 40)}
+    table = bpd_table(scores, full, budgets=[8, 16, 32], precision=3)
+    md = table.to_markdown()
+    lines = md.splitlines()
+    assert lines[0] == "| Objective | Stride | K=8 | K=16 | K=32 | All |"
+    even = scores[("L_vlb", "even", 8)]
+    assert f"{even.bpd:.3f} ± {even.bpd_se:.3f}" in lines[2]
+    assert lines[2].startswith("| L_vlb | even |") and lines[3].startswith("|  | dp |")
+    assert lines[2].endswith(f"{full['L_vlb'].bpd:.3f} ± {full['L_vlb'].bpd_se:.3f} |")
+    assert "| — |" in lines[2]  # K = 32 missing
+    assert "split test, 1,000 images" in md and "T = 40" in md and "Bits/dim" in md
+    text = table.to_csv(tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text() == text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["objective", "stride", "K", "bpd", "se", "units", "split", "n_images", "se_kind"]
+    assert len(rows) == 5
+    r = rows[0]
+    assert (r["objective"], r["stride"], r["K"], r["split"], r["n_images"], r["units"]) == (
+        "L_vlb", "even", "8", "test", "1000", "bits/dim")
+    assert float(r["bpd"]) == pytest.approx(even.bpd, rel=1e-7)
+    assert float(r["se"]) == pytest.approx(even.bpd_se, rel=1e-7)
+    assert rows[-1]["stride"] == FULL and rows[-1]["K"] == "40"
+
+
+def test_rows_are_grouped_by_objective_and_mixed_provenance_is_stated():
+    scores = {("a", "even", 8): (5.0, 0.1), ("b", "even", 8): (6.0, 0.1), ("a", "dp", 8): (4.0, 0.1)}
+    table = bpd_table(scores)
+    assert table.rows == [("a", "even"), ("a", "dp"), ("b", "even")]
+    assert table.budgets == (8, 16, 32, 64, 128, 256)
+    md = table.to_markdown()
+    assert "image count unknown" in md
+    mixed = bpd_table({("a", "even", 8): _score(np.arange(10.0), 8), ("a", "dp", 8): _score(np.arange(20.0), 8)})
+    assert "Mixed provenance" in mixed.to_markdown()
+    assert "10 images" in mixed.provenance() and "20 images" in mixed.provenance()
+
+
+def test_flags_use_paired_differences_when_per_image_totals_exist():
+    """Large between-image spread, small within-image difference: only the paired SE sees the gain."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(4.0, 1.0, 500)
+    even = _score(base + 0.02 + rng.normal(0, 0.01, 500), 8)
+    dp = _score(base + rng.normal(0, 0.01, 500), 8)
+    (flag,) = flag_dp_gains({("m", "even", 8): even, ("m", "dp", 8): dp})
+    assert flag.paired and flag.status == "gain" and not flag.within
+    assert flag.diff == pytest.approx(dp.bpd - even.bpd) and flag.se < 0.002
+    # the same numbers without per-image totals: unpaired SE ≈ 0.063, the gain is within 2 SE
+    (unpaired,) = flag_dp_gains({("m", "even", 8): (even.bpd, even.bpd_se), ("m", "dp", 8): (dp.bpd, dp.bpd_se)})
+    assert not unpaired.paired and unpaired.within and unpaired.status == "within 2 SE"
+    assert unpaired.se == pytest.approx(math.hypot(even.bpd_se, dp.bpd_se))
+
+
+def test_flags_within_two_se_gain_and_loss():
+    scores = {("m", "even", 8): (3.01, 0.01), ("m", "quadratic", 8): (3.10, 0.01), ("m", "dp", 8): (3.00, 0.01),
+              ("m", "even", 16): (2.90, 0.01), ("m", "dp", 16): (2.99, 0.01), ("other", "even", 8): (9.0, 0.1)}
+    flags = {(f.K, f.baseline): f for f in flag_dp_gains(scores)}
+    assert set(flags) == {(8, "even"), (8, "quadratic"), (16, "even")}
+    assert flags[(8, "even")].status == "within 2 SE"  # |−0.01| ≤ 2·0.0141
+    assert flags[(8, "quadratic")].status == "gain"  # −0.10 < −2·0.0141
+    assert flags[(16, "even")].status == "loss"
+    assert len(flag_dp_gains(scores, baselines=["quadratic"])) == 1
+    edge = flag_dp_gains({("m", "even", 8): (2.5, 0.0), ("m", "dp", 8): (2.25, 0.125)})[0]
+    assert edge.within  # |Δ| = 0.25 = 2·SE exactly (binary-exact numbers): flagged as within
+    table = bpd_table(scores, precision=2)
+    md = table.to_markdown()
+    assert "3.00 ± 0.01 ‡" in md  # DP at K = 8 is within 2 SE of the even stride
+    assert "2.99 ± 0.01 |" in md  # DP at K = 16 is not flagged
+    assert "‡ DP's difference" in md
+    fm = flags_markdown(table.flags)
+    assert "| m | 8 | even | -0.010 ± 0.014 | unpaired | within 2 SE |" in fm
+    assert "bits/dim" in fm.splitlines()[0]
+
+
+def test_scores_by_stride_and_paper_tables():
+    scores = {("a", "even", 8): (5.0, 0.1), ("a", "dp", 8): (4.0, 0.1), ("a", "dp", 16): (3.5, 0.1),
+              ("b", "dp", 8): (1.0, 0.1)}
+    assert scores_by_stride(scores, "a") == {"even": {8: (5.0, 0.1)}, "dp": {8: (4.0, 0.1), 16: (3.5, 0.1)}}
+    with pytest.raises(DdpmdpError):
+        scores_by_stride(scores, "c")
+    assert PAPER_TABLE3[("L_vlb", "dp")][32] == 3.17 and PAPER_TABLE3[("L_hybrid", "even")]["all"] == 3.17
+    assert PAPER_TABLE3[("L_simple", "dp")][256] == 3.72
