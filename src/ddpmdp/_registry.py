@@ -2,3 +2,4 @@
 from __future__ import annotations
 
 from . import checkpoints, cifar10, imagenet64  # noqa: F401
+from . import embedded  # noqa: F401

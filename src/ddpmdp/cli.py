@@ -6,6 +6,7 @@
     ddpmdp evaluate --model SPEC --data SPEC --schedule PATH         direct K-pass evaluation, fresh noise
     ddpmdp sample   --model SPEC --schedule PATH --n N --out X.png   samples along a path
     ddpmdp model-info SPEC [--json]                                  architecture facts and fingerprints
+    ddpmdp train    --name NAME --data SPEC --objective simple|hybrid|vlb --out DIR   small DDPMs
 
 Path specs: ``even:K``, ``quadratic:K``, ``dp:SOLVED.json:K``, ``nodes:0,5,…,T``.
 User errors print one line and exit with status 2.
@@ -292,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--shape", default=None, help="C,H,W if the model does not declare it")
     _run_args(m)
     m.set_defaults(func=_cmd_sample)
+
+    from .train_cli import add_parser as _add_train
+
+    _add_train(sub)
 
     i = sub.add_parser("model-info", help="parameter count, key count, fingerprint, schedule of a model spec")
     i.add_argument("spec")
