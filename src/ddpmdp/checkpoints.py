@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from .fileio import file_digests, file_sha256
 from .errors import DdpmdpError, require
 from .model_specs import register_model_spec
 from .models import DiffusionModel, TorchModelAdapter
@@ -77,20 +78,6 @@ _RANDOM_SEED = 0
 
 
 # ---- reading files ----------------------------------------------------------------
-def file_sha256(path: str | Path) -> str:
-    """sha256 (64 hex digits) of a file's bytes, read in 1 MiB chunks."""
-    return _hashes(Path(path))[0]
-
-
-def _hashes(path: Path) -> tuple[str, str]:
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha.update(chunk)
-            md5.update(chunk)
-    return sha.hexdigest(), md5.hexdigest()
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a bare state_dict from ``path`` (CPU tensors, insertion order kept).
 
@@ -418,7 +405,7 @@ def load_ho(path: str | Path | None = None, *, device: str = "cpu", seed: int = 
         p = Path(path).expanduser()
         sd, config, weights, fmt = _ho_state_dict(p)
         net = _load_into(lambda: HoUNet(config), sd, device)
-        sha, md5 = _hashes(weights)
+        sha, md5 = file_digests(weights)
         info = _ho_info(config, weights, sha, md5, fmt, str(p))
         ident = f"ho:{weights.name}@{sha[:12]}"
     adapter = TorchModelAdapter(net, parse_schedule(HO_SCHEDULE), time_input="ho", output="eps", identity=ident,
@@ -465,7 +452,7 @@ def model_info(spec: str, data_dir: str | Path | None = None, *, schedule: str |
             return _ho_info(GOOGLE_DDPM_CIFAR10_CONFIG, None, None, None, None, "")
         p = Path(arg).expanduser()
         _sd, config, weights, fmt = _ho_state_dict(p)
-        sha, md5 = _hashes(weights)
+        sha, md5 = file_digests(weights)
         return _ho_info(config, weights, sha, md5, fmt, arg)
     from .model_specs import load_model
 

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .datasets import ImageSet, data_root, register_data_spec
+from .fileio import file_md5
 from .errors import DdpmdpError, require
 
 __all__ = ["URL", "ARCHIVE_MD5", "FILE_MD5", "FOLDER", "load_cifar10", "download_cifar10", "read_batch"]
@@ -113,14 +114,6 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_cifar10(root: Path, *, url: str | None = None, md5: str | None = None,
                      urlopen: Callable[..., Any] | None = None) -> Path:
     """Download and extract the official archive into ``root`` → ``root/cifar-10-batches-py``.
@@ -189,7 +182,7 @@ def load_cifar10(split: str, data_dir: str | Path | None = None, *, download: bo
     for name in present:
         x, _labels = read_batch(folder / name)
         images.append(x)
-        if _md5(folder / name) != FILE_MD5[name]:
+        if file_md5(folder / name) != FILE_MD5[name]:
             differing.append(name)
     if differing:
         msg = (f"CIFAR-10 {', '.join(differing)} under {folder} {'differs' if len(differing) == 1 else 'differ'} "

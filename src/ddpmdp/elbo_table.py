@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from . import __version__
 from .datasets import ImageSet, to_model_space, validate_images
 from .elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
 from .errors import DdpmdpError, require
+from .fileio import atomic_savez
 from .gaussians import nats_to_bpd
 from .models import DiffusionModel
 from .noise import STREAM_TABLE, keyed_normal
@@ -235,27 +235,6 @@ class ElboTable:
         atomic_savez(path, arrays)
 
 
-def atomic_savez(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
-    """np.savez to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise DdpmdpError(f"output folder {str(folder)!r} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except PermissionError:
-        raise DdpmdpError(f"cannot write to {str(folder)!r} (permission denied); choose another --out") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _REQUIRED_META = ("format", "schedule", "T", "variance", "clip", "decoder_convention", "model", "data",
                   "split", "n_images", "seed", "version", "units")
 
@@ -326,11 +305,3 @@ def estimate_table(model: DiffusionModel, data: ImageSet | np.ndarray, *, varian
         data = ImageSet(data, "array")
     return run_table(model, data, variance=variance, out=None, clip=clip, grid_stride=grid_stride, nodes=nodes,
                      batch_size=batch_size, seed=seed, device=str(device), progress=progress)
-
-
-def _progress(total: int, per_batch: int, batch_size: int, enabled: bool, desc: str):
-    """A tqdm bar over forward passes, showing images/s (a disabled bar when not wanted)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pass", disable=not enabled, smoothing=0.1,
-                unit_scale=batch_size, dynamic_ncols=True)

@@ -28,7 +28,6 @@ truncated or corrupt file raises :class:`~ddpmdp.errors.DdpmdpError` naming the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import torch
 
+from .fileio import file_sha256
 from .errors import DdpmdpError, require
 from .model_specs import register_model_spec
 from .models import DiffusionModel, TorchModelAdapter
@@ -141,14 +141,6 @@ def resolve_architecture(preset: str | IDDPMConfig) -> IDDPMConfig:
     return get_preset(preset)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def adapter_from_file(cfg: IDDPMConfig, weights: Path, *, device: str = "cpu", identity: str = "") -> TorchModelAdapter:
     """Build ``IDDPMUNet(cfg)`` and load a (float16 or float32) ``.safetensors`` into it as float32.
 
@@ -214,7 +206,7 @@ def _check_file(name: str, weights: Path, card_path: Path) -> dict[str, Any]:
     if isinstance(want_size, int) and size != want_size:
         raise DdpmdpError(f"{weights} is truncated or corrupt: {size} bytes, but its card {card_path.name} says "
                           f"{want_size}; reinstall ddpmdp (or copy the trained file again)")
-    sha = _sha256(weights)
+    sha = file_sha256(weights)
     if sha != card["weights_sha256"]:
         raise DdpmdpError(f"{weights} is corrupt: sha256 {sha[:16]}… differs from {card['weights_sha256'][:16]}… "
                           f"in its card {card_path.name}; reinstall ddpmdp (or copy the trained file again)")

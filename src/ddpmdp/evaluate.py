@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from .datasets import ImageSet, to_model_space, validate_images
-from .elbo_table import ElboTable, _progress
+from .elbo_table import ElboTable
+from .progress import progress_bar
 from .elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
 from .errors import DdpmdpError, require
 from .gaussians import nats_to_bpd
@@ -103,7 +104,7 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray, paths: di
     totals = {name: torch.zeros(N, dtype=torch.float64) for name in paths}
     terms = {name: torch.zeros(len(p) - 1, dtype=torch.float64) for name, p in paths.items()}
     n_batches = math.ceil(N / batch_size)
-    bar = _progress(n_batches * len(union), len(union), batch_size, progress, "evaluate")
+    bar = progress_bar(n_batches * len(union), batch_size, progress, "evaluate")
     for b in range(n_batches):
         lo, hi = b * batch_size, min(N, (b + 1) * batch_size)
         x0 = to_model_space(data.images[lo:hi], device)

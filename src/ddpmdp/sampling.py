@@ -99,11 +99,11 @@ def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
     """n samples as uint8 (n, C, H, W), generated in batches; sample i always uses the noise keys of
     index i, so the result does not depend on the batch size."""
     require(method in ("ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
-    from .elbo_table import _progress
+    from .progress import progress_bar
 
     outs = []
     K = len(np.asarray(nodes)) - 1
-    bar = _progress(-(-n // batch_size) * K, K, batch_size, progress, "sample")
+    bar = progress_bar(-(-n // batch_size) * K, batch_size, progress, "sample")
     for lo in range(0, n, batch_size):
         m = min(batch_size, n - lo)
         if method == "ancestral":

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from .datasets import ImageSet, to_model_space
-from .elbo_table import (ElboTable, TableStats, _progress, accumulate_batch, atomic_savez, make_grid,
-                         table_meta)
+from .elbo_table import ElboTable, TableStats, accumulate_batch, make_grid, table_meta
+from .fileio import atomic_savez
+from .progress import progress_bar
 from .errors import DdpmdpError, require
 from .models import DiffusionModel
 from .variances import VarianceRule, check_rule
@@ -130,7 +131,7 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
     n_batches = -(-len(data) // batch_size)
     mine = [b for b in range(n_batches) if b % world == rank]
     todo = [b for b in mine if b >= done]
-    bar = _progress(len(todo) * (len(grid) - 1), len(grid) - 1, batch_size, progress and rank == 0, "table")
+    bar = progress_bar(len(todo) * (len(grid) - 1), batch_size, progress and rank == 0, "table")
     t0 = time.time()
     since_save = 0
     try:

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,6 +50,7 @@ from .elbo_terms import abar_tensor, decoder_term, kl_row, predict_x0
 from .embedded import (CARD_FORMAT, EMBEDDED, T_NOTE, adapter_from_file, bpd_note, config_to_dict,
                        resolve_architecture)
 from .errors import DdpmdpError, require
+from .fileio import atomic_write, file_sha256
 from .nets.iddpm_unet import IDDPMConfig, IDDPMUNet
 from .schedules import Schedule
 
@@ -305,35 +305,6 @@ def compute_losses(schedule: Schedule, objective: str, x0: torch.Tensor, x_t: to
 
 
 # ---- files --------------------------------------------------------------------------
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)``, fsync, rename over ``path``, fsync the folder: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_weights_fp16(state: dict[str, torch.Tensor], path: Path) -> None:
     """Write a state_dict as float16 ``.safetensors`` atomically. Raises if a value overflows float16.
 
@@ -345,17 +316,7 @@ def save_weights_fp16(state: dict[str, torch.Tensor], path: Path) -> None:
     half = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in state.items()}
     bad = [k for k, v in half.items() if not torch.isfinite(v).all()]
     require(not bad, f"weights {bad[:3]} overflow float16 (|w| > 65504); training diverged")
-    _atomic_write(path, lambda p: save_file(half, str(p)))
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    atomic_write(path, lambda p: save_file(half, str(p)))
 
 
 # ---- the training loop --------------------------------------------------------------
@@ -396,7 +357,7 @@ class _Run:
 
     def save(self, path: Path) -> None:
         state = self.state()
-        _atomic_write(path, lambda p: torch.save(state, p))
+        atomic_write(path, lambda p: torch.save(state, p))
 
     def load(self, path: Path) -> None:
         try:
@@ -612,7 +573,7 @@ def _card(config: TrainConfig, cfg: IDDPMConfig, objective: str, run: _Run, data
         "weights_dtype": "float16",
         "weights_kind": f"EMA (rate {config.ema})",
         "weights_bytes": weights.stat().st_size,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
         "held_out": held_out,
         "note": bpd_note(held_out["bpd"] if held_out else None),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -635,6 +596,7 @@ def train(config: TrainConfig) -> Path:
     objective = config.resolved_objective()
     _validate(config, cfg, objective)
     out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint_path(config)
     if ckpt.exists() and not config.resume:
         raise DdpmdpError(f"{ckpt} already exists: pass --resume to continue it, or delete it / choose another "
@@ -688,5 +650,5 @@ def _train(config: TrainConfig, cfg: IDDPMConfig, objective: str, out: Path, ckp
     held_out = _evaluate(config, cfg, weights, data)
     card = _card(config, cfg, objective, run, data, weights, held_out)
     text = json.dumps(card, indent=2, default=str) + "\n"
-    _atomic_write(out / f"{config.name}.json", lambda p: p.write_text(text))
+    atomic_write(out / f"{config.name}.json", lambda p: p.write_text(text))
     return weights
