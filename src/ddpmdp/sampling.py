@@ -34,12 +34,27 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
-def _prepare(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], seed: int, device, offset: int):
+def _walk(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], seed: int, device, offset: int,
+          clip: bool, on_step: Callable[[], None] | None, step) -> torch.Tensor:
+    """The loop both samplers share: x_T from the keyed noise of step 0, then for each edge t → s one
+    forward pass, x̂₀, and ``step(x, x0_hat, out, t, s, z)`` for s ≥ 1 (``z()`` draws the keyed noise
+    of this step); the last edge returns x̂₀ without noise."""
     nodes = validate_path(nodes, model.schedule.T)
     require(n >= 1, f"number of samples must be >= 1, got {n}")
     idx = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
     x = keyed_normal(seed, idx, 0, shape, stream=STREAM_SAMPLE, device=device)
-    return nodes[::-1], idx, x
+    down = nodes[::-1]
+    for k in range(len(down) - 1):
+        t, s = int(down[k]), int(down[k + 1])
+        out = model(x, t)
+        if on_step is not None:
+            on_step()
+        x0_hat = predict_x0(model.schedule, x, t, out.eps, clip)
+        if s == 0:
+            return x0_hat
+        x = step(x, x0_hat, out, t, s, lambda k=k: keyed_normal(seed, idx, k + 1, shape, stream=STREAM_SAMPLE,
+                                                                    device=device))
+    raise AssertionError("unreachable: a validated path ends at node 0")
 
 
 @torch.no_grad()
@@ -50,21 +65,14 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
     """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space."""
     check_rule(variance, model.learned_variance)
     sched = model.schedule
-    down, idx, x = _prepare(model, nodes, n, shape, seed, device, index_offset)
-    for k in range(len(down) - 1):
-        t, s = int(down[k]), int(down[k + 1])
-        out = model(x, t)
-        if on_step is not None:
-            on_step()
-        x0_hat = predict_x0(sched, x, t, out.eps, clip)
-        if s == 0:
-            return x0_hat
+
+    def step(x, x0_hat, out, t, s, z):
         c, e = sched.posterior_coefficients(t, s)
-        mean = float(c) * x0_hat + float(e) * x
         logvar = edge_log_variance(sched, t, s, variance, out.v)
         std = torch.exp(0.5 * logvar) if torch.is_tensor(logvar) else math.exp(0.5 * float(logvar))
-        x = mean + std * keyed_normal(seed, idx, k + 1, shape, stream=STREAM_SAMPLE, device=device)
-    raise AssertionError("unreachable: a validated path ends at node 0")
+        return float(c) * x0_hat + float(e) * x + std * z()
+
+    return _walk(model, nodes, n, shape, seed, device, index_offset, clip, on_step, step)
 
 
 @torch.no_grad()
@@ -74,22 +82,15 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
     """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ float32 (n, C, H, W)."""
     require(eta >= 0, f"eta must be >= 0, got {eta}")
     sched = model.schedule
-    down, idx, x = _prepare(model, nodes, n, shape, seed, device, index_offset)
-    for k in range(len(down) - 1):
-        t, s = int(down[k]), int(down[k + 1])
-        out = model(x, t)
-        if on_step is not None:
-            on_step()
-        x0_hat = predict_x0(sched, x, t, out.eps, clip)
-        if s == 0:
-            return x0_hat
+
+    def step(x, x0_hat, out, t, s, z):
         at, as_ = float(sched.abar(t)), float(sched.abar(s))
         eps = (x - math.sqrt(at) * x0_hat) / math.sqrt(1.0 - at)
         var = eta ** 2 * float(sched.beta_tilde(t, s))
         x = math.sqrt(as_) * x0_hat + math.sqrt(max(1.0 - as_ - var, 0.0)) * eps
-        if var > 0:
-            x = x + math.sqrt(var) * keyed_normal(seed, idx, k + 1, shape, stream=STREAM_SAMPLE, device=device)
-    raise AssertionError("unreachable: a validated path ends at node 0")
+        return x + math.sqrt(var) * z() if var > 0 else x
+
+    return _walk(model, nodes, n, shape, seed, device, index_offset, clip, on_step, step)
 
 
 def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
