@@ -280,6 +280,12 @@ def test_iddpm_imagenet_family_tiny_matches_diffusers() -> None:
     _compare_iddpm(cfg, head_dim=8, heads_override=4)
 
 
+@needs_diffusers
+def test_iddpm_full_imagenet64_matches_diffusers() -> None:
+    """The full 121M-parameter ImageNet 64 architecture (4 heads of width 32, 64, 96, 128)."""
+    _compare_iddpm(get_preset("imagenet64-hybrid"), head_dim=32, heads_override=4, batch=2)
+
+
 def _diffusers_ho(cfg: HoUNetConfig):
     from diffusers import UNet2DModel
 

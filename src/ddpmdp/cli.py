@@ -126,8 +126,10 @@ def _cmd_table(args) -> int:
     from .table_runner import run_table
 
     model = _load_model(args)
-    data = load_images(args.data if ":" in args.data or args.data.endswith(".npz") else f"{args.data}:{args.split}",
-                       args.data_dir)
+    spec = args.data
+    if ":" not in spec and not spec.endswith(".npz"):
+        spec = f"{spec}:{args.split or 'train'}"  # selection tables default to the training split
+    data = load_images(spec, args.data_dir)
     if args.split and data.split not in (args.split, "unspecified"):
         raise DdpmdpError(f"--split {args.split} but the data spec {args.data!r} is the {data.split} split")
     data = data.subset(args.n_images)
@@ -248,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="estimate the L(t, s) table (nats per image)")
     _model_args(t, schedule_alias=True)
     t.add_argument("--data", required=True, help="cifar10[:train|test], tiny-imagenet64[:train|test], FILE.npz, ...")
-    t.add_argument("--split", choices=["train", "test"], default=None, help="split for dataset specs without one")
+    t.add_argument("--split", choices=["train", "test"], default=None,
+                   help="split for dataset specs without one (default: train)")
     t.add_argument("--n-images", type=int, default=None)
     t.add_argument("--grid-stride", type=int, default=1, help="use every k-th node (0 and T always kept)")
     t.add_argument("--grid", default=None, help="grid spec, e.g. log:120+even:8,16,32 (see elbo_table.parse_grid)")
