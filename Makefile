@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DDPMDP_DATA ?= $(abspath ../shared/data)
 
-.PHONY: test demo venv bench clean
+.PHONY: test demo venv bench clean book reproduce smoke
 
 $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	python3 -m venv $(VENV)
@@ -19,6 +19,15 @@ test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+reproduce: $(VENV)/.installed
+	$(VENV)/bin/ddpmdp reproduce
+
+smoke: $(VENV)/.installed
+	$(VENV)/bin/ddpmdp reproduce --smoke
+
+book: $(VENV)/.installed
+	$(VENV)/bin/jupyter-book build --all -W -n --keep-going .
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_dp.py

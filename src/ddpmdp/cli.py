@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_cli import add_parser as _add_train
 
     _add_train(sub)
+    from .reproduce_cli import add_parser as _add_reproduce
+
+    _add_reproduce(sub)
 
     i = sub.add_parser("model-info", help="parameter count, key count, fingerprint, schedule of a model spec")
     i.add_argument("spec")

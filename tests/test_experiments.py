@@ -1,0 +1,214 @@
+"""The notebook drivers (ddpmdp.experiments) and repository paths (ddpmdp.paths) on tiny inputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from _models import random_images, tiny_adapter
+
+from ddpmdp import experiments as ex
+from ddpmdp.cli import parse_path_spec
+from ddpmdp.datasets import ImageSet
+from ddpmdp.elbo_table import estimate_table
+from ddpmdp.errors import DdpmdpError
+from ddpmdp.fid import FeatureExtractor
+from ddpmdp.paths import generated_dir, repo_root
+from ddpmdp.schedules import cosine_schedule, linear_schedule
+from ddpmdp.strides import validate_path
+
+T = 20
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_adapter(cosine_schedule(T), channels=3, learned=True, seed=3)
+    m.image_shape = (3, 8, 8)
+    return m
+
+
+@pytest.fixture(scope="module")
+def train():
+    return ImageSet(random_images(6, seed=1), "train-array", "train")
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return ImageSet(random_images(5, seed=2), "test-array", "test")
+
+
+@pytest.fixture(scope="module")
+def nll(model, train, test_set):
+    return ex.run_nll(model, train, test_set, objective="L_hybrid", budgets=[2, 4], grid="log:8", batch_size=4)
+
+
+def test_run_nll_scores_every_stride_and_the_full_chain(nll, test_set):
+    assert set(nll.scores) == {(s, K) for s in ("even", "quadratic", "dp") for K in (2, 4)}
+    for (s, K), sc in nll.scores.items():
+        assert sc.K == K and sc.split == "test" and sc.n_images == len(test_set)
+        assert np.isfinite(sc.bpd) and sc.bpd_se > 0
+        validate_path(nll.paths[(s, K)], T)
+    assert nll.full is not None and nll.full.K == T
+    assert nll.variance == "learned_range" and nll.table.meta["split"] == "train"
+    # DP paths lie on the selection grid
+    assert all(np.isin(p, nll.table.nodes).all() for p in nll.dp_paths().values())
+    assert set(nll.seconds) == {"table", "dp", "evaluate"}
+
+
+def test_nll_table_summary_and_files(nll, tmp_path):
+    t = ex.nll_table({"L_hybrid": nll}, budgets=[2, 4])
+    assert t.rows == [("L_hybrid", "even"), ("L_hybrid", "quadratic"), ("L_hybrid", "dp")]
+    assert t.full["L_hybrid"][0] == T
+    paths = ex.write_result_table(t, "nll", tmp_path)
+    wide = paths["wide"].read_text().splitlines()
+    assert wide[0] == "Objective,Stride,K=2,K=4,All"
+    assert len(wide) == 4 and "±" in wide[1]
+    assert paths["csv"].read_text().startswith("objective,stride,K,bpd,se")
+    assert "Bits/dim" in paths["md"].read_text()
+    caption = paths["caption"].read_text()
+    assert caption.startswith("Bits/dim, mean ± SE over images.") and "|" not in caption
+    (line,) = ex.nll_summary({"L_hybrid": nll})
+    assert line.startswith("L_hybrid: at K = 2 the DP path scores") and f"full {T}-step chain" in line
+
+
+def test_nested_tables_equal_separate_estimates(model, train):
+    tabs = ex.nested_tables(model, train, [3, 1, 5], variance="learned_range", grid="stride:4", batch_size=2)
+    assert sorted(tabs) == [1, 3, 5]
+    for n, tab in tabs.items():
+        ref = estimate_table(model, train.subset(n), variance="learned_range", nodes=tab.nodes, batch_size=n)
+        assert tab.meta["n_images"] == n
+        lower = np.tri(len(tab.nodes), len(tab.nodes), -1, dtype=bool)
+        # same images and noise; only the float32 network rounding depends on the batch split
+        np.testing.assert_allclose(tab.L[lower], ref.L[lower], rtol=1e-5)
+        np.testing.assert_allclose(tab.prior, ref.prior, rtol=1e-12)
+        np.testing.assert_allclose(tab.mse()[0][1:], ref.mse()[0][1:], rtol=1e-5)
+    with pytest.raises(DdpmdpError, match="exceeds"):
+        ex.nested_tables(model, train, [7], variance="learned_range")
+
+
+def test_mc_ablation_scores_all_sizes_and_budgets(model, train, test_set):
+    r = ex.run_mc_ablation(model, train, test_set, label="tiny", sizes=[1, 2, 4], budgets=[2, 3], grid="log:8")
+    assert r.sizes == [1, 2, 4] and set(r.scores) == {1, 2, 4}
+    assert all(set(d) == {2, 3} for d in r.scores.values())
+    rt = r.as_table()
+    assert [row[1] for row in rt.rows] == ["table from 1 image", "table from 2 images", "table from 4 images"]
+
+
+def test_cached_table_is_reused(model, train, tmp_path):
+    a, hit_a = ex.cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", cache_dir=tmp_path)
+    b, hit_b = ex.cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", cache_dir=tmp_path)
+    c, hit_c = ex.cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", seed=1,
+                               cache_dir=tmp_path)
+    assert (hit_a, hit_b, hit_c) == (False, True, False)
+    np.testing.assert_array_equal(a.L, b.L)
+    assert len(list(tmp_path.glob("TABLE-*.npz"))) == 2
+
+
+def test_mse_reweighted_cost(nll):
+    W = ex.mse_reweighted_cost(nll.table)
+    nodes, m = nll.table.nodes, nll.table.mse()[0]
+    G = len(nodes)
+    assert W.shape == (G, G) and np.isinf(W[np.triu_indices(G)]).all()
+    i, j = G - 1, 1
+    assert W[i, j] == pytest.approx((nodes[i] - nodes[j]) / T * m[i])
+    assert np.isfinite(W[np.tril_indices(G, -1)]).all()
+
+
+class _Means(FeatureExtractor):
+    """Per-channel means and standard deviations: a 6-d stand-in for FID features."""
+
+    dims, feature, label, comparable_to_published = 6, "means", "test distance", False
+
+    def __init__(self) -> None:
+        super().__init__("cpu")
+        self.net = torch.nn.Identity()
+
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(images).double() / 255.0
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+
+def test_sample_quality_covers_all_samplers(model, nll, train, test_set):
+    r = ex.run_sample_quality(model, nll.table, train, _Means(), budgets=[2, 4], n_samples=4, test=test_set,
+                              full_chain=True, batch_size=4)
+    assert set(r.fid) == set(ex.SAMPLERS)
+    assert all(set(d) == {2, 4} and all(np.isfinite(float(v)) for v in d.values()) for d in r.fid.values())
+    assert set(r.bpd) == {s for s, (_, m) in ex.SAMPLERS.items() if m == "ancestral"}
+    assert r.full is not None and r.features["feature"] == "means"
+    np.testing.assert_array_equal(r.paths["dp (ELBO)"][4], nll.solution.path(4))
+    header, rows = r.fid_table()
+    assert header == ["Sampler", "K=2", "K=4", "All"] and rows[-1][0] == "full chain (ancestral)"
+    md = ex.markdown_table(header, rows, title="t")
+    assert md.startswith("**t**\n\n| Sampler | K=2 | K=4 | All |\n|---|---|---|---|\n") and md.count("\n") == 4 + len(rows)
+    with pytest.raises(DdpmdpError, match="unknown sampler"):
+        ex.run_sample_quality(model, nll.table, train, _Means(), budgets=[2], n_samples=2, samplers=["nope"])
+
+
+def test_shared_noise_grids_share_noise_within_a_budget(model, train):
+    p = np.array([0, 5, 12, T])
+    grids = ex.shared_noise_grids(model, {3: {"a": p, "b": p.copy()}}, 3, real=train)
+    assert list(grids) == ["K = 3", "data"]
+    np.testing.assert_array_equal(grids["K = 3"]["a"], grids["K = 3"]["b"])
+    assert grids["K = 3"]["a"].shape == (3, 3, 8, 8) and grids["K = 3"]["a"].dtype == np.uint8
+
+
+def test_by_budget_regroups_paths(nll):
+    grouped = ex.by_budget(nll.paths)
+    assert list(grouped) == [2, 4] and set(grouped[4]) == {"even", "quadratic", "dp"}
+    np.testing.assert_array_equal(grouped[4]["dp"], nll.paths[("dp", 4)])
+
+
+def test_dp_json_is_a_cli_path_spec(nll, tmp_path):
+    f = ex.write_dp_json(nll.table, nll.solution, [2, 4], tmp_path / "dp.json")
+    data = json.loads(f.read_text())
+    assert data["T"] == T and set(data["budgets"]) == {"2", "4"}
+    np.testing.assert_array_equal(parse_path_spec(f"dp:{f}:4", T), nll.solution.path(4))
+    text = ex.format_paths(nll.dp_paths(), max_nodes=4)
+    assert text.splitlines()[0].startswith("K = 2: 0, ")
+
+
+def test_load_and_describe_data_are_machine_independent(tmp_path, monkeypatch):
+    np.savez(tmp_path / "imgs.npz", images=random_images(4))
+    monkeypatch.setenv("DDPMDP_DATA", str(tmp_path))
+    ds = ex.load_data(str(tmp_path / "imgs.npz"), 3)
+    assert len(ds) == 3
+    ds.notes.append(f"file under {tmp_path}/sub differs")
+    text = ex.describe_data(ds)
+    assert "3 images of 3×8×8 (d = 192)" in text and "$DDPMDP_DATA/sub" in text and str(tmp_path) not in text
+
+
+def test_default_variance_and_descriptions():
+    fixed = tiny_adapter(linear_schedule(40), learned=False)
+    assert ex.default_variance(fixed) == "fixed_large" and ex.default_variance(fixed, "fixed_small") == "fixed_small"
+    assert "T = 40" in ex.describe_model(fixed)
+    np.testing.assert_array_equal(ex.table_grid("all", 4), np.arange(5))
+    np.testing.assert_array_equal(ex.table_grid("nodes:2", 4), [0, 2, 4])
+
+
+def test_save_figure_is_byte_stable(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    a = ex.save_figure(fig, "a", tmp_path).read_bytes()
+    b = ex.save_figure(fig, "b", tmp_path).read_bytes()
+    assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in a
+
+
+def test_repo_root_and_generated_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("DDPMDP_REPO", raising=False)
+    (tmp_path / "_toc.yml").write_text("")
+    (tmp_path / "pyproject.toml").write_text("")
+    deep = tmp_path / "notebooks" / "smoke"
+    deep.mkdir(parents=True)
+    assert repo_root(deep) == tmp_path.resolve()
+    assert generated_dir("book/_generated", start=deep) == tmp_path.resolve() / "book" / "_generated"
+    assert (tmp_path / "book" / "_generated").is_dir()
+    with pytest.raises(DdpmdpError, match="_toc.yml"):
+        repo_root(tmp_path.parent)
+    monkeypatch.setenv("DDPMDP_REPO", str(tmp_path))
+    assert repo_root("/") == tmp_path.resolve()
+    monkeypatch.setenv("DDPMDP_REPO", str(deep))
+    with pytest.raises(DdpmdpError, match="DDPMDP_REPO"):
+        repo_root()

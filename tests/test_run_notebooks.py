@@ -1,0 +1,132 @@
+"""The notebook runner (python -m ddpmdp.run_notebooks) and `ddpmdp reproduce` on a throw-away repository."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("papermill")
+pytest.importorskip("jupytext")
+nbformat = pytest.importorskip("nbformat")
+
+from ddpmdp import reproduce_cli, run_notebooks  # noqa: E402
+from ddpmdp.errors import DdpmdpError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = '''# %% [markdown]
+# # A notebook
+
+# %% tags=["parameters"]
+n = 2  # how many
+label = "x"  # a label
+
+# %%
+import os
+
+print(label * n)
+print("agg" if os.environ.get("MPLBACKEND") == "Agg" else "not agg", os.environ.get("DDPMDP_REPO") is not None)
+
+# %% [markdown]
+# Done.
+'''
+
+BAD = '''# %% tags=["parameters"]
+x = 1  # a number
+
+# %%
+y = x + 1
+
+# %%
+raise ValueError(f"boom {y}")
+'''
+
+
+@pytest.fixture()
+def repo(tmp_path, monkeypatch):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "good.py").write_text(GOOD)
+    (tmp_path / "notebooks" / "bad.py").write_text(BAD)
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "good.yaml").write_text("n: 3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DDPMDP_REPO", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path
+
+
+def test_prepare_and_parameters(repo):
+    nb = run_notebooks.prepare(repo / "notebooks" / "good.py")
+    assert "jupytext" not in nb.metadata and nb.metadata["kernelspec"]["name"] == "python3"
+    params = run_notebooks.notebook_parameters(nb)
+    assert list(params) == ["n", "label"] and params["n"]["help"] == "how many"
+    (repo / "notebooks" / "two.py").write_text(GOOD + '\n# %% tags=["parameters"]\nz = 1\n')
+    with pytest.raises(DdpmdpError, match="exactly one cell tagged 'parameters'"):
+        run_notebooks.prepare(repo / "notebooks" / "two.py")
+
+
+def test_usage_errors_exit_2(repo, capsys):
+    assert run_notebooks.main(["good", "-p", "m", "1", "--out", "out"]) == 2
+    assert "unknown parameter(s) m" in capsys.readouterr().err
+    assert run_notebooks.main(["nope", "--out", "out"]) == 2
+    assert "no notebook 'nope'" in capsys.readouterr().err
+    assert run_notebooks.main(["good", "bad", "-f", "params/good.yaml"]) == 2
+    assert "applies to one notebook" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_execution_normalises_and_failures_name_the_cell(repo, capsys):
+    assert run_notebooks.main(["good", "--params-dir", "params", "-p", "label", "ab", "--out", "out"]) == 0
+    assert "[1/1] good: done in" in capsys.readouterr().out
+    nb = nbformat.read(repo / "out" / "good.ipynb", as_version=4)
+    assert [c.id for c in nb.cells] == [f"cell-{i:03d}" for i in range(len(nb.cells))]
+    assert nb.metadata["papermill"] == {"parameters": {"n": 3, "label": "ab"}}
+    assert all("papermill" not in c.metadata and "execution" not in c.metadata for c in nb.cells)
+    printed = [o["text"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "text" in o]
+    assert printed == ["ababab\nnot agg True\n"]  # ipykernel sets its inline backend itself
+    assert os.environ.get("MPLBACKEND") == "Agg" and "DDPMDP_REPO" not in os.environ  # restored
+    assert "injected-parameters" in nb.cells[2].metadata["tags"]
+
+    assert run_notebooks.main(["bad", "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "notebook bad failed in cell 3 (In [3]): ValueError: boom 2" in err
+    assert "raise ValueError" in err and "out/bad.ipynb" in err
+    assert (repo / "out" / "bad.ipynb").is_file()
+
+
+def test_reproduce_parser_and_checks(repo, monkeypatch):
+    parser = argparse.ArgumentParser(prog="ddpmdp")
+    sub = parser.add_subparsers(dest="command", required=True)
+    reproduce_cli.add_parser(sub)
+    args = parser.parse_args(["reproduce", "--smoke", "--only", "good,nope", "--no-build"])
+    with pytest.raises(DdpmdpError, match="unknown notebook"):
+        args.func(args)
+    calls = []
+    monkeypatch.setattr(run_notebooks, "run_all", lambda names, **kw: calls.append((names, kw)) or [])
+    args = parser.parse_args(["reproduce", "--smoke", "--only", "good"])
+    assert args.func(args) == 0  # smoke: no book build
+    assert calls[-1][0] == ["good"] and calls[-1][1]["params_dir"] == "params/smoke"
+    assert calls[-1][1]["out_dir"] == "notebooks/smoke"
+    monkeypatch.setattr(reproduce_cli, "build_book", lambda root=None, strict=True: 1)
+    args = parser.parse_args(["reproduce", "--only", "good"])
+    with pytest.raises(DdpmdpError, match="book build failed"):
+        args.func(args)
+    assert calls[-1][1]["out_dir"] == "notebooks/executed" and calls[-1][1]["params_dir"] is None
+
+
+def test_parameter_files_name_real_parameters():
+    """Every params/*/NAME.yaml sets only parameters that notebook NAME has."""
+    files = sorted((ROOT / "params").glob("*/*.yaml"))
+    assert files, "no parameter files"
+    for f in files:
+        src = ROOT / "notebooks" / f"{f.stem}.py"
+        assert src.is_file(), f"{f.relative_to(ROOT)} names no notebook"
+        known = run_notebooks.notebook_parameters(run_notebooks.prepare(src))
+        unknown = set(run_notebooks.load_params(f)) - set(known)
+        assert not unknown, f"{f.relative_to(ROOT)}: unknown parameters {sorted(unknown)}"
+        json.dumps(run_notebooks.load_params(f))  # plain YAML values only
