@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DDPMDP_DATA ?= $(abspath ../shared/data)
 
-.PHONY: test demo venv bench clean book reproduce smoke
+.PHONY: test demo venv bench clean book reproduce smoke chromium
 
 $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	python3 -m venv $(VENV)
@@ -14,8 +14,14 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(VENV)/bin/pytest -q
+
+# The browser test of the book needs Debian's chromium; install it when missing and possible.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: the browser test will be skipped"; }
 
 demo: $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
