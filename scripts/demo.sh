@@ -2,22 +2,29 @@
 # The main job end to end on CPU: table on the train split, the DP for every budget,
 # held-out bits/dim ± SE of DP vs even vs quadratic strides (direct evaluation with fresh
 # noise, paired across strides), and samples along the DP path.
-# Model: the closed-form Gaussian-data model of CIFAR-10 (until embedded networks ship).
+# Default model: the embedded cifar10-hybrid network (L_hybrid, learned range, T = 1000).
+# The closed-form Gaussian-data model needs no weights:
+#   MODEL=gaussian:cifar10:train NOISE=linear:1000 VARIANCE=fixed_large make demo
 set -euo pipefail
-MODEL=${MODEL:-gaussian:cifar10:train}
-NOISE=${NOISE:-linear:1000}
+MODEL=${MODEL:-cifar10-hybrid}
+NOISE=${NOISE:-}
+VARIANCE=${VARIANCE:-}
 OUT=${OUT:-runs/demo}
 N_TRAIN=${N_TRAIN:-64}
-N_TEST=${N_TEST:-128}
+N_TEST=${N_TEST:-64}
+GRID=${GRID:-log:200}
+BUDGETS=${BUDGETS:-8,16,32,64}
 mkdir -p "$OUT"
+common=(--model "$MODEL")
+[ -n "$NOISE" ] && common+=(--noise-schedule "$NOISE")
+[ -n "$VARIANCE" ] && common+=(--variance "$VARIANCE")
 set -x
-ddpmdp table --model "$MODEL" --noise-schedule "$NOISE" --data cifar10:train --n-images "$N_TRAIN" \
-  --variance fixed_large --batch-size 64 --out "$OUT/train_table.npz" --resume
-ddpmdp solve "$OUT/train_table.npz" --budgets 8,16,32,64,128,256 --json > "$OUT/dp.json"
-ddpmdp solve "$OUT/train_table.npz" --budgets 8,16,32,64,128,256
+ddpmdp table "${common[@]}" --data cifar10:train --n-images "$N_TRAIN" --grid "$GRID" --batch-size 64 \
+  --out "$OUT/train_table.npz" --resume --quiet
+ddpmdp solve "$OUT/train_table.npz" --budgets "$BUDGETS" --json > "$OUT/dp.json"
+ddpmdp solve "$OUT/train_table.npz" --budgets "$BUDGETS"
 args=()
-for K in 8 16 32 64; do args+=(--schedule even:$K --schedule quadratic:$K --schedule "dp:$OUT/dp.json:$K"); done
-ddpmdp evaluate --model "$MODEL" --noise-schedule "$NOISE" --data cifar10:test --n-images "$N_TEST" \
-  --variance fixed_large --batch-size 64 "${args[@]}" | tee "$OUT/heldout_bpd.txt"
-ddpmdp sample --model "$MODEL" --noise-schedule "$NOISE" --schedule "dp:$OUT/dp.json:32" --n 16 \
-  --variance fixed_large --out "$OUT/samples_dp32.png"
+for K in ${BUDGETS//,/ }; do args+=(--schedule even:$K --schedule quadratic:$K --schedule "dp:$OUT/dp.json:$K"); done
+ddpmdp evaluate "${common[@]}" --data cifar10:test --n-images "$N_TEST" --batch-size 64 --quiet "${args[@]}" \
+  | tee "$OUT/heldout_bpd.txt"
+ddpmdp sample "${common[@]}" --schedule "dp:$OUT/dp.json:32" --n 16 --out "$OUT/samples_dp32.png" --quiet

@@ -136,3 +136,14 @@ def test_console_script_exit_status(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ddpmdp", "solve", str(tmp_path / "none.npz"), "--budgets", "3"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_models_lists_the_embedded_models_with_their_cards(tmp_path, capsys):
+    code, out, _ = run(["models", "--json", "--csv", tmp_path / "m.csv"], capsys)
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and set(rows) == {"cifar10-simple", "cifar10-hybrid", "cifar10-vlb", "imagenet64-hybrid"}
+    for r in rows.values():
+        if r["available"]:
+            assert r["heldout_bpd"] > 0 and r["heldout_bpd_se"] > 0 and r["heldout_split"].endswith(":test")
+            assert r["parameters"] < 2_500_000
+    assert (tmp_path / "m.csv").read_text().startswith("name,objective,schedule")

@@ -6,6 +6,7 @@
     ddpmdp evaluate --model SPEC --data SPEC --schedule PATH         direct K-pass evaluation, fresh noise
     ddpmdp sample   --model SPEC --schedule PATH --n N --out X.png   samples along a path
     ddpmdp model-info SPEC [--json]                                  architecture facts and fingerprints
+    ddpmdp models [--json] [--csv FILE]                              the embedded models and their cards
     ddpmdp train    --name NAME --data SPEC --objective simple|hybrid|vlb --out DIR   small DDPMs
 
 Path specs: ``even:K``, ``quadratic:K``, ``dp:SOLVED.json:K``, ``nodes:0,5,…,T``.
@@ -242,6 +243,30 @@ def _cmd_model_info(args) -> int:
     return 0
 
 
+def _cmd_models(args) -> int:
+    import csv
+
+    from .embedded import MODEL_TABLE_COLUMNS, model_table
+
+    rows = model_table()
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=MODEL_TABLE_COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (f"{v:.3f}" if isinstance(v, float) and k.startswith("heldout_bpd") else v)
+                            for k, v in r.items()})
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            bpd = (f"{r['heldout_bpd']:.3f} ± {r['heldout_bpd_se']:.3f} bits/dim on {r['heldout_images']} "
+                   f"{r['heldout_split']} images" if r["heldout_bpd"] is not None else "not measured")
+            print(f"{r['name']:<18s} {r['objective']:<7s} {r['schedule']:<12s} {r['variance']:<14s} "
+                  f"{'ready' if r['available'] else 'no weights':<10s} full chain: {bpd}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddpmdp", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"ddpmdp {__version__}")
@@ -303,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .reproduce_cli import add_parser as _add_reproduce
 
     _add_reproduce(sub)
+
+    ms = sub.add_parser("models", help="the embedded models and their held-out full-chain bits/dim")
+    ms.add_argument("--json", action="store_true")
+    ms.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    ms.set_defaults(func=_cmd_models)
 
     i = sub.add_parser("model-info", help="parameter count, key count, fingerprint, schedule of a model spec")
     i.add_argument("spec")

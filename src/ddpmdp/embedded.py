@@ -269,6 +269,26 @@ def embedded_models() -> dict[str, dict[str, Any]]:
     return out
 
 
+MODEL_TABLE_COLUMNS = ("name", "objective", "schedule", "T", "variance", "parameters", "steps", "train_minutes",
+                       "heldout_bpd", "heldout_bpd_se", "heldout_split", "heldout_images", "available")
+
+
+def model_table() -> list[dict[str, Any]]:
+    """One row per embedded model, read from its card: objective, diffusion, size, training and the
+    held-out full-chain bits/dim ± SE with the split and number of images it was measured on."""
+    rows = []
+    for name, entry in embedded_models().items():
+        card = entry["card"] or {}
+        held = card.get("held_out") or {}
+        rows.append({"name": name, "objective": entry["objective"], "schedule": entry["schedule"], "T": entry["T"],
+                     "variance": entry["variance"], "parameters": card.get("parameters"), "steps": card.get("steps"),
+                     "train_minutes": round(card["wall_seconds"] / 60, 1) if "wall_seconds" in card else None,
+                     "heldout_bpd": held.get("bpd"), "heldout_bpd_se": held.get("bpd_se"),
+                     "heldout_split": held.get("data"), "heldout_images": held.get("n_images"),
+                     "available": entry["available"]})
+    return rows
+
+
 def _spec_loader(name: str):
     def loader(argument: str, *, device: str = "cpu", schedule: str | None = None, output: str | None = None,
                time_input: str | None = None, **_: Any) -> DiffusionModel:
