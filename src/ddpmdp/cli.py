@@ -342,10 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flush_denormals() -> None:
+    """Treat float32 denormals as zero on the CPU: activations of diffusion UNets drift into the
+    denormal range along a sampling chain and then cost up to 10× per operation on x86. Values
+    below 1.2e-38 cannot change any bits/dim or pixel the commands report."""
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for user errors, with one line on stderr)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _flush_denormals()
     try:
         return int(args.func(args) or 0)
     except DdpmdpError as exc:
