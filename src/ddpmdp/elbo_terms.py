@@ -63,10 +63,14 @@ def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s
            method: Literal["auto", "direct", "chebyshev"] = "auto") -> torch.Tensor:
     """L(t, s) for every s in ``s_nodes`` (each 1 ≤ s < t) from one forward pass at t.
 
-    Scalar rules (``method.md`` §5.2), with r = β̃_{t,s}/σ²_{t,s} and M = ‖x₀ − x̂₀‖²:
-        L(t, s) = (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²_{t,s})·M.
-    ``learned_range`` (§5.3), with ℓ = log((1 − ᾱ_t)/(1 − ᾱ_s)), Δ = SNR(s) − SNR(t), e = x₀ − x̂₀:
-        L(t, s) = ½ Σ_j [v_j ℓ + e^{−v_j ℓ}(1 + Δ e_j²) − 1],
+    Scalar rules (``method.md`` §5.2), with r = β̃_{t,s}/σ²_{t,s} and M = ‖x₀ − x̂₀‖²::
+
+        L(t, s) = (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²_{t,s})·M
+
+    ``learned_range`` (§5.3), with ℓ = log((1 − ᾱ_t)/(1 − ᾱ_s)), Δ = SNR(s) − SNR(t), e = x₀ − x̂₀::
+
+        L(t, s) = ½ Σ_j [v_j ℓ + e^{−v_j ℓ}(1 + Δ e_j²) − 1]
+
     evaluated either directly, ½ Σ_j [(expm1(−v_j ℓ) + v_j ℓ) + (1 + expm1(−v_j ℓ)) Δ e_j²] on
     float32 tiles of (B, S_chunk, d) — O(B·S·d) exponentials — or through a Chebyshev expansion of
     e^{−ℓv} in v (:func:`_learned_row_chebyshev`, float64, O((B·d + S)·P)). ``method='auto'`` takes

@@ -88,7 +88,8 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray, paths: di
 
     For every batch and every node t in the union of the paths (t > 0): fresh noise keyed
     by (seed, image, t) in the evaluation stream, one forward pass, and for each path that
-    contains t the term L(t, predecessor). Model calls: ⌈N/B⌉ × |union of nodes \\ {0}|.
+    contains t the term L(t, predecessor). Model calls: ⌈N/B⌉ × (number of distinct nodes > 0 in
+    the union of the paths).
     Returns a :class:`PathScore` per path with per-image totals and the exact SE.
     """
     if isinstance(data, np.ndarray):

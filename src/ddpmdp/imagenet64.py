@@ -4,6 +4,7 @@ Data specs:
 
 * ``imagenet64:PATH`` — PATH is looked up as given, then under the data root
   (``$DDPMDP_DATA`` or ``--data-dir``). It may be
+
   - an ``.npz`` file of Chrabaszcz et al. (2017) "Imagenet64x64" (``val_data.npz``,
     ``train_data_batch_N.npz``): ``data`` uint8 (N, 12288), each row 4096 red, then
     4096 green, then 4096 blue values, each plane row-major 64×64; ``labels`` 1..1000;
@@ -13,6 +14,7 @@ Data specs:
   - a folder of 64×64 PNGs, e.g. van den Oord et al. (2016)'s ``valid_64x64/``
     (read recursively in sorted path order, as improved-diffusion's ``load_data`` does;
     needs Pillow, which matplotlib already requires).
+
   The variant is recorded in the identity (``imagenet64:npz:…`` or ``imagenet64:png:…``)
   and in the notes. improved-diffusion's ImageNet 64 checkpoints were trained and
   evaluated on the PNG variant; the npz variant loads with a warning that bits/dim

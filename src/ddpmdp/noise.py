@@ -40,7 +40,7 @@ def _key(seed: int, stream: int, index: torch.Tensor, t: int) -> torch.Tensor:
 
 def keyed_normal(seed: int, index: torch.Tensor, t: int, shape: tuple[int, ...], *,
                  stream: int = STREAM_TABLE, device: str | torch.device | None = None) -> torch.Tensor:
-    """Standard normal noise, float32 (B, *shape), for images ``index`` (int64 (B,)) at node t.
+    """Standard normal noise, float32 ``(B, *shape)``, for images ``index`` (int64 (B,)) at node t.
 
     Row b depends only on (seed, stream, index[b], t). ``stream`` separates uses
     (table, held-out evaluation, sampling) so they never share noise.

@@ -12,7 +12,7 @@ columns K = 8 … 256 and "All" (the full chain, K = T), cells "bpd ± SE".
 * :func:`flag_dp_gains` compares the DP stride with each baseline at every K (``method.md``
   §8.4): the difference Δ = bpd(DP) − bpd(baseline) with its **paired** SE when both scores
   hold per-image totals of the same images (:func:`ddpmdp.evaluate.paired_difference`),
-  otherwise the unpaired √(SE₁² + SE₂²). A gain with |Δ| ≤ 2·SE is flagged as not significant.
+  otherwise the unpaired √(SE₁² + SE₂²). A gain with abs(Δ) ≤ 2·SE is flagged as not significant.
 
 Units: bits/dim throughout (nats per image / (d·ln 2), :func:`ddpmdp.gaussians.nats_to_bpd`);
 SE = sd(per-image totals)/√N for direct evaluations. No pandas: plain ``csv``.
@@ -234,7 +234,7 @@ class GainFlag:
 
     @property
     def within(self) -> bool:
-        """|Δ| ≤ n_sigma·SE: the difference is not significant (a DP "gain" within the noise)."""
+        """abs(Δ) ≤ n_sigma·SE: the difference is not significant (a DP "gain" within the noise)."""
         return abs(self.diff) <= self.n_sigma * self.se if math.isfinite(self.se) else True
 
     @property

@@ -75,27 +75,28 @@ _RESUMABLE_CHANGES = {"steps", "minutes", "resume", "out", "eval_data", "eval_im
 class TrainConfig:
     """Everything that defines a training run (frozen; recorded in the checkpoint and the card).
 
-    name: model name; outputs are ``out/NAME.safetensors``, ``out/NAME.json`` and the training
-        checkpoint ``out/NAME.train.pt``.
-    data: training data spec (``cifar10:train``, ``tiny-imagenet64:train``, ``FILE.npz``, …).
-    preset: architecture: an embedded model name, an improved-diffusion preset name or an
-        :class:`IDDPMConfig`; None → ``name`` (which must then be an embedded model).
-    objective: ``simple``, ``hybrid`` or ``vlb``; None → the embedded model's, else ``hybrid``
-        for learned-variance architectures and ``simple`` for ε-only ones.
-    steps: total optimizer steps (a resumed run continues up to this count).
-    batch_size: images per step. lr: AdamW learning rate (constant after ``warmup_steps``
-        of linear warm-up). weight_decay: AdamW weight decay.
-    ema: EMA rate; with ``ema_warmup`` the decay after n updates is min(ema, (1 + n)/(10 + n)).
-    grad_clip: max global gradient 2-norm (None: no clipping).
-    seed: seeds the one torch generator that draws data order, t, ε and dropout.
-    save_every: steps between training checkpoints. minutes: wall-clock budget for this
-        invocation (training stops, saves and writes outputs when it is used up).
-    resume: continue from ``out/NAME.train.pt`` when it exists.
-    eval_data / eval_images / eval_batch_size: held-out split for the card's full-chain
-        bits/dim (None or 0 images: not measured).
-    n_train_images: use only the first N training images. history_per_term / uniform_prob:
-        the ``vlb`` resampler. hybrid_lambda: λ.
-    data_dir, device, threads (``torch.set_num_threads`` for this call), quiet (no progress bar).
+    - ``name``: model name; outputs are ``out/NAME.safetensors``, ``out/NAME.json`` and the training
+      checkpoint ``out/NAME.train.pt``.
+    - ``data``: training data spec (``cifar10:train``, ``tiny-imagenet64:train``, ``FILE.npz``, …).
+    - ``preset``: architecture: an embedded model name, an improved-diffusion preset name or an
+      :class:`IDDPMConfig`; None → ``name`` (which must then be an embedded model).
+    - ``objective``: ``simple``, ``hybrid`` or ``vlb``; None → the embedded model's, else ``hybrid``
+      for learned-variance architectures and ``simple`` for ε-only ones.
+    - ``steps``: total optimizer steps (a resumed run continues up to this count).
+    - ``batch_size``: images per step; ``lr``: AdamW learning rate (constant after ``warmup_steps``
+      of linear warm-up); ``weight_decay``: AdamW weight decay.
+    - ``ema``: EMA rate; with ``ema_warmup`` the decay after n updates is min(ema, (1 + n)/(10 + n)).
+    - ``grad_clip``: max global gradient 2-norm (None: no clipping).
+    - ``seed``: seeds the one torch generator that draws data order, t, ε and dropout.
+    - ``save_every``: steps between training checkpoints; ``minutes``: wall-clock budget for this
+      invocation (training stops, saves and writes outputs when it is used up).
+    - ``resume``: continue from ``out/NAME.train.pt`` when it exists.
+    - ``eval_data``, ``eval_images``, ``eval_batch_size``: held-out split for the card's full-chain
+      bits/dim (None or 0 images: not measured).
+    - ``n_train_images``: use only the first N training images; ``history_per_term``,
+      ``uniform_prob``: the ``vlb`` resampler; ``hybrid_lambda``: λ.
+    - ``data_dir``, ``device``, ``threads`` (``torch.set_num_threads`` for this call), ``quiet``
+      (no progress bar).
     """
 
     name: str
