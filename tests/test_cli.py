@@ -61,6 +61,13 @@ def test_table_solve_evaluate_sample(tmp_path, npz_data, capsys):
                         "--variance", "fixed_large", "--schedule", "even:5"], capsys)
     direct = json.loads(out)["even:5"]
     assert abs(direct["bpd"] - scores["even:5"]["bpd"]) < 4 * (direct["bpd_se"] + scores["even:5"]["bpd_se"])
+    # several paths evaluated directly: paired differences against the first one
+    code, out, _ = run(["evaluate", "--model", model, "--noise-schedule", sched, "--data", test, "--json", "--quiet",
+                        "--variance", "fixed_large", "--schedule", "even:5", "--schedule", "quadratic:5"], capsys)
+    both = json.loads(out)
+    p = both["quadratic:5"]["paired_vs_first"]
+    assert p["minus"] == "even:5" and p["bpd_diff_se"] > 0
+    assert p["bpd_diff"] == pytest.approx(both["quadratic:5"]["bpd"] - both["even:5"]["bpd"], abs=1e-12)
 
     png = tmp_path / "s.png"
     code, out, _ = run(["sample", "--model", model, "--noise-schedule", sched, "--schedule", "even:5", "--n", "6",

@@ -203,12 +203,26 @@ def _cmd_evaluate(args) -> int:
         scores = evaluate_paths(model, data, paths, variance=_variance(args, model), clip=args.clip,
                                 batch_size=args.batch_size, seed=args.seed, device=args.device,
                                 progress=not args.quiet)
+    result = {spec: s.as_dict() for spec, s in scores.items()}
+    paired = {}
+    if not args.table and len(scores) > 1:  # same images, shared forward passes: paired differences
+        from .evaluate import paired_difference
+
+        first = args.schedule[0]
+        for spec in args.schedule[1:]:
+            diff, se = paired_difference(scores[spec], scores[first])
+            paired[spec] = {"minus": first, "bpd_diff": diff, "bpd_diff_se": se, "within_2se": abs(diff) <= 2 * se}
+            result[spec]["paired_vs_first"] = paired[spec]
     if args.json:
-        print(json.dumps({spec: s.as_dict() for spec, s in scores.items()}))
+        print(json.dumps(result))
     else:
         for spec, s in scores.items():
+            extra = ""
+            if spec in paired:
+                p = paired[spec]
+                extra = f"  [{p['bpd_diff']:+.4f} ± {p['bpd_diff_se']:.4f} vs {p['minus']}, paired]"
             print(f"{spec:<24s} K={s.K:<5d} {s.bpd:.4f} ± {s.bpd_se:.4f} bits/dim  "
-                  f"({s.split} split, {s.n_images} images; SE {s.se_kind.split(':')[0]})")
+                  f"({s.split} split, {s.n_images} images; SE {s.se_kind.split(':')[0]}){extra}")
     return 0
 
 
