@@ -571,24 +571,6 @@ def write_dp_json(table: ElboTable, solution: DPSolution, budgets: Sequence[int]
     return p
 
 
-def _wide_rows(t: ResultTable) -> tuple[list[str], list[list[str]]]:
-    within = {(f.objective, f.K) for f in t.flags if f.within}
-    dp_names = {f.dp for f in t.flags}
-    header = ["Objective", "Stride"] + [f"K={K}" for K in t.budgets] + (["All"] if t.full else [])
-    rows, seen = [], set()
-    for obj, stride in t.rows:
-        row = [obj if obj not in seen else "", stride]
-        for K in t.budgets:
-            c = t.cells.get((obj, stride, K))
-            mark = " ‡" if stride in dp_names and (obj, K) in within else ""
-            row.append(c.text(t.precision) + mark if c else "—")
-        if t.full:
-            row.append(t.full[obj][1].text(t.precision) if obj in t.full and obj not in seen else "")
-        seen.add(obj)
-        rows.append(row)
-    return header, rows
-
-
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> str:
     """A Markdown table from a header and rows of cell texts, with an optional bold title line."""
     lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -628,7 +610,7 @@ def write_result_table(table: ResultTable | tuple[list[str], list[list[str]]], n
         paths["md"].write_text(text)
         paths["caption"] = out / f"{name}_caption.md"
         paths["caption"].write_text(text.rstrip("\n").rsplit("\n\n", 1)[-1] + "\n")
-        header, rows = _wide_rows(table)
+        header, rows = table.wide_rows()
     else:
         header, rows = table
         paths["md"] = out / f"{name}.md"

@@ -151,15 +151,13 @@ class ResultTable:
         lead = "All cells: " if len(groups) == 1 else "Mixed provenance (cells per group differ): "
         return lead + "; ".join(parts) + "."
 
-    def to_markdown(self) -> str:
-        """A Markdown table with cells "bpd ± SE" and a caption naming units, split, image
-        count, the full chain's T and the DP flags (‡: gain over a baseline within 2 SE)."""
+    def wide_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and rows of the wide layout (objective × stride by K, then "All"), cells "bpd ± SE"
+        with "‡" where a DP gain lies within 2 SE of a baseline."""
         within = {(f.objective, f.K) for f in self.flags if f.within}
         dp_names = {f.dp for f in self.flags}
         head = ["Objective", "Stride"] + [f"K={K}" for K in self.budgets] + (["All"] if self.full else [])
-        lines = ([f"**{self.title}**", ""] if self.title else []) + [
-            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        seen: set[str] = set()
+        rows, seen = [], set()
         for obj, stride in self.rows:
             row = [obj if obj not in seen else "", stride]
             for K in self.budgets:
@@ -169,7 +167,17 @@ class ResultTable:
             if self.full:
                 row.append(self.full[obj][1].text(self.precision) if obj in self.full and obj not in seen else "")
             seen.add(obj)
-            lines.append("| " + " | ".join(row) + " |")
+            rows.append(row)
+        return head, rows
+
+    def to_markdown(self) -> str:
+        """A Markdown table with cells "bpd ± SE" and a caption naming units, split, image
+        count, the full chain's T and the DP flags (‡: gain over a baseline within 2 SE)."""
+        within = {(f.objective, f.K) for f in self.flags if f.within}
+        head, rows = self.wide_rows()
+        lines = ([f"**{self.title}**", ""] if self.title else []) + [
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
         caption = [f"Bits/dim, mean ± SE over images. {self.provenance()}"]
         if self.full:
             caption.append("All = the full chain (" + ", ".join(f"{o}: T = {T if T else 'not recorded'}"
