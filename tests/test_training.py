@@ -233,6 +233,32 @@ def test_resume_continues_exactly(data_files, tmp_path):
     assert wa.read_bytes() == wb.read_bytes(), _header_diff(wa, wb)
 
 
+def test_init_from_earlier_weights_continues_counters(data_files, tmp_path):
+    base = dict(data=data_files[0], preset=MICRO, objective="hybrid", batch_size=16, lr=2e-3, ema=0.9, quiet=True)
+    w1 = train(TrainConfig(name="first", out=tmp_path / "a", steps=20, **base))
+    card1 = json.loads(w1.with_suffix(".json").read_text())
+    loss1 = fixed_batch_loss(MICRO, w1, "hybrid")
+    # step 0 of the continuation: the weights are exactly the earlier EMA weights
+    w2 = train(TrainConfig(name="second", out=tmp_path / "b", steps=20, init_from=str(w1), **base))
+    assert w2.read_bytes() != b"" and fixed_batch_loss(MICRO, w2, "hybrid") == pytest.approx(loss1, rel=1e-3)
+    w3 = train(TrainConfig(name="third", out=tmp_path / "c", steps=50, warmup_steps=5, init_from=str(w1), **base))
+    card3 = json.loads(w3.with_suffix(".json").read_text())
+    assert card3["steps"] == 50 and card3["steps_this_run"] == 30
+    assert card3["images_seen"] == card1["images_seen"] + 30 * 16
+    assert card3["wall_seconds"] >= card1["wall_seconds"]
+    assert card3["initialised_from"]["weights_sha256"] == card1["weights_sha256"]
+    assert fixed_batch_loss(MICRO, w3, "hybrid") < loss1  # training went on from there, not from scratch
+    # a corrupt or foreign source is refused before any training
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(w1.read_bytes()[:-10])
+    bad.with_suffix(".json").write_text(w1.with_suffix(".json").read_text())
+    with pytest.raises(DdpmdpError, match="truncated or corrupt"):
+        train(TrainConfig(name="x", out=tmp_path / "d", steps=25, init_from=str(bad), **base))
+    with pytest.raises(DdpmdpError, match="another architecture"):
+        train(TrainConfig(name="y", out=tmp_path / "e", steps=25, init_from=str(w1),
+                          **{**base, "preset": MICRO.with_(model_channels=64)}))
+
+
 def _header_diff(a: Path, b: Path) -> str:
     import struct
 

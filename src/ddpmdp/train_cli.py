@@ -41,6 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/NAME.train.pt if present")
+    p.add_argument("--init-from", default=None, help="start from earlier EMA weights: an embedded model name or "
+                   "a .safetensors with its card beside it (new optimizer state; counters continue)")
     p.add_argument("--save-every", type=int, default=200, help="steps between training checkpoints")
     p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
     p.add_argument("--eval-data", default=None, help="held-out data for the card's full-chain bits/dim, "
@@ -64,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, ema=args.ema, ema_warmup=args.ema_warmup,
         grad_clip=args.grad_clip if args.grad_clip and args.grad_clip > 0 else None, seed=args.seed,
-        save_every=args.save_every, minutes=args.minutes, resume=args.resume, eval_data=args.eval_data,
+        save_every=args.save_every, minutes=args.minutes, resume=args.resume, init_from=args.init_from, eval_data=args.eval_data,
         eval_images=args.eval_images, eval_batch_size=args.eval_batch_size, n_train_images=args.n_train_images,
         hybrid_lambda=args.hybrid_lambda, data_dir=args.data_dir, device=args.device, threads=args.threads,
         quiet=args.quiet)

@@ -91,6 +91,12 @@ class TrainConfig:
     - ``save_every``: steps between training checkpoints; ``minutes``: wall-clock budget for this
       invocation (training stops, saves and writes outputs when it is used up).
     - ``resume``: continue from ``out/NAME.train.pt`` when it exists.
+    - ``init_from``: start from earlier EMA weights instead of the random initialisation: an
+      embedded model name or a ``.safetensors`` file with its model card beside it (checked like
+      :func:`ddpmdp.embedded.load_embedded`). Network and EMA start from those weights, the
+      optimizer state is new (``warmup_steps`` then count from the start of this run), the step,
+      image and wall-time counters continue from the card's, and the random stream is seeded
+      with (``seed``, the card's steps) so that it does not replay the first run's draws.
     - ``eval_data``, ``eval_images``, ``eval_batch_size``: held-out split for the card's full-chain
       bits/dim (None or 0 images: not measured).
     - ``n_train_images``: use only the first N training images; ``history_per_term``,
@@ -116,6 +122,7 @@ class TrainConfig:
     save_every: int = 200
     minutes: float | None = None
     resume: bool = False
+    init_from: str | None = None
     eval_data: str | None = None
     eval_images: int = 100
     eval_batch_size: int = 50
@@ -346,6 +353,29 @@ class _Run:
         self.step_seconds = 0.0
         self.images_seen = 0
         self.loss_avg = float("nan")
+        self.start_step = 0  # the step this run's optimizer state was created at (warm-up counts from it)
+        self.init_card: dict[str, Any] | None = None
+
+    def init_from(self, source: str) -> None:
+        """Load earlier EMA weights into the network and the EMA; continue the counters of their card."""
+        weights, card = _init_weights(source, self.cfg)
+        from safetensors.torch import load_file
+
+        raw = load_file(str(weights))
+        self.net.load_state_dict({k: v.float() for k, v in raw.items()}, strict=True)
+        self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        self.step = self.start_step = int(card.get("steps", 0))
+        self.images_seen = int(card.get("images_seen", 0))
+        self.wall_seconds = float(card.get("wall_seconds", 0.0))
+        self.step_seconds = 0.0
+        self.gen.manual_seed(int(self.config.seed) * 1_000_003 + self.step)
+        self.perm = torch.randperm(self.n_images, generator=self.gen)
+        self.pos = 0
+        self.init_card = {"source": source if source in EMBEDDED else str(weights), "weights_sha256":
+                          card.get("weights_sha256"), "steps": self.step, "images_seen": self.images_seen,
+                          "wall_seconds": self.wall_seconds, "created": card.get("created"),
+                          "held_out": card.get("held_out"),
+                          "note": "network and EMA initialised from these EMA weights; new AdamW state"}
 
     # -- checkpoint --
     def state(self) -> dict[str, Any]:
@@ -354,7 +384,8 @@ class _Run:
                 "optimizer": self.opt.state_dict(), "sampler": self.sampler.state_dict(),
                 "rng": self.gen.get_state(), "perm": self.perm, "pos": self.pos,
                 "wall_seconds": self.wall_seconds, "step_seconds": self.step_seconds,
-                "images_seen": self.images_seen, "loss_avg": self.loss_avg}
+                "images_seen": self.images_seen, "loss_avg": self.loss_avg, "start_step": self.start_step,
+                "init_card": json.dumps(self.init_card, default=str)}
 
     def save(self, path: Path) -> None:
         state = self.state()
@@ -385,6 +416,8 @@ class _Run:
             self.step_seconds = float(st.get("step_seconds", st["wall_seconds"]))
             self.images_seen = int(st["images_seen"])
             self.loss_avg = float(st["loss_avg"])
+            self.start_step = int(st.get("start_step", 0))
+            self.init_card = json.loads(st.get("init_card", "null"))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise DdpmdpError(f"training checkpoint {path} is incomplete or does not fit this model "
                               f"({type(exc).__name__}: {str(exc)[:100]}); delete it to start over") from None
@@ -409,7 +442,8 @@ class _Run:
         t_dev, w = t.to(self.device), w.to(self.device)
         x_t = q_sample_batch(self.schedule, x0, t_dev, eps)
         tau = network_time_tensor(self.schedule, t).to(self.device)
-        lr = cfgt.lr * min(1.0, (self.step + 1) / cfgt.warmup_steps) if cfgt.warmup_steps > 0 else cfgt.lr
+        done = self.step - self.start_step
+        lr = cfgt.lr * min(1.0, (done + 1) / cfgt.warmup_steps) if cfgt.warmup_steps > 0 else cfgt.lr
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.net.train()
@@ -442,6 +476,20 @@ class _Run:
         val = float(loss.detach())
         self.loss_avg = val if math.isnan(self.loss_avg) else 0.98 * self.loss_avg + 0.02 * val
         return val
+
+
+def _init_weights(source: str, cfg: IDDPMConfig) -> tuple[Path, dict[str, Any]]:
+    """(weights file, card) for ``init_from``: an embedded model's shipped files or a ``.safetensors``
+    with its card beside it; size, sha256 and architecture are checked against the card."""
+    from .embedded import _check_file, weights_dir
+
+    weights = weights_dir() / f"{source}.safetensors" if source in EMBEDDED else Path(source).expanduser()
+    require(weights.suffix == ".safetensors" or source in EMBEDDED,
+            f"--init-from {source!r}: give an embedded model name ({', '.join(EMBEDDED)}) or a .safetensors file")
+    card = _check_file(source if source in EMBEDDED else weights.stem, weights, weights.with_suffix(".json"))
+    require(card.get("architecture") == config_to_dict(cfg), f"--init-from {source}: its card describes another "
+            f"architecture than {cfg.name!r}; initialise from weights of the same architecture")
+    return weights, card
 
 
 def _load_train_data(config: TrainConfig, cfg: IDDPMConfig) -> ImageSet:
@@ -562,8 +610,10 @@ def _card(config: TrainConfig, cfg: IDDPMConfig, objective: str, run: _Run, data
         "seed": config.seed,
         "wall_seconds": round(run.wall_seconds, 1),
         "wall_seconds_note": "training loop wall time summed over all sessions (steps and checkpoint writes; "
-                             "excludes data loading and the held-out evaluation)",
-        "train_images_per_second": round(run.images_seen / run.step_seconds, 2) if run.step_seconds > 0 else None,
+                             "excludes data loading and the held-out evaluation)"
+                             + ("; includes the run it was initialised from" if run.init_card else ""),
+        "train_images_per_second": (round((run.images_seen - (run.init_card or {}).get("images_seen", 0))
+                                          / run.step_seconds, 2) if run.step_seconds > 0 else None),
         "device": _device_description(config.device),
         "torch_version": torch.__version__,
         "ddpmdp_version": __version__,
@@ -581,6 +631,9 @@ def _card(config: TrainConfig, cfg: IDDPMConfig, objective: str, run: _Run, data
     }
     if cfg.noise_schedule == "cosine" and cfg.diffusion_steps != 4000:
         card["T_note"] = T_NOTE
+    if run.init_card is not None:
+        card["initialised_from"] = run.init_card
+        card["steps_this_run"] = run.step - run.start_step
     return card
 
 
@@ -622,6 +675,8 @@ def _train(config: TrainConfig, cfg: IDDPMConfig, objective: str, out: Path, ckp
     run = _Run(config, cfg, objective, len(data))
     if config.resume and ckpt.exists():
         run.load(ckpt)
+    elif config.init_from:
+        run.init_from(config.init_from)
     images = data.images
     bar = tqdm(total=config.steps, initial=min(run.step, config.steps), desc=f"train {config.name}", unit="step",
                disable=config.quiet, dynamic_ncols=True, smoothing=0.05)
