@@ -212,3 +212,27 @@ def test_repo_root_and_generated_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DDPMDP_REPO", str(deep))
     with pytest.raises(DdpmdpError, match="DDPMDP_REPO"):
         repo_root()
+
+
+def test_embedded_card_table_reads_every_card():
+    from ddpmdp.embedded import EMBEDDED, embedded_models
+
+    header, rows = ex.embedded_card_table()
+    assert [r[0] for r in rows] == list(EMBEDDED)
+    assert all(len(r) == len(header) for r in rows)
+    col = header.index("Held-out bits/dim (full chain)")
+    for r in rows:
+        held = embedded_models()[r[0]]["card"]["held_out"]
+        assert r[col] == f"{held['bpd']:.3f} ± {held['bpd_se']:.3f}"
+        assert r[header.index("Split")] == held["data"] and r[header.index("Images")] == str(held["n_images"])
+    assert [r[0] for r in ex.embedded_card_table(["cifar10-vlb"])[1]] == ["cifar10-vlb"]
+
+
+def test_model_samples_follow_the_path_spec_and_seed(model):
+    a = ex.model_samples(model, "quadratic:3", 3, seed=5, batch_size=2)
+    b = ex.model_samples(model, "quadratic:3", 3, seed=5, batch_size=3)
+    assert a.shape == (3, 3, 8, 8) and a.dtype == np.uint8
+    assert np.array_equal(a, b)  # sample i uses its own noise keys, whatever the batch size
+    assert not np.array_equal(a, ex.model_samples(model, "even:3", 3, seed=5))
+    with pytest.raises(DdpmdpError, match="path spec"):
+        ex.model_samples(model, "bogus:3", 3)

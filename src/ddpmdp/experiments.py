@@ -58,6 +58,7 @@ __all__ = [
     "MCAblationResult", "run_mc_ablation", "mse_reweighted_cost", "fid_extractor", "SAMPLERS",
     "SampleQualityResult", "run_sample_quality", "shared_noise_grids", "format_paths", "write_dp_json",
     "write_result_table", "markdown_table", "save_figure", "slug", "relative", "format_seconds",
+    "embedded_card_table", "model_samples",
 ]
 
 
@@ -532,6 +533,43 @@ def shared_noise_grids(model: DiffusionModel, paths: Mapping[int, Mapping[str, n
     if real is not None:
         out["data"] = {"real images": real.images[:n]}
     return out
+
+
+# ---- the embedded models ------------------------------------------------------------------------
+def embedded_card_table(names: Sequence[str] | None = None, precision: int = 3) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the embedded models' cards (:func:`ddpmdp.embedded.model_table`): objective,
+    diffusion, parameters, training steps and CPU minutes, and the held-out full-chain bits/dim
+    ± SE with the split and the number of images it was measured on."""
+    from .embedded import model_table
+
+    header = ["Model", "Objective", "Schedule", "Variance", "Parameters", "Steps", "Train min",
+              "Held-out bits/dim (full chain)", "Split", "Images"]
+    rows = []
+    for r in model_table():
+        if names is not None and r["name"] not in names:
+            continue
+        bpd = (f"{r['heldout_bpd']:.{precision}f} ± {r['heldout_bpd_se']:.{precision}f}"
+               if r["heldout_bpd"] is not None else "not measured")
+        rows.append([r["name"], r["objective"], r["schedule"], r["variance"],
+                     f"{r['parameters']:,}" if r["parameters"] else "—", f"{r['steps']:,}" if r["steps"] else "—",
+                     f"{r['train_minutes']:.0f}" if r["train_minutes"] is not None else "—", bpd,
+                     str(r["heldout_split"] or "—"), str(r["heldout_images"] or "—")])
+    return header, rows
+
+
+def model_samples(model: DiffusionModel, path: str, n: int, *, method: Literal["ancestral", "ddim"] = "ancestral",
+                  variance: str | None = None, clip: bool = True, seed: int = 0, device: str = "cpu",
+                  batch_size: int = 64) -> np.ndarray:
+    """``n`` samples, uint8 (n, C, H, W), along a path spec (``even:K``, ``quadratic:K``,
+    ``dp:FILE.json:K``, ``nodes:…``; :func:`ddpmdp.cli.parse_path_spec`) with the model's variance rule by default."""
+    from .cli import parse_path_spec
+    from .sampling import sample
+
+    shape = tuple(getattr(model, "image_shape", None) or ())
+    require(len(shape) == 3, "the model does not declare its image shape")
+    nodes = parse_path_spec(path, model.schedule.T)
+    return sample(model, nodes, n, shape, method=method, variance=default_variance(model, variance),  # type: ignore[arg-type]
+                  clip=clip, seed=seed, device=device, batch_size=batch_size)
 
 
 # ---- writing results --------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from .paths import repo_root
 __all__ = ["NOTEBOOKS", "NotebookFailed", "NotebookRun", "notebook_names", "load_params", "prepare",
            "notebook_parameters", "normalise", "execute", "run_all", "main"]
 
-NOTEBOOKS: tuple[str, ...] = ("cifar10_nll", "imagenet64_nll", "mc_ablation", "sample_quality",
+NOTEBOOKS: tuple[str, ...] = ("embedded_models", "cifar10_nll", "imagenet64_nll", "mc_ablation", "sample_quality",
                               "samples_and_schedules")
 """The book's notebooks in execution order (further ``notebooks/*.py`` files run after them)."""
 
