@@ -1,6 +1,7 @@
-# Two commands for a fresh machine; each creates .venv on first use.
-#   make test   — the whole test suite (CI runs this)
-#   make demo   — the main job: table on train, DP for every budget, held-out bits/dim, samples
+# Commands for a fresh machine; each creates .venv on first use.
+#   make reproduce — the main job: every notebook on the embedded models, then the book (_build/html)
+#   make test      — the whole test suite (CI runs this)
+#   make demo      — a short command-line tour: table on train, DP, held-out bits/dim, samples
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export DDPMDP_DATA ?= $(abspath ../shared/data)
