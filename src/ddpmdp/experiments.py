@@ -538,22 +538,22 @@ def shared_noise_grids(model: DiffusionModel, paths: Mapping[int, Mapping[str, n
 # ---- the embedded models ------------------------------------------------------------------------
 def embedded_card_table(names: Sequence[str] | None = None, precision: int = 3) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the embedded models' cards (:func:`ddpmdp.embedded.model_table`): objective,
-    diffusion, parameters, training steps and CPU minutes, and the held-out full-chain bits/dim
-    ± SE with the split and the number of images it was measured on."""
+    the held-out full-chain bits/dim ± SE with the split and the number of images it was measured
+    on, training steps and CPU minutes, noise schedule, variance rule and parameter count."""
     from .embedded import model_table
 
-    header = ["Model", "Objective", "Schedule", "Variance", "Parameters", "Steps", "Train min",
-              "Held-out bits/dim (full chain)", "Split", "Images"]
+    header = ["Model", "Objective", "Held-out bits/dim (full chain)", "Split", "Images", "Steps", "Train min",
+              "Schedule", "Variance", "Parameters"]
     rows = []
     for r in model_table():
         if names is not None and r["name"] not in names:
             continue
         bpd = (f"{r['heldout_bpd']:.{precision}f} ± {r['heldout_bpd_se']:.{precision}f}"
                if r["heldout_bpd"] is not None else "not measured")
-        rows.append([r["name"], r["objective"], r["schedule"], r["variance"],
-                     f"{r['parameters']:,}" if r["parameters"] else "—", f"{r['steps']:,}" if r["steps"] else "—",
-                     f"{r['train_minutes']:.0f}" if r["train_minutes"] is not None else "—", bpd,
-                     str(r["heldout_split"] or "—"), str(r["heldout_images"] or "—")])
+        rows.append([r["name"], r["objective"], bpd, str(r["heldout_split"] or "—"), str(r["heldout_images"] or "—"),
+                     f"{r['steps']:,}" if r["steps"] else "—",
+                     f"{r['train_minutes']:.0f}" if r["train_minutes"] is not None else "—", r["schedule"],
+                     r["variance"], f"{r['parameters']:,}" if r["parameters"] else "—"])
     return header, rows
 
 
