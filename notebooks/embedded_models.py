@@ -75,8 +75,9 @@ display(Markdown(ex.markdown_table(header, rows, title="Embedded models (held-ou
 # With 24 to 64 images the standard errors are a few hundredths of a bit per dimension.
 
 # %%
-for name in models:
-    card = ex.load_experiment_model(name, device=device).card
+loaded = {name: ex.load_experiment_model(name, device=device) for name in models}
+for name, model in loaded.items():
+    card = model.card
     print(f"{name}: {card['description']}")
     print(f"  trained on {card['data']} ({card['n_train_images']:,} images), {card['steps']:,} steps of batch "
           f"{card['batch_size']}, EMA {card['ema_rate']}")
@@ -90,8 +91,7 @@ for name in models:
 # %%
 start = time.perf_counter()
 grids = {}
-for name in models:
-    model = ex.load_experiment_model(name, device=device)
+for name, model in loaded.items():
     grids[name] = ex.model_samples(model, sample_path, n_samples, method=sampler, clip=clip, seed=seed, device=device,
                                    batch_size=batch_size)
     ex.save_figure(sample_grid_figure({name: grids[name]}, nrow=math.ceil(math.sqrt(n_samples))),

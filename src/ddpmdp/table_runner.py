@@ -170,7 +170,7 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
         dist.barrier()
     if ppath is not None:
         # the checkpoints, and temporary files of checkpoint writes cut short by a kill -9
-        stale = list(ppath.parent.glob(f".{ppath.name}.*.tmp")) + list(ppath.parent.glob(f".{ppath.name}.prev.*.tmp"))
+        stale = ppath.parent.glob(f".{ppath.name}.*.tmp")
         for p in (ppath, ppath.with_name(ppath.name + ".prev"), *stale):
             p.unlink(missing_ok=True)
     if created:

@@ -359,10 +359,7 @@ class _Run:
     def init_from(self, source: str) -> None:
         """Load earlier EMA weights into the network and the EMA; continue the counters of their card."""
         weights, card = _init_weights(source, self.cfg)
-        from safetensors.torch import load_file
-
-        raw = load_file(str(weights))
-        self.net.load_state_dict({k: v.float() for k, v in raw.items()}, strict=True)
+        self.net.load_state_dict(adapter_from_file(self.cfg, weights).net.state_dict(), strict=True)
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         self.step = self.start_step = int(card.get("steps", 0))
         self.images_seen = int(card.get("images_seen", 0))
