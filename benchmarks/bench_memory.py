@@ -22,11 +22,11 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=4000)
     ap.add_argument("--float32", action="store_true", help="store L and L_se as float32")
     args = ap.parse_args()
-    from ddpmdp.datasets import ImageSet
-    from ddpmdp.elbo_table import load_table
-    from ddpmdp.models import GaussianDataModel
+    from ddpmdp.data.images import ImageSet
+    from ddpmdp.table import load_table
+    from ddpmdp.models.gaussian_data import GaussianDataModel
     from ddpmdp.schedules import cosine_schedule
-    from ddpmdp.table_runner import run_table
+    from ddpmdp.table_estimation import run_table
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rng = np.random.default_rng(0)

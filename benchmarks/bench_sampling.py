@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from ddpmdp.model_specs import load_model
+from ddpmdp.models.specs import load_model
 from ddpmdp.sampling import sample_ancestral, sample_ddim
 from ddpmdp.strides import even_stride
 

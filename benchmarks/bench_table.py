@@ -19,10 +19,10 @@ import time
 import numpy as np
 import torch
 
-from ddpmdp.datasets import ImageSet
-from ddpmdp.elbo_table import make_grid
-from ddpmdp.model_specs import load_model
-from ddpmdp.table_runner import run_table
+from ddpmdp.data.images import ImageSet
+from ddpmdp.grids import make_grid
+from ddpmdp.models.specs import load_model
+from ddpmdp.table_estimation import run_table
 
 
 def bare(model, x, grid):

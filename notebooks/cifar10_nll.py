@@ -25,7 +25,7 @@
 # - the paired difference between the DP path and each baseline, flagged when it is within 2 SE;
 # - one bits/dim-versus-$K$ figure per objective.
 #
-# All logic lives in {py:mod}`ddpmdp.experiments`; this notebook only calls it.
+# All logic lives in {py:mod}`ddpmdp.book`; this notebook only calls it.
 
 # %% tags=["parameters"]
 models = {"L_simple": "cifar10-simple", "L_vlb": "cifar10-vlb", "L_hybrid": "cifar10-hybrid"}  # objective -> model spec (embedded name, iddpm:PRESET:PATH, ho:DIR, gaussian:DATA, module:callable)
@@ -55,10 +55,10 @@ out_dir = "book/_generated"  # tables and figures for the book (relative to the 
 import torch
 from IPython.display import Image, Markdown, display
 
-from ddpmdp import experiments as ex
-from ddpmdp.paths import generated_dir
-from ddpmdp.plotting import plot_bpd_vs_budget
-from ddpmdp.reports import PAPER_TABLE3, flags_markdown, scores_by_stride
+from ddpmdp import book as ex
+from ddpmdp.book.locations import generated_dir
+from ddpmdp.book.plotting import plot_bpd_vs_budget
+from ddpmdp.book.reports import PAPER_TABLE3, flags_markdown, scores_by_stride
 
 torch.set_num_threads(num_threads)
 out = generated_dir(out_dir)
@@ -82,7 +82,7 @@ print(ex.describe_data(test, data_dir))
 #
 # ## Table, DP and held-out evaluation for each model
 #
-# {py:func}`ddpmdp.experiments.run_nll` estimates $L(t, s)$ on the training images, solves the DP for every budget, and evaluates all strides in one pass over the test images, so the comparisons are paired.
+# {py:func}`ddpmdp.book.nll.run_nll` estimates $L(t, s)$ on the training images, solves the DP for every budget, and evaluates all strides in one pass over the test images, so the comparisons are paired.
 
 # %%
 results = {}

@@ -17,7 +17,7 @@
 # ## Overview
 #
 # The book's default run uses four small DDPMs that ship inside the package, so that every notebook runs on a 2-core CPU without downloading weights.
-# They were trained with the project's own code ({py:mod}`ddpmdp.training`, `ddpmdp train`) with the paper's three objectives.
+# They were trained with the project's own code ({py:mod}`ddpmdp.training.loop`, `ddpmdp train`) with the paper's three objectives.
 #
 # **What you'll see**
 #
@@ -52,9 +52,9 @@ import time
 import torch
 from IPython.display import Image, Markdown, display
 
-from ddpmdp import experiments as ex
-from ddpmdp.paths import generated_dir
-from ddpmdp.plotting import sample_grid_figure
+from ddpmdp import book as ex
+from ddpmdp.book.locations import generated_dir
+from ddpmdp.book.plotting import sample_grid_figure
 
 torch.set_num_threads(num_threads)
 out = generated_dir(out_dir)
@@ -77,7 +77,7 @@ display(Markdown(ex.markdown_table(header, rows, title="Embedded models (held-ou
 # %%
 loaded = {name: ex.load_experiment_model(name, device=device) for name in models}
 for name, model in loaded.items():
-    card = model.card
+    card = model.info["card"]
     print(f"{name}: {card['description']}")
     print(f"  trained on {card['data']} ({card['n_train_images']:,} images), {card['steps']:,} steps of batch "
           f"{card['batch_size']}, EMA {card['ema_rate']}")

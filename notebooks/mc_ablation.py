@@ -49,9 +49,9 @@ out_dir = "book/_generated"  # tables and figures for the book (relative to the 
 import torch
 from IPython.display import Image, Markdown, display
 
-from ddpmdp import experiments as ex
-from ddpmdp.paths import generated_dir
-from ddpmdp.plotting import plot_mc_ablation
+from ddpmdp import book as ex
+from ddpmdp.book.locations import generated_dir
+from ddpmdp.book.plotting import plot_mc_ablation
 
 torch.set_num_threads(num_threads)
 out = generated_dir(out_dir)

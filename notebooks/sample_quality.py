@@ -58,10 +58,10 @@ out_dir = "book/_generated"  # tables and figures for the book (relative to the 
 import torch
 from IPython.display import Image, Markdown, display
 
-from ddpmdp import experiments as ex
-from ddpmdp.paths import generated_dir
-from ddpmdp.plotting import plot_fid
-from ddpmdp.reports import bpd_table
+from ddpmdp import book as ex
+from ddpmdp.book.locations import generated_dir
+from ddpmdp.book.plotting import plot_fid
+from ddpmdp.book.reports import bpd_table
 
 torch.set_num_threads(num_threads)
 out = generated_dir(out_dir)

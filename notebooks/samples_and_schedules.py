@@ -55,9 +55,9 @@ import time
 import torch
 from IPython.display import Image, display
 
-from ddpmdp import experiments as ex
-from ddpmdp.paths import generated_dir
-from ddpmdp.plotting import plot_dp_timesteps, plot_table_heatmap, sample_grid_figure
+from ddpmdp import book as ex
+from ddpmdp.book.locations import generated_dir
+from ddpmdp.book.plotting import plot_dp_timesteps, plot_table_heatmap, sample_grid_figure
 
 torch.set_num_threads(num_threads)
 out = generated_dir(out_dir)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddpmdp.models import GaussianDataModel, ModelOutput, TorchModelAdapter
+from ddpmdp.models.adapter import ModelOutput, TorchModelAdapter
+from ddpmdp.models.gaussian_data import GaussianDataModel
 from ddpmdp.schedules import Schedule
 
 
@@ -36,15 +37,25 @@ def tiny_adapter(schedule: Schedule, channels: int = 3, learned: bool = True, se
                              output="eps+v" if learned else "eps", identity=f"tiny(seed={seed})")
 
 
-class CallCounter:
-    """Wraps a model and counts forward calls."""
+class Wrapper:
+    """Carries the model contract of a wrapped model (schedule, variance, shape, info, numerics)."""
 
     def __init__(self, model):
         self.model = model
+        self.schedule, self.learned_variance, self.identity = model.schedule, model.learned_variance, model.identity
+        self.variance, self.image_shape, self.info, self.numerics = (model.variance, model.image_shape, model.info,
+                                                                     model.numerics)
+
+    def fingerprint(self):
+        return self.model.fingerprint()
+
+
+class CallCounter(Wrapper):
+    """Wraps a model and counts forward calls."""
+
+    def __init__(self, model):
+        super().__init__(model)
         self.calls = 0
-        self.schedule = model.schedule
-        self.learned_variance = model.learned_variance
-        self.identity = model.identity
 
     def fingerprint(self):
         return self.model.fingerprint()
@@ -54,12 +65,12 @@ class CallCounter:
         return self.model(x_t, t)
 
 
-class NaNAt:
+class NaNAt(Wrapper):
     """Returns NaN at one node."""
 
     def __init__(self, model, bad_t: int):
-        self.model, self.bad_t = model, bad_t
-        self.schedule, self.learned_variance, self.identity = model.schedule, model.learned_variance, "nan"
+        super().__init__(model)
+        self.bad_t, self.identity = bad_t, "nan"
 
     def fingerprint(self):
         return "nan"
@@ -96,11 +107,8 @@ def cli_nan_model():
     """Like :func:`cli_tiny_model`, but returns NaN at node 30 for images with index ≥ 24."""
     base = cli_tiny_model()
 
-    class _Late:
-        schedule, learned_variance, identity = base.schedule, True, base.identity
-
-        def fingerprint(self):
-            return base.fingerprint()
+    class _Late(Wrapper):
+        calls = 0
 
         def __call__(self, x_t, t):
             out = base(x_t, t)
@@ -109,8 +117,7 @@ def cli_nan_model():
             _Late.calls += 1
             return out
 
-    _Late.calls = 0
-    return _Late()
+    return _Late(base)
 
 
 def cli_slow_model():
@@ -119,14 +126,9 @@ def cli_slow_model():
 
     base = cli_tiny_model()
 
-    class _Slow:
-        schedule, learned_variance, identity, image_shape = base.schedule, True, base.identity, (3, 8, 8)
-
-        def fingerprint(self):
-            return base.fingerprint()
-
+    class _Slow(Wrapper):
         def __call__(self, x_t, t):
             time.sleep(0.003)
             return base(x_t, t)
 
-    return _Slow()
+    return _Slow(base)

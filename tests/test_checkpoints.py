@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpmdp.checkpoints import load_ho, load_iddpm, model_info, read_state_dict
+from ddpmdp.models.checkpoints import load_ho, load_iddpm
+from ddpmdp.models.info import model_info
+from ddpmdp.models.state_dicts import read_state_dict
 from ddpmdp.errors import DdpmdpError
-from ddpmdp.model_specs import load_model
-from ddpmdp.models import TorchModelAdapter, network_time
-from ddpmdp.nets import key_shape_fingerprint
-from ddpmdp.nets.ho_unet import HoUNet, HoUNetConfig
-from ddpmdp.nets.iddpm_unet import IDDPMUNet, get_preset
+from ddpmdp.models.specs import load_model
+from ddpmdp.models.adapter import TorchModelAdapter, network_time
+from ddpmdp.models.nets import key_shape_fingerprint
+from ddpmdp.models.nets.ho_unet import HoUNet, HoUNetConfig
+from ddpmdp.models.nets.iddpm_unet import IDDPMUNet, get_preset
 
 TINY_HO = HoUNetConfig(sample_size=8, block_out_channels=(32, 32), layers_per_block=1,
                        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
@@ -279,7 +281,7 @@ def test_model_info_without_files(spec: str, params: int, keys: int, fp: str) ->
 
 def test_model_info_of_a_user_callable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_tiny_model.py").write_text(
-        "from ddpmdp.nets.iddpm_unet import IDDPMUNet, get_preset\n"
+        "from ddpmdp.models.nets.iddpm_unet import IDDPMUNet, get_preset\n"
         "def build():\n    return IDDPMUNet(get_preset('tiny'))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(DdpmdpError, match="also pass --schedule"):
@@ -308,7 +310,7 @@ def write_diffusers_dir(d: Path, sd: dict, config: HoUNetConfig, *, fmt: str, ol
         out = {}
         for k, v in sd.items():
             for new, old in ren.items():
-                if f".attentions." in k and f".{new}." in k:
+                if ".attentions." in k and f".{new}." in k:
                     k = k.replace(f".{new}.", f".{old}.")
             out[k] = v
         sd = out

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from _models import random_images
-from ddpmdp.cli import main
-from ddpmdp.elbo_table import load_table
+from ddpmdp.cli.main import main
+from ddpmdp.table import load_table
 
 
 @pytest.fixture()
@@ -106,7 +106,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, npz_data, capsys, argv, need
 
 
 def test_grid_spec(tmp_path, npz_data, capsys):
-    from ddpmdp.elbo_table import parse_grid
+    from ddpmdp.grids import parse_grid
 
     g = parse_grid("log:20+even:4+nodes:7", 100)
     assert g[0] == 0 and g[-1] == 100 and 7 in g and set([0, 1, 34, 67, 100]) <= set(g.tolist())

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddpmdp import cifar10, imagenet64
-from ddpmdp.datasets import load_images, to_model_space
+from ddpmdp.data import cifar10, imagenet64
+from ddpmdp.data.images import to_model_space
+from ddpmdp.data.specs import load_images
 from ddpmdp.errors import DdpmdpError
 
 DATA = os.environ.get("DDPMDP_DATA")

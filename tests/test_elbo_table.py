@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from _models import CallCounter, NaNAt, gaussian_model, random_images, tiny_adapter
-from ddpmdp.datasets import to_model_space
-from ddpmdp.elbo_table import estimate_table, make_grid
+from ddpmdp.data.images import to_model_space
+from ddpmdp.grids import make_grid
+from ddpmdp.table_estimation import estimate_table
 from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0, q_posterior, q_sample
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.evaluate import evaluate_paths
 from ddpmdp.gaussians import discretized_gaussian_log_likelihood, normal_kl
-from ddpmdp.models import GaussianDataModel
+from ddpmdp.models.gaussian_data import GaussianDataModel
 from ddpmdp.noise import STREAM_TABLE, keyed_normal
 from ddpmdp.schedules import cosine_schedule, linear_schedule
 
@@ -235,14 +236,14 @@ def test_learned_range_needs_v_output():
 
 
 def test_bf16_autocast_and_channels_last_only_change_network_arithmetic():
-    from ddpmdp.models import TorchModelAdapter
+    from ddpmdp.models.adapter import Numerics, TorchModelAdapter
     from _models import TinyNet
 
     sched = cosine_schedule(20)
     images = random_images(8)
     make = lambda **kw: TorchModelAdapter(TinyNet(3, True, 2), sched, output="eps+v", **kw)  # noqa: E731
     ref = estimate_table(make(), images, variance="learned_range")
-    fast = estimate_table(make(bf16=True, channels_last=True), images, variance="learned_range")
+    fast = estimate_table(make(numerics=Numerics(bf16=True, channels_last=True)), images, variance="learned_range")
     assert fast.meta["network_bf16"] and fast.meta["network_channels_last"] and not ref.meta["network_bf16"]
     lower = np.tril_indices(len(ref.nodes), -1)
     rel = np.abs(fast.L[lower] - ref.L[lower]) / np.abs(ref.L[lower])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from _models import random_images, tiny_adapter
-from ddpmdp.elbo_table import estimate_table
+from ddpmdp.table_estimation import estimate_table
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.evaluate import evaluate_paths, paired_difference, path_from_table
 from ddpmdp.schedules import cosine_schedule

@@ -1,4 +1,4 @@
-"""The notebook drivers (ddpmdp.experiments) and repository paths (ddpmdp.paths) on tiny inputs."""
+"""The notebook drivers (ddpmdp.book) and repository paths (ddpmdp.book.locations) on tiny inputs."""
 from __future__ import annotations
 
 import json
@@ -8,13 +8,13 @@ import pytest
 import torch
 from _models import random_images, tiny_adapter
 
-from ddpmdp import experiments as ex
-from ddpmdp.cli import parse_path_spec
-from ddpmdp.datasets import ImageSet
-from ddpmdp.elbo_table import estimate_table
+from ddpmdp import book as ex
+from ddpmdp.path_specs import parse_path_spec
+from ddpmdp.data.images import ImageSet
+from ddpmdp.table_estimation import estimate_table
 from ddpmdp.errors import DdpmdpError
-from ddpmdp.fid import FeatureExtractor
-from ddpmdp.paths import generated_dir, repo_root
+from ddpmdp.fid.frechet import FeatureExtractor
+from ddpmdp.book.locations import generated_dir, repo_root
 from ddpmdp.schedules import cosine_schedule, linear_schedule
 from ddpmdp.strides import validate_path
 
@@ -215,7 +215,7 @@ def test_repo_root_and_generated_dir(tmp_path, monkeypatch):
 
 
 def test_embedded_card_table_reads_every_card():
-    from ddpmdp.embedded import EMBEDDED, embedded_models
+    from ddpmdp.models.embedded import EMBEDDED, embedded_models
 
     header, rows = ex.embedded_card_table()
     assert [r[0] for r in rows] == list(EMBEDDED)

@@ -11,24 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmdp import fid
 from ddpmdp.errors import DdpmdpError
-from ddpmdp.fid import (
-    PROXY_LABEL,
-    FeatureStats,
-    FIDInceptionV3,
-    InceptionExtractor,
-    ProxyCNN,
-    StreamingStats,
-    check_inception_state_dict,
-    feature_statistics,
-    fid_from_stats,
-    frechet_distance,
-    inception_spec,
-    load_cifar10_labelled,
-    load_proxy_extractor,
-    train_proxy_classifier,
-)
+from ddpmdp.fid.frechet import PROXY_LABEL, FeatureStats, StreamingStats, feature_statistics, fid_from_stats, frechet_distance
+from ddpmdp.fid.inception import FIDInceptionV3, InceptionExtractor, check_inception_state_dict, inception_spec
+from ddpmdp.fid import frechet, inception, proxy
+from ddpmdp.fid.proxy import ProxyCNN, load_cifar10_labelled, load_proxy_extractor, train_proxy_classifier
 
 
 def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -107,7 +94,7 @@ def test_streaming_statistics_equal_batch_statistics():
         acc.update(x[:, :3])
 
 
-class _MeanColour(fid.FeatureExtractor):
+class _MeanColour(frechet.FeatureExtractor):
     """A cheap extractor for plumbing tests: per-channel means, (B, 3)."""
 
     dims = 3
@@ -147,13 +134,13 @@ def test_inception_construction_matches_the_fid_weights_layout():
     with torch.device("meta"):
         net = FIDInceptionV3()
     n_params = sum(p.numel() for p in net.parameters())
-    assert n_params == fid.INCEPTION_PARAMETERS == 23_850_960
+    assert n_params == inception.INCEPTION_PARAMETERS == 23_850_960
     spec = inception_spec()
-    assert len(spec) == fid.INCEPTION_STATE_KEYS == 472
-    from ddpmdp.nets import count_parameters, key_shape_fingerprint
+    assert len(spec) == inception.INCEPTION_STATE_KEYS == 472
+    from ddpmdp.models.nets import count_parameters, key_shape_fingerprint
 
-    assert count_parameters(spec) == fid.INCEPTION_STATE_SCALARS
-    assert key_shape_fingerprint(spec) == fid.INCEPTION_FINGERPRINT
+    assert count_parameters(spec) == inception.INCEPTION_STATE_SCALARS
+    assert key_shape_fingerprint(spec) == inception.INCEPTION_FINGERPRINT
     # torchvision Inception3 names, 1008-class fc, no auxiliary head, FID-patched blocks present
     assert spec["Conv2d_1a_3x3.conv.weight"] == (32, 3, 3, 3)
     assert spec["Conv2d_1a_3x3.bn.running_var"] == (32,)
@@ -163,7 +150,7 @@ def test_inception_construction_matches_the_fid_weights_layout():
     assert spec["fc.weight"] == (1008, 2048)
     assert not any(k.startswith("AuxLogits") for k in spec)
     assert net.Mixed_7b.pool == "avg" and net.Mixed_7c.pool == "max"
-    assert fid.INCEPTION_URL.endswith(fid.INCEPTION_FILE) and fid.INCEPTION_SHA256_PREFIX in fid.INCEPTION_FILE
+    assert inception.INCEPTION_URL.endswith(inception.INCEPTION_FILE) and inception.INCEPTION_SHA256_PREFIX in inception.INCEPTION_FILE
 
 
 def test_inception_state_dict_check_names_the_problem():
@@ -214,21 +201,21 @@ class _FakeResponse(io.BytesIO):
 
 def test_inception_weights_download_only_when_asked(tmp_path, monkeypatch):
     with pytest.raises(DdpmdpError, match="download"):
-        fid.inception_weights(tmp_path)
+        inception.inception_weights(tmp_path)
     payload = b"not the inception weights"
     with pytest.raises(DdpmdpError, match="sha256"):
-        fid.inception_weights(tmp_path, download=True, urlopen=lambda url, timeout: _FakeResponse(payload))
+        inception.inception_weights(tmp_path, download=True, urlopen=lambda url, timeout: _FakeResponse(payload))
     assert list(tmp_path.iterdir()) == []  # a bad download leaves nothing behind
-    monkeypatch.setattr(fid, "INCEPTION_SHA256_PREFIX", hashlib.sha256(payload).hexdigest()[:8])
-    got = fid.inception_weights(tmp_path, download=True, urlopen=lambda url, timeout: _FakeResponse(payload))
-    assert got.read_bytes() == payload and got.name == fid.INCEPTION_FILE
-    assert fid.inception_weights(tmp_path) == got  # found without downloading
+    monkeypatch.setattr(inception, "INCEPTION_SHA256_PREFIX", hashlib.sha256(payload).hexdigest()[:8])
+    got = inception.inception_weights(tmp_path, download=True, urlopen=lambda url, timeout: _FakeResponse(payload))
+    assert got.read_bytes() == payload and got.name == inception.INCEPTION_FILE
+    assert inception.inception_weights(tmp_path) == got  # found without downloading
 
     def offline(url, timeout):
         raise OSError("no network")
 
     with pytest.raises(DdpmdpError, match="by hand"):
-        fid.inception_weights(tmp_path / "other", download=True, urlopen=offline)
+        inception.inception_weights(tmp_path / "other", download=True, urlopen=offline)
 
 
 # ---- the proxy classifier ----------------------------------------------------------------------------
@@ -248,10 +235,10 @@ def _toy_classes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_proxy_training_beats_chance_and_saves_weights(tmp_path):
     x, y = _toy_classes(160, seed=7)
     xt, yt = _toy_classes(100, seed=8)
-    before = fid.classifier_accuracy(ProxyCNN().eval(), x, y)
+    before = proxy.classifier_accuracy(ProxyCNN().eval(), x, y)
     net, report = train_proxy_classifier(x, y, xt, yt, epochs=2, batch_size=32, lr=3e-3, seed=0,
                                          out=tmp_path / "proxy.pt")
-    after = fid.classifier_accuracy(net, x, y)
+    after = proxy.classifier_accuracy(net, x, y)
     assert after > 0.4 and after > before + 0.2, (before, after)  # chance: 0.1
     assert report.test_accuracy > 0.3 and report.steps == 10 and report.threads == 1 and report.seconds > 0
     assert json.loads((tmp_path / "proxy.json").read_text())["test_accuracy"] == report.test_accuracy

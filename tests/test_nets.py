@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpmdp.nets import count_parameters, key_shape_fingerprint
-from ddpmdp.nets.ho_unet import (
+from ddpmdp.models.nets import count_parameters, key_shape_fingerprint
+from ddpmdp.models.nets.ho_unet import (
     GOOGLE_DDPM_CIFAR10_CONFIG,
     HoUNet,
     HoUNetConfig,
     diffusers_keys_from_pesser,
     ho_timestep_embedding,
 )
-from ddpmdp.nets.iddpm_unet import (
+from ddpmdp.models.nets.iddpm_unet import (
     IDDPM_PRESETS,
     AttentionBlock,
     IDDPMConfig,

@@ -10,7 +10,7 @@
   ``tests/nbval_sanitize.cfg``.
 
 Refresh the smoke copies after editing a notebook with ``ddpmdp reproduce --smoke`` (or
-``python -m ddpmdp.run_notebooks --params-dir params/smoke --out notebooks/smoke``).
+``python -m ddpmdp.book.runner --params-dir params/smoke --out notebooks/smoke``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_source_is_thin_and_parameterised(name):
-    from ddpmdp.run_notebooks import notebook_parameters, prepare
+    from ddpmdp.book.runner import notebook_parameters, prepare
 
     nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
     params = [c for c in nb.cells if "parameters" in _tags(c)]
@@ -56,7 +56,7 @@ def test_source_is_thin_and_parameterised(name):
     for c in nb.cells:
         if c.cell_type == "code":
             found = DEFINITION.search(c.source)
-            assert found is None, f"{name}: defines {found.group(0).strip()!r}; move it into ddpmdp.experiments"
+            assert found is None, f"{name}: defines {found.group(0).strip()!r}; move it into ddpmdp.book"
     targets = [t.id for node in ast.parse(params[0].source).body if isinstance(node, ast.Assign)
                for t in node.targets if isinstance(t, ast.Name)]
     inferred = notebook_parameters(prepare(ROOT / "notebooks" / f"{name}.py"))
@@ -72,7 +72,7 @@ def test_source_is_thin_and_parameterised(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_copy_is_current(name):
-    from ddpmdp.run_notebooks import load_params
+    from ddpmdp.book.runner import load_params
 
     path = ROOT / "notebooks" / "smoke" / f"{name}.ipynb"
     assert path.is_file(), f"{path.relative_to(ROOT)} is missing; {REFRESH}"

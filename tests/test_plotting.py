@@ -10,12 +10,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from _models import random_images, tiny_adapter
-from ddpmdp import plotting
-from ddpmdp.elbo_table import ElboTable, estimate_table
+from ddpmdp.book import plotting
+from ddpmdp.table import ElboTable
+from ddpmdp.table_estimation import estimate_table
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.evaluate import PathScore
-from ddpmdp.fid import FID_LABEL, PROXY_LABEL, FIDResult
-from ddpmdp.reports import PAPER_TABLE3
+from ddpmdp.fid.frechet import FID_LABEL, PROXY_LABEL, FIDResult
+from ddpmdp.book.reports import PAPER_TABLE3
 from ddpmdp.schedules import cosine_schedule
 from ddpmdp.strides import even_stride, quadratic_stride
 

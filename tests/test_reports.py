@@ -10,7 +10,7 @@ import pytest
 
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.evaluate import PathScore
-from ddpmdp.reports import (
+from ddpmdp.book.reports import (
     FULL,
     PAPER_TABLE3,
     Cell,

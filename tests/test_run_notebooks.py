@@ -1,4 +1,4 @@
-"""The notebook runner (python -m ddpmdp.run_notebooks) and `ddpmdp reproduce` on a throw-away repository."""
+"""The notebook runner (python -m ddpmdp.book.runner) and `ddpmdp reproduce` on a throw-away repository."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,8 @@ pytest.importorskip("papermill")
 pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")
 
-from ddpmdp import reproduce_cli, run_notebooks  # noqa: E402
+from ddpmdp.book import runner as run_notebooks  # noqa: E402
+from ddpmdp.cli import reproduce as reproduce_cli  # noqa: E402
 from ddpmdp.errors import DdpmdpError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import torch
 
 from _models import tiny_adapter
 from ddpmdp.errors import DdpmdpError
-from ddpmdp.models import GaussianDataModel
+from ddpmdp.models.gaussian_data import GaussianDataModel
 from ddpmdp.sampling import sample, sample_ancestral, sample_ddim
 from ddpmdp.schedules import cosine_schedule
 

@@ -127,8 +127,8 @@ def test_corrupt_progress_without_fallback_and_read_only_folder(tmp_path, data):
 
 def test_read_only_output_folder_is_refused_before_any_work(tmp_path, data, monkeypatch, capsys):
     """Root can write anywhere, so the folder's write check is simulated."""
-    import ddpmdp.table_runner as runner
-    from ddpmdp.cli import main
+    import ddpmdp.table_estimation as runner
+    from ddpmdp.cli.main import main
 
     calls = []
     monkeypatch.setattr(runner.os, "access", lambda path, mode: False)

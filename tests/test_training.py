@@ -13,14 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-import ddpmdp.embedded as embedded
-from ddpmdp.embedded import EMBEDDED, adapter_from_file, config_to_dict, embedded_models, load_embedded
+import ddpmdp.models.embedded as embedded
+from ddpmdp.models.embedded import EMBEDDED, adapter_from_file, config_to_dict, embedded_models, load_embedded
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.gaussians import discretized_gaussian_log_likelihood, normal_kl
-from ddpmdp.model_specs import load_model
-from ddpmdp.nets.iddpm_unet import IDDPMConfig, IDDPMUNet
-from ddpmdp.training import (LossSecondMomentResampler, TrainConfig, checkpoint_path, compute_losses,
-                             network_time_tensor, q_sample_batch, save_weights_fp16, train)
+from ddpmdp.models.specs import load_model
+from ddpmdp.models.nets.iddpm_unet import IDDPMConfig, IDDPMUNet
+from ddpmdp.training.cards import save_weights_fp16
+from ddpmdp.training.config import TrainConfig, checkpoint_path
+from ddpmdp.training.loop import train
+from ddpmdp.training.losses import compute_losses, network_time_tensor, q_sample_batch
+from ddpmdp.training.samplers import LossSecondMomentResampler
 
 MICRO = IDDPMConfig("micro-8px", image_size=8, model_channels=32, channel_mult=(1,), num_res_blocks=1,
                     attention_resolutions=(), num_heads=2, learn_sigma=True, dropout=0.0, diffusion_steps=20,
@@ -104,7 +107,7 @@ def test_card_and_weights_file(data_files, tmp_path):
     assert "far above the paper" in card["note"]  # the toy model's bpd is ≈ 9
     assert "not comparable" in embedded.bpd_note(3.9) and embedded.bpd_note(None) == embedded.BPD_NOTE
     # the held-out bpd is the evaluator's number for the saved weights
-    from ddpmdp.datasets import load_images
+    from ddpmdp.data.specs import load_images
     from ddpmdp.evaluate import evaluate_paths
 
     score = evaluate_paths(adapter_from_file(cfg, w), load_images(data_files[1]).subset(4),
@@ -300,7 +303,7 @@ def test_user_errors(data_files, tmp_path):
 def test_cli_arguments_map_to_config():
     import argparse
 
-    from ddpmdp.train_cli import add_parser, config_from_args
+    from ddpmdp.cli.train import add_parser, config_from_args
 
     p = argparse.ArgumentParser()
     add_parser(p.add_subparsers(dest="command"))

@@ -1,6 +1,6 @@
 """``python -m ddpmdp`` (and ``torchrun -m ddpmdp``) runs the command line."""
 import sys
 
-from .cli import main
+from ddpmdp.cli.main import main
 
 sys.exit(main())

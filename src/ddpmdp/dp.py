@@ -38,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import DdpmdpError, require
+from ddpmdp.errors import DdpmdpError, require
 
 __all__ = ["DPSolution", "solve"]
 

@@ -18,9 +18,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .gaussians import discretized_gaussian_log_likelihood
-from .schedules import Schedule
-from .variances import VarianceRule, decoder_log_variance
+from ddpmdp.gaussians import discretized_gaussian_log_likelihood
+from ddpmdp.schedules import Schedule
+from ddpmdp.variances import VarianceRule, decoder_log_variance
 
 __all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size"]
 

@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .datasets import ImageSet, to_model_space, validate_images
-from .elbo_table import ElboTable
-from .progress import progress_bar
-from .elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
-from .errors import DdpmdpError, require
-from .gaussians import nats_to_bpd
-from .models import DiffusionModel
-from .noise import STREAM_EVAL, keyed_normal
-from .strides import validate_path
-from .variances import VarianceRule, check_rule
+from ddpmdp.data.images import ImageSet, validate_images
+from ddpmdp.table import ElboTable
+from ddpmdp.progress import progress_bar
+from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.gaussians import nats_to_bpd
+from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.noise import STREAM_EVAL, keyed_normal
+from ddpmdp.strides import validate_path
+from ddpmdp.variances import VarianceRule, check_rule
+from ddpmdp.batches import batch_ranges, image_batches
 
 __all__ = ["PathScore", "path_from_table", "evaluate_paths", "paired_difference"]
 
@@ -104,12 +105,9 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray, paths: di
     N = len(data)
     totals = {name: torch.zeros(N, dtype=torch.float64) for name in paths}
     terms = {name: torch.zeros(len(p) - 1, dtype=torch.float64) for name, p in paths.items()}
-    n_batches = math.ceil(N / batch_size)
-    bar = progress_bar(n_batches * len(union), batch_size, progress, "evaluate")
-    for b in range(n_batches):
-        lo, hi = b * batch_size, min(N, (b + 1) * batch_size)
-        x0 = to_model_space(data.images[lo:hi], device)
-        idx = torch.arange(lo, hi, dtype=torch.int64, device=device)
+    bar = progress_bar(len(batch_ranges(N, batch_size)) * len(union), batch_size, progress, "evaluate")
+    for batch in image_batches(data, batch_size, device):
+        lo, hi, x0, idx = batch.lo, batch.hi, batch.x0, batch.keys
         prior = prior_term(sched, x0).cpu()
         for name in paths:
             totals[name][lo:hi] += prior

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DdpmdpError
+from ddpmdp.errors import DdpmdpError
 
 __all__ = ["atomic_write", "atomic_savez", "file_digests", "file_sha256", "file_md5"]
 

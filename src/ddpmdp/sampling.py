@@ -19,12 +19,12 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from .elbo_terms import predict_x0
-from .errors import require
-from .strides import validate_path
-from .models import DiffusionModel
-from .noise import STREAM_SAMPLE, keyed_normal
-from .variances import VarianceRule, check_rule, edge_log_variance
+from ddpmdp.elbo_terms import predict_x0
+from ddpmdp.errors import require
+from ddpmdp.strides import validate_path
+from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.noise import STREAM_SAMPLE, keyed_normal
+from ddpmdp.variances import VarianceRule, check_rule, edge_log_variance
 
 __all__ = ["sample_ancestral", "sample_ddim", "sample", "to_uint8"]
 
@@ -100,7 +100,7 @@ def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
     """n samples as uint8 (n, C, H, W), generated in batches; sample i always uses the noise keys of
     index i, so the result does not depend on the batch size."""
     require(method in ("ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
-    from .progress import progress_bar
+    from ddpmdp.progress import progress_bar
 
     outs = []
     K = len(np.asarray(nodes)) - 1

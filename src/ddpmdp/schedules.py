@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DdpmdpError, require
+from ddpmdp.errors import DdpmdpError, require
 
 __all__ = [
     "Schedule",

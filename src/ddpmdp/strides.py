@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DdpmdpError, require
+from ddpmdp.errors import DdpmdpError, require
 
 __all__ = [
     "even_stride",

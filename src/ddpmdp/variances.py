@@ -28,17 +28,23 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from .errors import DdpmdpError, require
-from .schedules import Schedule
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.schedules import Schedule
 
-__all__ = ["VarianceRule", "VARIANCE_RULES", "check_rule", "edge_log_variance", "decoder_log_variance",
-           "DECODER_CONVENTION"]
+__all__ = ["VarianceRule", "VARIANCE_RULES", "check_rule", "default_rule", "edge_log_variance",
+           "decoder_log_variance", "DECODER_CONVENTION"]
 
 VarianceRule = Literal["fixed_small", "fixed_large", "learned_range"]
 VARIANCE_RULES: tuple[str, ...] = get_args(VarianceRule)
 DECODER_CONVENTION = ("ddpmdp-v1: decoder t->0 has mean x0_hat(x_t,t) and variance fixed_small: beta_tilde_min; "
                       "fixed_large: beta_tilde_min if t=1 else 1-abar_t; learned_range: "
                       "exp(v*log(1-abar_t)+(1-v)*log(beta_tilde_min))")
+
+
+def default_rule(learned_variance: bool) -> VarianceRule:
+    """The one place that decides a model's default rule: ``learned_range`` for a model that
+    outputs v, else ``fixed_large`` (the paper's choice for L_simple models)."""
+    return "learned_range" if learned_variance else "fixed_large"
 
 
 def check_rule(rule: str, learned_variance: bool) -> None:

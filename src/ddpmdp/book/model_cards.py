@@ -1,0 +1,54 @@
+"""The embedded models' cards as a table, and their sample grids.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from ddpmdp.errors import require
+from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.book.inputs import default_variance
+
+__all__ = [
+    "embedded_card_table",
+    "model_samples",
+]
+
+
+# ---- the embedded models ------------------------------------------------------------------------
+def embedded_card_table(names: Sequence[str] | None = None, precision: int = 3) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the embedded models' cards (:func:`ddpmdp.models.embedded.model_table`): objective,
+    the held-out full-chain bits/dim ± SE with the split and the number of images it was measured
+    on, training steps and CPU minutes, noise schedule, variance rule and parameter count."""
+    from ddpmdp.models.embedded import model_table
+
+    header = ["Model", "Objective", "Held-out bits/dim (full chain)", "Split", "Images", "Steps", "Train min",
+              "Schedule", "Variance", "Parameters"]
+    rows = []
+    for r in model_table():
+        if names is not None and r["name"] not in names:
+            continue
+        bpd = (f"{r['heldout_bpd']:.{precision}f} ± {r['heldout_bpd_se']:.{precision}f}"
+               if r["heldout_bpd"] is not None else "not measured")
+        rows.append([r["name"], r["objective"], bpd, str(r["heldout_split"] or "—"), str(r["heldout_images"] or "—"),
+                     f"{r['steps']:,}" if r["steps"] else "—",
+                     f"{r['train_minutes']:.0f}" if r["train_minutes"] is not None else "—", r["schedule"],
+                     r["variance"], f"{r['parameters']:,}" if r["parameters"] else "—"])
+    return header, rows
+
+
+def model_samples(model: DiffusionModel, path: str, n: int, *, method: Literal["ancestral", "ddim"] = "ancestral",
+                  variance: str | None = None, clip: bool = True, seed: int = 0, device: str = "cpu",
+                  batch_size: int = 64) -> np.ndarray:
+    """``n`` samples, uint8 (n, C, H, W), along a path spec (``even:K``, ``quadratic:K``,
+    ``dp:FILE.json:K``, ``nodes:…``; :func:`ddpmdp.path_specs.parse_path_spec`) with the model's variance rule by default."""
+    from ddpmdp.path_specs import parse_path_spec
+    from ddpmdp.sampling import sample
+
+    shape = tuple(getattr(model, "image_shape", None) or ())
+    require(len(shape) == 3, "the model does not declare its image shape")
+    nodes = parse_path_spec(path, model.schedule.T)
+    return sample(model, nodes, n, shape, method=method, variance=default_variance(model, variance),  # type: ignore[arg-type]
+                  clip=clip, seed=seed, device=device, batch_size=batch_size)

@@ -1,0 +1,121 @@
+"""The NLL experiment (Paper Tables 3 and 4): table on train → DP for every budget → even,
+quadratic and DP strides (and optionally the full chain) scored on test, with paired SEs.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ddpmdp.data.images import ImageSet
+from ddpmdp.dp import DPSolution
+from ddpmdp.table import ElboTable
+from ddpmdp.errors import require
+from ddpmdp.evaluate import PathScore, evaluate_paths
+from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.book.reports import ResultTable, bpd_table
+from ddpmdp.book.inputs import cached_table, default_variance, solve_table, stride_paths
+
+__all__ = [
+    "NLLResult",
+    "run_nll",
+    "nll_table",
+    "nll_summary",
+]
+
+
+# ---- NLL: table on train, DP, direct evaluation on test ---------------------------------------
+@dataclass
+class NLLResult:
+    """One model's bits/dim per (stride, K) on the held-out split.
+
+    ``paths[(stride, K)]`` and ``scores[(stride, K)]`` for strides ``even``, ``quadratic`` and
+    ``dp``; ``full`` the full T-step chain (None when not evaluated); ``table`` the training
+    table the DP used and ``solution`` its DP; ``seconds`` wall times of the stages; ``cached``
+    whether the table came from the cache.
+    """
+
+    objective: str
+    model: str
+    variance: str
+    table: ElboTable
+    solution: DPSolution
+    paths: dict[tuple[str, int], np.ndarray]
+    scores: dict[tuple[str, int], PathScore]
+    full: PathScore | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+    def keyed_scores(self) -> dict[tuple[str, str, int], PathScore]:
+        """``{(objective, stride, K): score}``, the input of :func:`ddpmdp.book.reports.bpd_table`."""
+        return {(self.objective, s, K): sc for (s, K), sc in self.scores.items()}
+
+    def dp_paths(self) -> dict[int, np.ndarray]:
+        """``{K: nodes}`` of the DP paths."""
+        return {K: p for (s, K), p in self.paths.items() if s == "dp"}
+
+
+def run_nll(model: DiffusionModel, train: ImageSet, test: ImageSet, *, objective: str, budgets: Sequence[int],
+            grid: str | None = None, variance: str | None = None, clip: bool = True, full_chain: bool = True,
+            batch_size: int = 32, seed: int = 0, device: str = "cpu",
+            cache_dir: str | os.PathLike | None = None) -> NLLResult:
+    """Table on ``train`` → DP for every budget → even, quadratic and DP strides on ``test``.
+
+    Model calls: ⌈N_train/B⌉·(G − 1) for the table (unless cached) and ⌈N_test/B⌉·U for the
+    evaluation, where U is the number of distinct nodes t > 0 on all paths (T with ``full_chain``).
+    The test scores are paired: every path sees the same images and the same noise per node.
+    """
+    variance = default_variance(model, variance)
+    T = model.schedule.T
+    require(len(budgets) >= 1 and all(1 <= int(k) <= T for k in budgets), f"budgets must lie in 1..T = {T}")
+    t0 = time.perf_counter()
+    table, cached = cached_table(model, train, variance=variance, grid=grid, clip=clip, seed=seed,
+                                 batch_size=batch_size, device=device, cache_dir=cache_dir)
+    t1 = time.perf_counter()
+    sol = solve_table(table, budgets)
+    paths = stride_paths(T, budgets, solution=sol)
+    t2 = time.perf_counter()
+    named = {f"{s}:{K}": p for (s, K), p in paths.items()}
+    if full_chain:
+        named["full"] = np.arange(T + 1, dtype=np.int64)
+    scored = evaluate_paths(model, test, named, variance=variance, clip=clip, batch_size=batch_size, seed=seed,
+                            device=device)
+    t3 = time.perf_counter()
+    scores = {key: scored[f"{key[0]}:{key[1]}"] for key in paths}
+    return NLLResult(objective, model.identity, variance, table, sol, paths, scores, scored.get("full"),
+                     {"table": t1 - t0, "dp": t2 - t1, "evaluate": t3 - t2}, cached)
+
+
+def nll_table(results: Mapping[str, NLLResult], *, budgets: Sequence[int] | None = None, precision: int = 3,
+              title: str = "") -> ResultTable:
+    """The Table-3 layout (rows objective × stride, columns K and the full chain) of several
+    :class:`NLLResult`, with DP gains within 2 SE flagged (paired SEs)."""
+    scores: dict[tuple[str, str, int], PathScore] = {}
+    for r in results.values():
+        scores.update(r.keyed_scores())
+    full = {r.objective: r.full for r in results.values() if r.full is not None}
+    return bpd_table(scores, full or None, budgets=budgets, precision=precision, title=title)
+
+
+def nll_summary(results: Mapping[str, NLLResult], precision: int = 3) -> list[str]:
+    """One sentence per objective: at the smallest and largest budget, the DP path's bits/dim
+    against the better baseline stride, with the paired SE of the difference."""
+    from ddpmdp.evaluate import paired_difference
+
+    out = []
+    for r in results.values():
+        Ks = sorted({K for (_, K) in r.scores})
+        parts = []
+        for K in dict.fromkeys((Ks[0], Ks[-1])):
+            dp = r.scores[("dp", K)]
+            base_name = min(("even", "quadratic"), key=lambda s: r.scores[(s, K)].bpd)
+            diff, se = paired_difference(dp, r.scores[(base_name, K)])
+            parts.append(f"at K = {K} the DP path scores {dp.bpd:.{precision}f} ± {dp.bpd_se:.{precision}f} "
+                         f"bits/dim, {diff:+.{precision}f} ± {se:.{precision}f} against the {base_name} stride")
+        full = (f"; the full {r.full.K}-step chain scores {r.full.bpd:.{precision}f} ± {r.full.bpd_se:.{precision}f}"
+                if r.full is not None else "")
+        out.append(f"{r.objective}: " + "; ".join(parts) + full + ".")
+    return out

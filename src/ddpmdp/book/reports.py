@@ -1,0 +1,306 @@
+"""Tidy result tables: bits/dim ± SE per (objective, stride, K), as CSV and Markdown.
+
+Input is a mapping ``(objective, stride, K) → score`` where a score is a
+:class:`ddpmdp.evaluate.PathScore` (or a plain ``(bpd, se)`` pair, which carries no split,
+image count or per-image totals), plus an optional full-chain score per objective. The
+output follows the Paper's Table 3 layout (``method.md`` §10.1): rows objective × stride,
+columns K = 8 … 256 and "All" (the full chain, K = T), cells "bpd ± SE".
+
+* :func:`bpd_table` → :class:`ResultTable` with :meth:`~ResultTable.to_markdown`,
+  :meth:`~ResultTable.to_csv` (one tidy row per cell, separate numeric ``bpd`` and ``se``
+  columns, plus ``split`` and ``n_images``) and :meth:`~ResultTable.records`.
+* :func:`flag_dp_gains` compares the DP stride with each baseline at every K (``method.md``
+  §8.4): the difference Δ = bpd(DP) − bpd(baseline) with its **paired** SE when both scores
+  hold per-image totals of the same images (:func:`ddpmdp.evaluate.paired_difference`),
+  otherwise the unpaired √(SE₁² + SE₂²). A gain with abs(Δ) ≤ 2·SE is flagged as not significant.
+
+Units: bits/dim throughout (nats per image / (d·ln 2), :func:`ddpmdp.gaussians.nats_to_bpd`);
+SE = sd(per-image totals)/√N for direct evaluations. No pandas: plain ``csv``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from ddpmdp.errors import require
+from ddpmdp.evaluate import PathScore, paired_difference
+
+__all__ = ["ScoreLike", "Cell", "cell_of", "ResultTable", "bpd_table", "GainFlag", "flag_dp_gains",
+           "flags_markdown", "scores_by_stride", "PAPER_BUDGETS", "PAPER_TABLE3", "PAPER_TABLE4", "PAPER_TABLE5",
+           "FULL"]
+
+ScoreLike = Union[PathScore, tuple[float, float]]
+"""A :class:`PathScore` or a ``(bpd, se)`` pair in bits/dim."""
+
+PAPER_BUDGETS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+FULL = "full"
+"""The stride name under which full-chain scores appear in tidy records (K = T)."""
+
+# ---- the Paper's numbers (method.md §10), for overlays and comparisons -----------------------------
+_K = PAPER_BUDGETS
+PAPER_TABLE3: dict[tuple[str, str], dict[int | str, float]] = {
+    ("L_simple", "even"): dict(zip(_K, (6.95, 6.15, 5.46, 4.91, 4.47, 4.14)), all=3.73),
+    ("L_simple", "quadratic"): dict(zip(_K, (5.39, 4.86, 4.52, 3.84, 3.74, 3.73))),
+    ("L_simple", "dp"): dict(zip(_K, (4.59, 3.99, 3.79, 3.74, 3.73, 3.72))),
+    ("L_vlb", "even"): dict(zip(_K, (6.20, 5.48, 4.89, 4.42, 4.03, 3.73)), all=2.94),
+    ("L_vlb", "quadratic"): dict(zip(_K, (4.89, 4.09, 3.58, 3.23, 3.09, 3.05))),
+    ("L_vlb", "dp"): dict(zip(_K, (4.20, 3.41, 3.17, 3.08, 3.05, 3.04))),
+    ("L_hybrid", "even"): dict(zip(_K, (6.14, 5.39, 4.77, 4.29, 3.92, 3.66)), all=3.17),
+    ("L_hybrid", "quadratic"): dict(zip(_K, (4.91, 4.15, 3.71, 3.42, 3.30, 3.26))),
+    ("L_hybrid", "dp"): dict(zip(_K, (4.33, 3.62, 3.39, 3.30, 3.27, 3.26))),
+}
+"""Paper Table 3, CIFAR-10 test bits/dim; ``"all"`` is the full chain (T = 1000 for L_simple,
+4000 otherwise)."""
+PAPER_TABLE4: dict[tuple[str, str], dict[int | str, float]] = {
+    ("L_hybrid", "even"): dict(zip(_K, (6.07, 5.38, 4.82, 4.39, 4.08, 3.87)), all=3.55),
+    ("L_hybrid", "quadratic"): dict(zip(_K, (4.83, 4.14, 3.82, 3.65, 3.58, 3.56))),
+    ("L_hybrid", "dp"): dict(zip(_K, (4.29, 3.80, 3.65, 3.59, 3.56, 3.56))),
+}
+"""Paper Table 4, ImageNet 64×64 (the authors' 3M-step L_hybrid model), bits/dim."""
+PAPER_TABLE5: dict[tuple[str, str], dict[int | str, float]] = {
+    ("cifar10 L_simple", "even (DDPM)"): dict(zip(_K, (51.04, 28.83, 20.85, 13.50, 10.01, 7.61)), all=3.17),
+    ("cifar10 L_simple", "quadratic (DDPM)"): dict(zip(_K, (51.44, 25.80, 12.85, 7.73, 5.63, 5.25))),
+    ("cifar10 L_simple", "even (DDIM η=0)"): dict(zip(_K, (26.96, 15.88, 11.12, 8.40, 6.61, 5.50))),
+    ("cifar10 L_simple", "quadratic (DDIM η=0)"): dict(zip(_K, (19.24, 9.49, 6.16, 5.09, 4.70, 4.57))),
+    ("cifar10 L_simple", "dp (ELBO)"): dict(zip(_K, (62.79, 45.90, 21.11, 8.52, 5.47, 5.05))),
+    ("cifar10 L_simple", "dp + MSE reweighting"): dict(zip(_K, (58.11, 29.44, 12.07, 6.74, 5.24, 5.13))),
+}
+"""Paper Table 5, CIFAR-10 FID (50k samples, Inception-v3). Not comparable with proxy-FIDs."""
+
+
+# ---- cells -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    """One reported number: ``bpd`` and ``se`` in bits/dim, with where it was measured."""
+
+    bpd: float
+    se: float
+    split: str = "unspecified"
+    n_images: int = 0
+    se_kind: str = ""
+
+    def text(self, precision: int) -> str:
+        """``"3.172 ± 0.005"`` at ``precision`` decimals (``"± n/a"`` without an SE)."""
+        se = f"{self.se:.{precision}f}" if math.isfinite(self.se) else "n/a"
+        return f"{self.bpd:.{precision}f} ± {se}"
+
+
+def cell_of(score: ScoreLike) -> Cell:
+    """A :class:`Cell` from a :class:`PathScore` or a ``(bpd, se)`` pair."""
+    if isinstance(score, PathScore):
+        return Cell(float(score.bpd), float(score.bpd_se), str(score.split), int(score.n_images), score.se_kind)
+    require(isinstance(score, (tuple, list)) and len(score) == 2,
+            f"a score must be a PathScore or a (bpd, se) pair, got {score!r}")
+    return Cell(float(score[0]), float(score[1]))
+
+
+# ---- the table ---------------------------------------------------------------------------------------
+@dataclass
+class ResultTable:
+    """bits/dim ± SE for rows (objective, stride) and columns ``budgets`` plus the full chain.
+
+    ``cells[(objective, stride, K)]`` and ``full[objective] = (T, Cell)``; ``flags`` from
+    :func:`flag_dp_gains` mark DP cells in the Markdown; ``precision`` decimals for display.
+    """
+
+    budgets: tuple[int, ...]
+    rows: list[tuple[str, str]]
+    cells: dict[tuple[str, str, int], Cell]
+    full: dict[str, tuple[int, Cell]] = field(default_factory=dict)
+    precision: int = 3
+    flags: list["GainFlag"] = field(default_factory=list)
+    title: str = ""
+
+    def records(self) -> list[dict[str, object]]:
+        """Tidy rows, one per cell: objective, stride, K, bpd, se (bits/dim), split, n_images,
+        se_kind. Full-chain scores appear with stride :data:`FULL` and K = T."""
+        out: list[dict[str, object]] = []
+        for (obj, stride, K), c in self.cells.items():
+            out.append({"objective": obj, "stride": stride, "K": K, "bpd": c.bpd, "se": c.se, "split": c.split,
+                        "n_images": c.n_images, "se_kind": c.se_kind})
+        for obj, (T, c) in self.full.items():
+            out.append({"objective": obj, "stride": FULL, "K": T, "bpd": c.bpd, "se": c.se, "split": c.split,
+                        "n_images": c.n_images, "se_kind": c.se_kind})
+        return out
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """CSV text of :meth:`records` (numbers to 8 significant digits, bits/dim); written to
+        ``path`` as well when given."""
+        cols = ["objective", "stride", "K", "bpd", "se", "units", "split", "n_images", "se_kind"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in self.records():
+            w.writerow(dict(r, bpd=f"{r['bpd']:.8g}", se=f"{r['se']:.8g}", units="bits/dim"))
+        text = buf.getvalue()
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def provenance(self) -> str:
+        """One sentence naming the split(s) and image count(s) behind the numbers."""
+        groups: dict[tuple[str, int], int] = {}
+        for c in list(self.cells.values()) + [c for _, c in self.full.values()]:
+            groups[(c.split, c.n_images)] = groups.get((c.split, c.n_images), 0) + 1
+        parts = [f"split {s}, {n:,} images" if n else f"split {s}, image count unknown" for (s, n) in groups]
+        lead = "All cells: " if len(groups) == 1 else "Mixed provenance (cells per group differ): "
+        return lead + "; ".join(parts) + "."
+
+    def wide_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and rows of the wide layout (objective × stride by K, then "All"), cells "bpd ± SE"
+        with "‡" where a DP gain lies within 2 SE of a baseline."""
+        within = {(f.objective, f.K) for f in self.flags if f.within}
+        dp_names = {f.dp for f in self.flags}
+        head = ["Objective", "Stride"] + [f"K={K}" for K in self.budgets] + (["All"] if self.full else [])
+        rows, seen = [], set()
+        for obj, stride in self.rows:
+            row = [obj if obj not in seen else "", stride]
+            for K in self.budgets:
+                c = self.cells.get((obj, stride, K))
+                mark = " ‡" if stride in dp_names and (obj, K) in within else ""
+                row.append(c.text(self.precision) + mark if c else "—")
+            if self.full:
+                row.append(self.full[obj][1].text(self.precision) if obj in self.full and obj not in seen else "")
+            seen.add(obj)
+            rows.append(row)
+        return head, rows
+
+    def to_markdown(self) -> str:
+        """A Markdown table with cells "bpd ± SE" and a caption naming units, split, image
+        count, the full chain's T and the DP flags (‡: gain over a baseline within 2 SE)."""
+        within = {(f.objective, f.K) for f in self.flags if f.within}
+        head, rows = self.wide_rows()
+        lines = ([f"**{self.title}**", ""] if self.title else []) + [
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        caption = [f"Bits/dim, mean ± SE over images. {self.provenance()}"]
+        if self.full:
+            caption.append("All = the full chain (" + ", ".join(f"{o}: T = {T if T else 'not recorded'}"
+                                                                for o, (T, _) in self.full.items()) + ").")
+        kinds = sorted({c.se_kind for c in self.cells.values() if c.se_kind})
+        if kinds:
+            caption.append("SE: " + "; ".join(kinds) + ".")
+        if within:
+            n_sigma = self.flags[0].n_sigma
+            caption.append(f"‡ DP's difference from at least one baseline at this K is within {n_sigma:g} SE "
+                           "(not significant); see the flag list.")
+        return "\n".join(lines) + "\n\n" + " ".join(caption) + "\n"
+
+
+def bpd_table(scores: Mapping[tuple[str, str, int], ScoreLike], full_chain: Mapping[str, ScoreLike] | None = None,
+              *, budgets: Sequence[int] | None = None, precision: int = 3, dp: str = "dp",
+              n_sigma: float = 2.0, title: str = "") -> ResultTable:
+    """Build a :class:`ResultTable` from ``scores[(objective, stride, K)]`` and the optional
+    ``full_chain[objective]`` (a PathScore, whose K = T, or ``(bpd, se)`` with T unknown → 0).
+
+    Rows keep the first-appearance order of objectives and strides; columns are ``budgets``
+    (default: the Paper's 8 … 256 plus any other K present). When ``dp`` is one of the
+    strides, :func:`flag_dp_gains` fills ``flags`` (threshold ``n_sigma`` SE).
+    """
+    require(precision >= 0, "precision must be >= 0")
+    Ks = sorted({int(k[2]) for k in scores})
+    cols = tuple(sorted(set(budgets))) if budgets is not None else tuple(sorted(set(PAPER_BUDGETS) | set(Ks)))
+    rows: list[tuple[str, str]] = []
+    cells: dict[tuple[str, str, int], Cell] = {}
+    for key, sc in scores.items():
+        require(len(key) == 3, f"score keys must be (objective, stride, K), got {key!r}")
+        obj, stride, K = str(key[0]), str(key[1]), int(key[2])
+        if (obj, stride) not in rows:
+            rows.append((obj, stride))
+        cells[(obj, stride, K)] = cell_of(sc)
+    first = {}
+    for o, _ in rows:
+        first.setdefault(o, len(first))
+    rows.sort(key=lambda r: first[r[0]])  # group by objective, stable otherwise
+    full: dict[str, tuple[int, Cell]] = {}
+    for obj, sc in (full_chain or {}).items():
+        full[str(obj)] = (sc.K if isinstance(sc, PathScore) else 0, cell_of(sc))
+    flags = flag_dp_gains(scores, dp=dp, n_sigma=n_sigma) if any(s == dp for _, s in rows) else []
+    return ResultTable(cols, rows, cells, full, precision, flags, title)
+
+
+# ---- DP gains ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GainFlag:
+    """DP against one baseline at one K: ``diff`` = bpd(DP) − bpd(baseline) in bits/dim
+    (negative: DP is better) with its SE; ``paired`` says whether the SE came from per-image
+    differences on the same images."""
+
+    objective: str
+    K: int
+    dp: str
+    baseline: str
+    diff: float
+    se: float
+    paired: bool
+    n_sigma: float = 2.0
+
+    @property
+    def within(self) -> bool:
+        """abs(Δ) ≤ n_sigma·SE: the difference is not significant (a DP "gain" within the noise)."""
+        return abs(self.diff) <= self.n_sigma * self.se if math.isfinite(self.se) else True
+
+    @property
+    def status(self) -> str:
+        """``"gain"`` (DP better beyond n_sigma SE), ``"loss"`` (worse beyond it) or ``"within 2 SE"``."""
+        if self.within:
+            return f"within {self.n_sigma:g} SE"
+        return "gain" if self.diff < 0 else "loss"
+
+
+def _paired_ok(a: ScoreLike, b: ScoreLike) -> bool:
+    return (isinstance(a, PathScore) and isinstance(b, PathScore) and a.per_image is not None
+            and b.per_image is not None and len(a.per_image) == len(b.per_image) and a.split == b.split
+            and a.dims == b.dims)
+
+
+def flag_dp_gains(scores: Mapping[tuple[str, str, int], ScoreLike], *, dp: str = "dp",
+                  baselines: Sequence[str] | None = None, n_sigma: float = 2.0) -> list[GainFlag]:
+    """Compare stride ``dp`` with every baseline stride (default: all others) at each
+    (objective, K) where both exist. SE of Δ: paired (per-image totals of the same images,
+    :func:`ddpmdp.evaluate.paired_difference`) when available, else √(SE_dp² + SE_base²),
+    which assumes independent estimates (conservative when they share images)."""
+    out: list[GainFlag] = []
+    keys = list(scores)
+    for obj, stride, K in keys:
+        if stride != dp:
+            continue
+        for obj2, base, K2 in keys:
+            if obj2 != obj or K2 != K or base == dp or (baselines is not None and base not in baselines):
+                continue
+            a, b = scores[(obj, stride, K)], scores[(obj2, base, K2)]
+            if _paired_ok(a, b):
+                diff, se = paired_difference(a, b)  # type: ignore[arg-type]
+                paired = True
+            else:
+                ca, cb = cell_of(a), cell_of(b)
+                diff, se, paired = ca.bpd - cb.bpd, math.hypot(ca.se, cb.se), False
+            out.append(GainFlag(str(obj), int(K), dp, str(base), float(diff), float(se), paired, n_sigma))
+    return out
+
+
+def flags_markdown(flags: Sequence[GainFlag], precision: int = 3) -> str:
+    """A Markdown list of DP-versus-baseline differences (bits/dim) and their status."""
+    lines = ["| Objective | K | Baseline | Δ bits/dim (DP − baseline) ± SE | SE kind | Status |",
+             "|---|---|---|---|---|---|"]
+    for f in flags:
+        lines.append(f"| {f.objective} | {f.K} | {f.baseline} | {f.diff:+.{precision}f} ± {f.se:.{precision}f} | "
+                     f"{'paired' if f.paired else 'unpaired'} | {f.status} |")
+    return "\n".join(lines) + "\n"
+
+
+def scores_by_stride(scores: Mapping[tuple[str, str, int], ScoreLike], objective: str
+                     ) -> dict[str, dict[int, ScoreLike]]:
+    """``scores[(objective, stride, K)]`` → ``{stride: {K: score}}`` for one objective (the
+    input of :func:`ddpmdp.book.plotting.plot_bpd_vs_budget`)."""
+    out: dict[str, dict[int, ScoreLike]] = {}
+    for (obj, stride, K), sc in scores.items():
+        if obj == objective:
+            out.setdefault(str(stride), {})[int(K)] = sc
+    require(bool(out), f"no scores for objective {objective!r}")
+    return out

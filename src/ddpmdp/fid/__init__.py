@@ -1,0 +1,1 @@
+"""FID: the Fréchet distance, an FID-Inception-compatible network, and a labelled proxy classifier."""

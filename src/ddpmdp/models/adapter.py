@@ -1,0 +1,207 @@
+"""One model protocol for every ε-prediction network.
+
+An adapter maps (x_t, node t) to ε̂ and, for learned-variance models, the
+interpolation fraction v ∈ [0, 1] per pixel (``method.md`` §2.2: log σ² =
+v·log β_{t,s} + (1 − v)·log β̃_{t,s}). The adapter owns the network's time-input
+mapping, so callers only ever speak in nodes.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Protocol, TypedDict, runtime_checkable
+
+import torch
+
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.schedules import Schedule
+from ddpmdp.variances import VarianceRule, check_rule, default_rule
+
+__all__ = [
+    "ModelOutput",
+    "DiffusionModel",
+    "TorchModelAdapter",
+    "ModelInfo",
+    "Numerics",
+    "TimeInput",
+    "state_dict_hash",
+]
+
+TimeInput = Literal["iddpm", "ho", "node"]
+"""How a node n reaches the network: ``iddpm`` → float (n − 1)·1000/T (improved-diffusion's
+``rescale_timesteps=True``); ``ho`` → integer n − 1 (Ho et al., diffusers); ``node`` → n."""
+
+
+@dataclass
+class ModelOutput:
+    """ε̂ (B, C, H, W) and, for learned-range models, v = (o + 1)/2 (B, C, H, W); else None."""
+
+    eps: torch.Tensor
+    v: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How a model computes: ``dtype`` of the forward pass (``float32`` or ``float64``), bf16
+    autocast and the channels-last memory format. Recorded in every table's metadata."""
+
+    dtype: Literal["float32", "float64"] = "float32"
+    bf16: bool = False
+    channels_last: bool = False
+
+
+class ModelInfo(TypedDict, total=False):
+    """What ``ddpmdp model-info`` reports about a model (all keys optional; JSON-ready).
+
+    ``parameters`` and ``state_dict_keys`` count the network; ``fingerprint`` is the sha256 of
+    the sorted ``key:shape`` lines; ``file_sha256`` is None for random weights.
+    """
+
+    spec: str
+    architecture: str
+    preset: str | None
+    parameters: int
+    state_dict_keys: int
+    fingerprint: str
+    schedule: str
+    T: int
+    variance: str
+    output: str
+    time_input: str
+    image_size: int | None
+    file: str | None
+    file_sha256: str | None
+    file_md5: str | None
+    format: str | None
+    weights: str
+    objective: str
+    source: str
+    card: dict[str, Any]
+    extra: dict[str, Any]
+
+
+@runtime_checkable
+class DiffusionModel(Protocol):
+    """What the table estimator, evaluator and samplers need from a model.
+
+    * ``schedule`` — ᾱ over nodes 0..T;
+    * ``learned_variance`` — the model outputs v (learned-range interpolation);
+    * ``variance`` — the model's default variance rule (:func:`ddpmdp.variances.default_rule`
+      unless the checkpoint says otherwise);
+    * ``image_shape`` — (C, H, W) the network was built for, or None for any size;
+    * ``identity`` — a short human-readable name with a hash;
+    * ``info`` — a :class:`ModelInfo` (may be empty);
+    * ``numerics`` — a :class:`Numerics` (dtype, bf16, channels-last).
+    """
+
+    schedule: Schedule
+    learned_variance: bool
+    variance: VarianceRule
+    image_shape: tuple[int, int, int] | None
+    identity: str
+    info: ModelInfo
+    numerics: Numerics
+
+    def __call__(self, x_t: torch.Tensor, t: int) -> ModelOutput:  # pragma: no cover - protocol
+        ...
+
+    def fingerprint(self) -> str:  # pragma: no cover - protocol
+        ...
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """sha256 over the sorted (name, dtype, shape, bytes) of a module's state_dict (16 hex digits)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def network_time(schedule: Schedule, t: int, time_input: TimeInput | Callable[[int], float]) -> float:
+    """The scalar the network receives at node t (see :data:`TimeInput`)."""
+    if callable(time_input):
+        return float(time_input(t))
+    if time_input == "iddpm":
+        return (t - 1) * 1000.0 / schedule.T
+    if time_input == "ho":
+        return float(t - 1)
+    if time_input == "node":
+        return float(t)
+    raise DdpmdpError(f"unknown time input {time_input!r}: use iddpm, ho or node")
+
+
+class TorchModelAdapter:
+    """Wrap an ``nn.Module`` ``net(x, timesteps) -> (B, C or 2C, H, W)``.
+
+    ``output='eps'``: the network returns ε̂. ``output='eps+v'``: it returns 2C
+    channels, ε̂ then o ∈ [−1, 1] (improved-diffusion ``learn_sigma=True``), and
+    v = (o + 1)/2. The network runs in eval mode without gradients.
+
+    Numerics are fixed at construction (:class:`Numerics`): the forward pass's dtype (float32,
+    or float64 for references that hold on any CPU), bf16 autocast (forward pass only; outputs
+    are float32) and the channels-last memory format. ``variance`` defaults to
+    :func:`~ddpmdp.variances.default_rule`; ``info`` is the model-info dictionary.
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        schedule: Schedule,
+        *,
+        time_input: TimeInput | Callable[[int], float] = "iddpm",
+        output: Literal["eps", "eps+v"] = "eps",
+        identity: str = "",
+        image_shape: tuple[int, int, int] | None = None,
+        numerics: Numerics = Numerics(),
+        variance: VarianceRule | None = None,
+        info: ModelInfo | None = None,
+    ) -> None:
+        require(output in ("eps", "eps+v"), f"output must be 'eps' or 'eps+v', got {output!r}")
+        require(numerics.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {numerics.dtype!r}")
+        require(not (numerics.bf16 and numerics.dtype == "float64"), "bf16 autocast and float64 exclude each other")
+        self.numerics = numerics
+        self.dtype = torch.float64 if numerics.dtype == "float64" else torch.float32
+        self.net = net.to(self.dtype).eval()
+        self.schedule = schedule
+        self.time_input = time_input
+        self.output = output
+        self.learned_variance = output == "eps+v"
+        self.variance: VarianceRule = variance or default_rule(self.learned_variance)
+        check_rule(self.variance, self.learned_variance)
+        self.identity = identity or type(net).__name__
+        self.image_shape = image_shape
+        self.info: ModelInfo = info if info is not None else {}
+        if numerics.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = state_dict_hash(self.net)
+        return self._fingerprint
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t: int) -> ModelOutput:
+        tt = torch.full((x_t.shape[0],), network_time(self.schedule, t, self.time_input),
+                        device=x_t.device, dtype=self.dtype)
+        x_in = x_t.to(self.dtype)
+        x_in = x_in.contiguous(memory_format=torch.channels_last) if self.numerics.channels_last else x_in
+        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=self.numerics.bf16):
+            out = self.net(x_in, tt)
+        if hasattr(out, "sample"):  # diffusers UNet2DOutput
+            out = out.sample
+        C = x_t.shape[1]
+        want = 2 * C if self.learned_variance else C
+        if out.shape[1] != want:
+            raise DdpmdpError(
+                f"the network returned {out.shape[1]} channels for {C}-channel images; "
+                f"output={self.output!r} expects {want}"
+                + (" (is this a fixed-variance model? use --output eps)" if self.learned_variance else
+                   " (is this a learned-variance model? use --output eps+v)")
+            )
+        out = out.to(self.dtype)  # float32 after bf16 autocast; float64 when asked
+        if self.learned_variance:
+            return ModelOutput(out[:, :C], (out[:, C:] + 1.0) * 0.5)
+        return ModelOutput(out, None)

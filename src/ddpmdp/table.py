@@ -1,0 +1,206 @@
+"""The L(t, s) table type, its running sums and its file format.
+
+A table is estimated by :mod:`ddpmdp.table_estimation` (O(T) forward passes per image fill
+every cell). Per cell it keeps the sum and the sum of squares of the per-image values, so
+every cell carries a Monte Carlo standard error. Noise is keyed by (seed, image index, t)
+(:mod:`ddpmdp.noise`), so the table does not depend on the batch size, the device or the
+number of processes.
+
+Layout (``method.md`` §5.5): ``L[i, j]`` is the cost of the edge from grid node
+``nodes[i]`` down to ``nodes[j]``, nats per image, finite for j < i and +inf
+elsewhere; column 0 holds the decoder terms.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ddpmdp.version import __version__
+from ddpmdp.data.images import ImageSet
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.fileio import atomic_savez
+from ddpmdp.gaussians import nats_to_bpd
+from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.variances import DECODER_CONVENTION
+
+__all__ = ["TableStats", "ElboTable", "load_table", "table_meta", "UNITS", "FORMAT"]
+
+UNITS = "nats per image (summed over C*H*W dimensions)"
+FORMAT = "ddpmdp-table-1"
+
+
+
+@dataclass
+class TableStats:
+    """Running sums over images. ``s1[i, j]``/``s2[i, j]``: Σ L and Σ L² over images of the
+    cell (nodes[i] → nodes[j]); ``prior_s1/s2`` likewise for L_prior; ``mse_s1/s2[i]``:
+    Σ‖x₀ − x̂₀‖² and its square at nodes[i] (for MSE-reweighted costs); ``n``: images."""
+
+    nodes: np.ndarray
+    s1: torch.Tensor
+    s2: torch.Tensor
+    mse_s1: torch.Tensor
+    mse_s2: torch.Tensor
+    prior_s1: torch.Tensor
+    prior_s2: torch.Tensor
+    n: int = 0
+
+    @classmethod
+    def zeros(cls, nodes: np.ndarray, device: str | torch.device = "cpu") -> "TableStats":
+        G = len(nodes)
+        z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        return cls(np.asarray(nodes), z(G, G), z(G, G), z(G), z(G), z(()), z(()), 0)
+
+    FIELDS = ("s1", "s2", "mse_s1", "mse_s2", "prior_s1", "prior_s2")
+    """The summed tensors, in constructor order; stored in files as ``sum_NAME`` plus ``sum_n``."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The one writer: ``sum_NAME`` float64 arrays and ``sum_n`` (tables and progress files)."""
+        arrays: dict[str, np.ndarray] = {f"sum_{k}": v.detach().cpu().numpy() for k, v in self.tensors().items()}
+        arrays["sum_n"] = np.asarray(self.n, dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Any, nodes: np.ndarray, device: str | torch.device = "cpu") -> "TableStats":
+        """The one reader: the inverse of :meth:`to_arrays` (``arrays``: an open ``.npz`` or a dict)."""
+        return cls(np.asarray(nodes), *(torch.from_numpy(np.asarray(arrays[f"sum_{k}"])).to(device)
+                                         for k in cls.FIELDS), n=int(arrays["sum_n"]))
+
+    def add_(self, other: "TableStats") -> "TableStats":
+        for k, v in self.tensors().items():
+            v += other.tensors()[k].to(v.device)
+        self.n += other.n
+        return self
+
+    def to(self, device: str | torch.device) -> "TableStats":
+        return TableStats(self.nodes, *(v.to(device) for v in self.tensors().values()), n=self.n)
+
+
+def _mean_se(s1: np.ndarray, s2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of the mean from Σx, Σx², n: var = (Σx² − (Σx)²/n)/(n − 1)."""
+    mean = s1 / n
+    if n < 2:
+        return mean, np.full_like(mean, np.nan)
+    var = np.maximum(s2 - s1 * s1 / n, 0.0) / (n - 1)
+    return mean, np.sqrt(var / n)
+
+
+@dataclass
+class ElboTable:
+    """A finished table. ``L``/``L_se``: float64 (G, G) nats per image (+inf off the lower
+    triangle, NaN SE there); ``nodes`` int64 (G,); ``prior``/``prior_se`` nats per image;
+    ``dims`` = C·H·W; ``meta``: provenance (schedule, T, variance, clip, decoder convention,
+    model, data, split, n_images, seed, version, units); ``stats``: the raw sums."""
+
+    L: np.ndarray
+    L_se: np.ndarray
+    nodes: np.ndarray
+    prior: float
+    prior_se: float
+    dims: int
+    meta: dict[str, Any]
+    stats: TableStats | None = field(default=None, repr=False)
+
+    @property
+    def T(self) -> int:
+        return int(self.nodes[-1])
+
+    @classmethod
+    def from_stats(cls, stats: TableStats, dims: int, meta: dict[str, Any]) -> "ElboTable":
+        require(stats.n >= 1, "no images were accumulated")
+        s = {k: v.detach().cpu().numpy() for k, v in stats.tensors().items()}
+        L, L_se = _mean_se(s["s1"], s["s2"], stats.n)
+        lower = np.tril(np.ones_like(L, dtype=bool), k=-1)
+        L = np.where(lower, L, np.inf)
+        L_se = np.where(lower, L_se, np.nan)
+        prior, prior_se = _mean_se(s["prior_s1"], s["prior_s2"], stats.n)
+        meta = dict(meta, n_images=stats.n)
+        return cls(L, L_se, np.asarray(stats.nodes, dtype=np.int64), float(prior), float(prior_se), int(dims), meta,
+                   stats.to("cpu"))
+
+    def mse(self) -> tuple[np.ndarray, np.ndarray]:
+        """E‖x₀ − x̂₀(x_t, t)‖² per grid node and its SE ((G,) each; NaN at node 0)."""
+        require(self.stats is not None, "this table has no raw sums")
+        m, se = _mean_se(self.stats.mse_s1.numpy(), self.stats.mse_s2.numpy(), self.stats.n)
+        m[0] = se[0] = np.nan
+        return m, se
+
+    def bpd(self, nats):
+        """Convert nats per image to bits/dim for this table's d."""
+        return nats_to_bpd(nats, self.dims)
+
+    # ---- file format --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, float32: bool = False) -> None:
+        """Write an ``.npz`` atomically (temporary file, fsync, rename). ``float32`` stores L
+        and L_se in float32 (the raw sums stay float64)."""
+        arrays: dict[str, Any] = dict(
+            L=self.L.astype(np.float32 if float32 else np.float64),
+            L_se=self.L_se.astype(np.float32 if float32 else np.float64),
+            nodes=self.nodes, prior=np.float64(self.prior), prior_se=np.float64(self.prior_se),
+            dims=np.int64(self.dims), meta=np.array(json.dumps(self.meta, sort_keys=True)),
+        )
+        if self.stats is not None:
+            arrays.update(self.stats.to_arrays())
+        atomic_savez(path, arrays)
+
+
+_REQUIRED_META = ("format", "schedule", "T", "variance", "clip", "decoder_convention", "model", "data",
+                  "split", "n_images", "seed", "version", "units")
+
+
+def load_table(path: str | os.PathLike) -> ElboTable:
+    """Read and check a table file: required arrays and metadata, shapes, node range, units."""
+    path = Path(path)
+    require(path.is_file(), f"table file {str(path)!r} does not exist")
+    try:
+        z = np.load(path, allow_pickle=False)
+        files = set(z.files)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a user-facing bad file
+        raise DdpmdpError(f"{path}: not a readable table .npz ({exc})") from None
+    with z:
+        missing = [k for k in ("L", "L_se", "nodes", "prior", "prior_se", "dims", "meta") if k not in files]
+        require(not missing, f"{path}: not a ddpmdp table, missing {', '.join(missing)}")
+        try:
+            meta = json.loads(str(z["meta"]))
+        except json.JSONDecodeError:
+            raise DdpmdpError(f"{path}: the 'meta' entry is not valid JSON") from None
+        lack = [k for k in _REQUIRED_META if k not in meta]
+        require(not lack, f"{path}: table metadata lacks {', '.join(lack)}")
+        L, L_se, nodes = z["L"].astype(np.float64), z["L_se"].astype(np.float64), z["nodes"].astype(np.int64)
+        G = nodes.size
+        require(L.shape == (G, G) and L_se.shape == (G, G),
+                f"{path}: L is {L.shape} but there are {G} grid nodes (table/metadata mismatch)")
+        require(G >= 2 and nodes[0] == 0 and nodes[-1] == int(meta["T"]) and bool(np.all(np.diff(nodes) > 0)),
+                f"{path}: grid nodes must increase from 0 to T = {meta['T']} (table/metadata mismatch)")
+        require(meta["units"] == UNITS, f"{path}: unexpected units {meta['units']!r}")
+        lower = np.tril(np.ones((G, G), dtype=bool), k=-1)
+        require(bool(np.all(np.isfinite(L[lower]))), f"{path}: the table has non-finite cells below the diagonal")
+        stats = None
+        if "sum_s1" in files:
+            stats = TableStats.from_arrays(z, nodes)
+            require(stats.n == int(meta["n_images"]), f"{path}: n_images in metadata differs from the sums")
+        return ElboTable(L, L_se, nodes, float(z["prior"]), float(z["prior_se"]), int(z["dims"]), meta, stats)
+
+
+def table_meta(model: DiffusionModel, data: ImageSet, nodes: np.ndarray, rule: str, clip: bool, seed: int,
+               grid_stride: int | None) -> dict[str, Any]:
+    """Provenance recorded with every table."""
+    return {
+        "format": FORMAT, "schedule": model.schedule.describe(), "schedule_hash": model.schedule.fingerprint(),
+        "T": model.schedule.T, "variance": rule, "clip": bool(clip), "decoder_convention": DECODER_CONVENTION,
+        "model": model.identity, "model_hash": model.fingerprint(), "data": data.identity,
+        "data_hash": data.fingerprint(), "data_notes": list(data.notes), "split": data.split,
+        "n_images": len(data), "seed": int(seed), "grid_stride": grid_stride, "grid_size": int(len(nodes)),
+        "version": __version__, "units": UNITS, "noise": "keyed by (seed, image index, t), stream table",
+        "network_bf16": model.numerics.bf16, "network_channels_last": model.numerics.channels_last,
+        "network_dtype": model.numerics.dtype,
+    }

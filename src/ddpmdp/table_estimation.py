@@ -1,0 +1,244 @@
+"""Estimating the L(t, s) table: one forward pass per node fills a row; resumable and distributed.
+
+For each batch of images and each grid node t > 0, exactly **one** forward pass at
+(x_t, t) fills the whole row L(t, ·) (:func:`accumulate_batch`): the decoder cell L(t, 0)
+and the KL cells L(t, s) for every grid node 0 < s < t (:func:`ddpmdp.elbo_terms.kl_row`).
+Per cell the sums of the per-image values and of their squares give a Monte Carlo standard
+error. :func:`estimate_table` runs in memory; :func:`run_table` is what ``ddpmdp table`` runs. Images are processed in batches of a fixed
+size; batch b goes to rank b mod W (W = world size, 1 without torchrun). Each rank adds its
+batch sums in batch order and, every ``save_every`` batches, writes its sums and the number
+of batches done to ``OUT.progress[.rankR].npz`` atomically (temporary file, fsync, rename;
+the previous checkpoint is kept as ``….prev``). A resumed run loads the sums and continues
+with the next batch, so its table is bitwise identical to an uninterrupted run. Resuming with
+different arguments is refused, naming the argument. At the end the ranks' sums are reduced
+(SUM) and rank 0 alone writes the table; progress files are then removed.
+
+Because noise is keyed by (seed, image index, t), sharding changes only the order in which
+sums are added: a W-process table equals the single-process table to float64 rounding.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ddpmdp.data.images import ImageSet
+from ddpmdp.grids import make_grid
+from ddpmdp.table import ElboTable, TableStats, table_meta
+from ddpmdp.fileio import atomic_savez
+from ddpmdp.progress import progress_bar
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.variances import VarianceRule, check_rule
+from ddpmdp.data.images import validate_images
+from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
+from ddpmdp.noise import STREAM_TABLE, keyed_normal
+from ddpmdp.batches import batch_ranges, image_batches
+
+__all__ = ["accumulate_batch", "estimate_table", "run_table", "progress_path"]
+
+
+def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tensor, nodes: np.ndarray,
+                     rule: VarianceRule, clip: bool, seed: int, *, on_node: Callable[[], None] | None = None
+                     ) -> TableStats:
+    """Table sums for one batch: one forward pass per grid node t > 0.
+
+    x0: float32 (B, C, H, W) in [−1, 1] on the model's device; index: int64 (B,) global
+    image indices (the noise keys). Raises :class:`DdpmdpError` naming the node if the
+    model returns NaN or inf (checked once after the loop, so no host sync per node).
+    """
+    sched = model.schedule
+    stats = TableStats.zeros(nodes, x0.device)
+    B = x0.shape[0]
+    nonfinite = torch.zeros(len(nodes), dtype=torch.bool, device=x0.device)
+    nodes_dev = torch.as_tensor(np.asarray(nodes), dtype=torch.int64, device=x0.device)
+    for i in range(1, len(nodes)):
+        t = int(nodes[i])
+        eps = keyed_normal(seed, index, t, tuple(x0.shape[1:]), stream=STREAM_TABLE, device=x0.device)
+        x_t = q_sample(sched, x0, t, eps)
+        out = model(x_t, t)
+        nonfinite[i] = ~torch.isfinite(out.eps).all() | (
+            ~torch.isfinite(out.v).all() if out.v is not None else torch.zeros((), dtype=torch.bool, device=x0.device))
+        x0_hat = predict_x0(sched, x_t, t, out.eps, clip)
+        row = torch.empty(B, i, dtype=torch.float64, device=x0.device)
+        row[:, 0] = decoder_term(sched, x0, x0_hat, t, rule, out.v)
+        row[:, 1:] = kl_row(sched, x0, x0_hat, t, nodes_dev[1:i], rule, out.v)
+        stats.s1[i, :i] = row.sum(0)
+        stats.s2[i, :i] = row.pow(2).sum(0)
+        mse = (x0 - x0_hat).double().pow(2).flatten(1).sum(1)
+        stats.mse_s1[i] = mse.sum()
+        stats.mse_s2[i] = mse.pow(2).sum()
+        if on_node is not None:
+            on_node()
+    if bool(nonfinite.any()):
+        bad = int(nodes[int(torch.nonzero(nonfinite)[0])])
+        raise DdpmdpError(f"the model returned NaN or inf at node t = {bad} (network time input for that node); "
+                          "nothing from this batch was added")
+    prior = prior_term(sched, x0)
+    stats.prior_s1, stats.prior_s2 = prior.sum(), prior.pow(2).sum()
+    stats.n = B
+    return stats
+
+
+def _dist():
+    """(rank, world size, process group initialised here?) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    created = False
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("DDPMDP_BACKEND") != "gloo" else "gloo"
+        dist.init_process_group(backend=backend)
+        created = True
+    return dist.get_rank(), dist.get_world_size(), created
+
+
+def progress_path(out: Path, rank: int, world: int) -> Path:
+    """Where rank ``rank`` of ``world`` keeps its progress for output ``out``."""
+    suffix = ".progress.npz" if world == 1 else f".progress.rank{rank}of{world}.npz"
+    return out.with_name(out.name + suffix)
+
+
+def _config(model: DiffusionModel, data: ImageSet, grid: np.ndarray, variance: str, clip: bool, batch_size: int,
+            seed: int) -> dict:
+    """The arguments a resumed run must share with the run it continues."""
+    return {"model": model.identity, "model_hash": model.fingerprint(), "data": data.identity,
+            "data_hash": data.fingerprint(), "n_images": len(data), "variance": variance, "clip": bool(clip),
+            "grid": hashlib.sha256(grid.tobytes()).hexdigest()[:16], "grid_size": int(len(grid)),
+            "batch_size": int(batch_size), "seed": int(seed), "bf16": model.numerics.bf16}
+
+
+def _save_progress(path: Path, stats: TableStats, done: int, config: dict) -> None:
+    arrays: dict[str, np.ndarray] = stats.to_arrays()
+    arrays.update(batches_done=np.int64(done), config=np.array(json.dumps(config)))
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    atomic_savez(path, arrays)
+
+
+def _read_progress(path: Path, grid: np.ndarray, device) -> tuple[TableStats, int, dict]:
+    with np.load(path, allow_pickle=False) as z:
+        config = json.loads(str(z["config"]))
+        stats = TableStats.from_arrays(z, grid, device)
+        return stats, int(z["batches_done"]), config
+
+
+def _load_progress(path: Path, grid: np.ndarray, config: dict, device) -> tuple[TableStats, int]:
+    """Sums and batches done from the newest readable checkpoint; refuses differing arguments."""
+    candidates = [p for p in (path, path.with_name(path.name + ".prev")) if p.exists()]
+    for i, p in enumerate(candidates):
+        try:
+            stats, done, saved = _read_progress(p, grid, device)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: try the previous checkpoint
+            if i + 1 < len(candidates):
+                warnings.warn(f"progress file {p} is unreadable ({exc}); resuming from {candidates[i + 1]}")
+                continue
+            raise DdpmdpError(f"progress file {p} is unreadable ({type(exc).__name__}) and no earlier checkpoint "
+                              "exists; delete it to start over") from None
+        diff = [k for k in config if saved.get(k) != config[k]]
+        if diff:
+            k = diff[0]
+            raise DdpmdpError(f"cannot resume {p.name}: argument {k!r} was {saved.get(k)!r} and is now {config[k]!r}; "
+                              "use the original arguments or delete the progress file")
+        return stats, done
+    raise AssertionError("no candidates")  # pragma: no cover
+
+
+def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, out: Path | None,
+              clip: bool = True,
+              grid_stride: int = 1, nodes: np.ndarray | None = None, batch_size: int = 32, seed: int = 0,
+              device: str = "cpu", resume: bool = False, save_every: int = 10, float32: bool = False,
+              progress: bool = True, grid_spec: str | None = None) -> ElboTable:
+    """Estimate a table; with ``out``, write it with atomic progress and resume. Sharded over ranks
+    under torchrun. ``out=None`` keeps everything in memory (no progress files)."""
+    check_rule(variance, model.learned_variance)
+    require(int(batch_size) == batch_size and batch_size >= 1, f"batch size must be a positive integer, got {batch_size}")
+    require(save_every >= 1, f"--save-every must be >= 1, got {save_every}")
+    if out is not None:
+        out = Path(out)
+        folder = out.parent if str(out.parent) else Path(".")
+        require(folder.is_dir(), f"output folder {str(folder)!r} does not exist")
+        require(os.access(folder, os.W_OK), f"output folder {str(folder)!r} is not writable; nothing was computed")
+    rank, world, created = _dist()
+    if world > 1 and device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % max(1, torch.cuda.device_count())}"
+    grid = make_grid(model.schedule.T, grid_stride, nodes)
+    config = _config(model, data, grid, variance, clip, batch_size, seed)
+    ppath = progress_path(out, rank, world) if out is not None else None
+    if ppath is not None and (ppath.exists() or ppath.with_name(ppath.name + ".prev").exists()):
+        require(resume, f"{ppath.name} holds a partial run: pass --resume to continue it, or delete it to start over")
+        stats, done = _load_progress(ppath, grid, config, device)
+    else:
+        stats, done = TableStats.zeros(grid, device), 0
+    n_batches = len(batch_ranges(len(data), batch_size))
+    mine = [b for b in range(n_batches) if b % world == rank]
+    todo = [b for b in mine if b >= done]
+    bar = progress_bar(len(todo) * (len(grid) - 1), batch_size, progress and rank == 0, "table")
+    t0 = time.time()
+    since_save = 0
+    try:
+        for batch in image_batches(data, batch_size, device, numbers=todo):
+            stats.add_(accumulate_batch(model, batch.x0, batch.keys, grid, variance, clip, seed, on_node=bar.update))
+            done, since_save = batch.number + 1, since_save + 1
+            if ppath is not None and since_save >= save_every:
+                _save_progress(ppath, stats, done, config)
+                since_save = 0
+    except BaseException:
+        if ppath is not None and since_save:
+            _save_progress(ppath, stats, done, config)  # keep what was computed
+        raise
+    finally:
+        bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        for v in stats.tensors().values():
+            dist.all_reduce(v)
+        n = torch.tensor([stats.n], dtype=torch.int64, device=stats.s1.device)
+        dist.all_reduce(n)
+        stats.n = int(n.item())
+    meta = table_meta(model, data, grid, variance, clip, seed, None if nodes is not None else grid_stride)
+    meta.update(wall_seconds=round(time.time() - t0, 3), world_size=world, batch_size=int(batch_size),
+                grid=grid_spec)
+    table = ElboTable.from_stats(stats, data.dims, meta)
+    if rank == 0 and out is not None:
+        table.save(out, float32=float32)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if ppath is not None:
+        # the checkpoints, and temporary files of checkpoint writes cut short by a kill -9
+        stale = ppath.parent.glob(f".{ppath.name}.*.tmp")
+        for p in (ppath, ppath.with_name(ppath.name + ".prev"), *stale):
+            p.unlink(missing_ok=True)
+    if created:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return table
+
+
+def estimate_table(model: DiffusionModel, data: ImageSet | np.ndarray, *, variance: VarianceRule,
+                   clip: bool = True, grid_stride: int = 1, nodes: np.ndarray | None = None, batch_size: int = 32,
+                   seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> ElboTable:
+    """Estimate the L(t, s) table of ``model`` on ``data`` (uint8 (N, C, H, W) images).
+
+    Model calls: ⌈N/B⌉ × (G − 1) for G grid nodes. Returns an :class:`ElboTable` in
+    nats per image with per-cell standard errors. For resumable and distributed
+    runs see :mod:`ddpmdp.table_estimation`.
+    """
+    if isinstance(data, np.ndarray):
+        validate_images(data)
+        data = ImageSet(data, "array")
+    return run_table(model, data, variance=variance, out=None, clip=clip, grid_stride=grid_stride, nodes=nodes,
+                     batch_size=batch_size, seed=seed, device=str(device), progress=progress)
