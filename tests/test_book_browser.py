@@ -164,8 +164,8 @@ def test_results_page_is_self_contained(html):
 
 
 def test_results_page_renders_table_figure_and_math(html):
-    for width in (1280, 400):
-        _screenshot(PAGE, "results", width)
+    for width, height in ((1280, 4000), (400, 4000)):
+        _screenshot(PAGE, "results", width, height)
     dom = _dom(PAGE)
     table = re.search(r'<table[^>]*id="tab-cifar10-nll".*?</table>', dom, re.S)
     assert table is not None, "the CIFAR-10 csv-table is not on the page"
@@ -198,8 +198,8 @@ def test_notebook_page_renders_tables_and_math(html, doc):
         assert "<mjx-container" in dom, f"{doc}: no math typeset by MathJax"
     assert not re.search(r"\\\(|\\\[|\$\$", vis.text), f"{doc}: raw TeX left on the page"
     if doc == SHOT_NOTEBOOK:
-        for width in (1280, 400):
-            _screenshot(page, Path(doc).name, width)
+        for width, height in ((1280, 5000), (400, 9000)):  # tall enough to reach the printed tables
+            _screenshot(page, Path(doc).name, width, height)
 
 
 def test_raw_pipe_detector_flags_commonmark_output():
