@@ -1,28 +1,46 @@
-"""The built book in a headless browser: the CIFAR-10 results page shows its table, a figure and
-math typeset by the vendored MathJax, without network access (toolchain.md §6).
+"""The built book in a headless browser, without network access (toolchain.md §6).
+
+- the results page shows its tables (captions visible above their scroll boxes), a figure, the
+  paper's reference tables and math typeset by the vendored MathJax;
+- **every notebook page** shows no raw pipe-table text (``| a | b |`` or ``|---|`` outside code
+  cells), at least as many HTML ``<table>`` elements in its outputs as the notebook printed
+  Markdown tables, and rendered math (MathJax ``<mjx-container>`` elements wherever the notebook
+  has ``$…$`` math, and no raw TeX anywhere);
+- screenshots of the results page and of one notebook page at 1280 px and at 400 px are kept in
+  ``_build/screenshots/`` (``results_1280.png``, ``results_400.png``, ``cifar10_nll_1280.png``,
+  ``cifar10_nll_400.png``) for a person to look at.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); skipped with a reason otherwise.
-Uses ``_build/html`` when it exists and builds it (``jupyter-book build --all -W -n
---keep-going .``) when it does not. The screenshot is kept as ``_build/screenshots/results.png``.
+Uses ``_build/html`` (or ``$DDPMDP_BOOK_HTML``) when it exists and builds it (``jupyter-book build
+--all -W -n --keep-going .``) when it does not.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
+HTML = Path(os.environ.get("DDPMDP_BOOK_HTML", ROOT / "_build" / "html"))  # another build can be checked
 PAGE = HTML / "book" / "results.html"
+SHOTS = HTML.parent / "screenshots"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--virtual-time-budget=10000"]
+NOTEBOOKS = [ch["file"] for part in yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
+             for ch in part["chapters"] if ch["file"].startswith("notebooks/")]
+SHOT_NOTEBOOK = "notebooks/executed/cifar10_nll"
+PIPE_ROW = re.compile(r"^\s*\|[^|\n]*\|[^|\n]*\|", re.M)
+PIPE_RULE = re.compile(r"\|\s*:?(?:-{3,}|[—–]+-*):?\s*\|")  # smartquotes turn --- into —
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +72,85 @@ def _run(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def _dom(page: Path) -> str:
+    return _run(["--dump-dom", page.as_uri()]).stdout
+
+
+def _screenshot(page: Path, name: str, width: int, height: int = 2400) -> Path:
+    shot = SHOTS / f"{name}_{width}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot.unlink(missing_ok=True)
+    proc = _run([f"--window-size={width},{height}", f"--screenshot={shot}", page.as_uri()])
+    assert shot.is_file() and shot.stat().st_size > 20_000, f"no screenshot {shot.name}:\n{proc.stderr[-2000:]}"
+    return shot
+
+
+class _Text(HTMLParser):
+    """Visible text of a page outside code-cell inputs, scripts, styles and MathJax's own markup,
+    plus the number of <table> elements inside cell outputs."""
+
+    _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, hidden, in cell output)
+        self.parts: list[str] = []
+        self.output_tables = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self._VOID:
+            return
+        cls = dict(attrs).get("class") or ""
+        hidden_parent = self.stack[-1][1] if self.stack else False
+        out_parent = self.stack[-1][2] if self.stack else False
+        hidden = hidden_parent or tag in ("script", "style", "mjx-container", "mjx-assistive-mml", "head") or (
+            "cell_input" in cls.split())
+        in_out = out_parent or "cell_output" in cls.split()
+        if tag == "table" and in_out:
+            self.output_tables += 1
+        self.stack.append((tag, hidden, in_out))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                del self.stack[i:]
+                break
+
+    def handle_data(self, data):
+        if not (self.stack and self.stack[-1][1]):
+            self.parts.append(data)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _visible(dom: str) -> _Text:
+    p = _Text()
+    p.feed(dom)
+    return p
+
+
+def _printed_tables(nb: Path) -> int:
+    """How many Markdown outputs of the executed notebook hold a pipe table."""
+    cells = json.loads(nb.read_text())["cells"]
+    n = 0
+    for c in cells:
+        for o in c.get("outputs", []):
+            md = "".join(o.get("data", {}).get("text/markdown", ""))
+            if PIPE_RULE.search(md):
+                n += 1
+    return n
+
+
+def _has_math(nb: Path) -> bool:
+    """Whether the notebook's Markdown (cells or outputs) holds $…$ math."""
+    cells = json.loads(nb.read_text())["cells"]
+    texts = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    texts += ["".join(o.get("data", {}).get("text/markdown", "")) for c in cells for o in c.get("outputs", [])]
+    return any(re.search(r"\$[^$\n]+\$", t) for t in texts)
+
+
 def test_results_page_is_self_contained(html):
     text = PAGE.read_text()
     assert "mathjax/tex-mml-chtml.js" in text, "MathJax must come from book/_static/mathjax (offline)"
@@ -63,21 +160,55 @@ def test_results_page_is_self_contained(html):
     nb = html / "notebooks" / "executed" / "cifar10_nll.html"
     assert nb.is_file() and "_sources/notebooks/executed/cifar10_nll.ipynb" in nb.read_text(), (
         "notebook pages must offer their .ipynb for download")
+    assert "source-repository-button" in text and "source-file-button" in text, "repository and source buttons"
 
 
 def test_results_page_renders_table_figure_and_math(html):
-    shot = ROOT / "_build" / "screenshots" / "results.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    shot.unlink(missing_ok=True)
-    url = PAGE.as_uri()
-    proc = _run(["--window-size=1280,2200", f"--screenshot={shot}", url])
-    assert shot.is_file() and shot.stat().st_size > 20_000, f"no screenshot:\n{proc.stderr[-2000:]}"
-    dom = _run(["--dump-dom", url]).stdout
+    for width, height in ((1280, 4000), (400, 4000)):
+        _screenshot(PAGE, "results", width, height)
+    dom = _dom(PAGE)
     table = re.search(r'<table[^>]*id="tab-cifar10-nll".*?</table>', dom, re.S)
     assert table is not None, "the CIFAR-10 csv-table is not on the page"
     assert "K=8" in table.group(0) or "K=2" in table.group(0), "the table has no budget columns"
     assert "±" in table.group(0), "table cells should read 'bpd ± SE'"
+    caption = re.search(r'class="ddpmdp-table-caption"[^>]*>(.*?)</div>', dom, re.S)
+    assert caption and "Table" in caption.group(1), "table captions must sit above the scroll box (ddpmdp.js)"
     assert re.search(r'<img[^>]+cifar10_nll_L_simple[^>]*\.png', dom), "the bits/dim figure is missing"
+    assert dom.count("paper-reference") >= 3, "the paper's Tables 3, 4 and 5 must appear as reference boxes"
     assert "<mjx-container" in dom, "MathJax did not typeset the math (vendored MathJax not loaded?)"
-    visible = re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)
-    assert not re.search(r"\\\(|\\\[|\$\$", visible), "raw TeX left on the page (MathJax did not run)"
+    vis = _visible(dom).text
+    assert not re.search(r"\\\(|\\\[|\$\$", vis), "raw TeX left on the page (MathJax did not run)"
+    assert not PIPE_RULE.search(vis) and not PIPE_ROW.search(vis), "raw pipe-table text on the results page"
+
+
+@pytest.mark.parametrize("doc", NOTEBOOKS, ids=lambda d: Path(d).name)
+def test_notebook_page_renders_tables_and_math(html, doc):
+    page = html / f"{doc}.html"
+    assert page.is_file(), f"{doc}.html was not built"
+    dom = _dom(page)
+    vis = _visible(dom)
+    raw = PIPE_RULE.findall(vis.text) + PIPE_ROW.findall(vis.text)
+    assert not raw, f"{doc}: raw pipe-table text outside code cells (Markdown output not parsed as MyST?): {raw[:3]}"
+    printed = _printed_tables(ROOT / f"{doc}.ipynb")
+    assert vis.output_tables >= printed, (
+        f"{doc}: the notebook printed {printed} Markdown table(s) but the page shows {vis.output_tables} HTML table(s)")
+    if printed:
+        assert vis.output_tables >= 1
+    if _has_math(ROOT / f"{doc}.ipynb"):
+        assert "<mjx-container" in dom, f"{doc}: no math typeset by MathJax"
+    assert not re.search(r"\\\(|\\\[|\$\$", vis.text), f"{doc}: raw TeX left on the page"
+    if doc == SHOT_NOTEBOOK:
+        for width, height in ((1280, 5000), (400, 9000)):  # tall enough to reach the printed tables
+            _screenshot(page, Path(doc).name, width, height)
+
+
+def test_raw_pipe_detector_flags_commonmark_output():
+    """What the page looked like before (CommonMark renders a pipe table as a paragraph of text)."""
+    before = ('<div class="cell_output"><p>| Objective | Stride | K=8 |\n|---|---|---|\n'
+              '| L_simple | even | 7.162 ± 0.017 |</p></div>')
+    vis = _visible(before)
+    assert PIPE_RULE.search(vis.text) and PIPE_ROW.search(vis.text) and vis.output_tables == 0
+    after = ('<div class="cell_output"><table><tr><th>Objective</th></tr><tr><td>7.162 ± 0.017</td></tr></table></div>'
+             '<div class="cell_input"><pre>x = "| a | b |"\n"|---|---|"</pre></div>')
+    vis = _visible(after)
+    assert not PIPE_RULE.search(vis.text) and not PIPE_ROW.search(vis.text) and vis.output_tables == 1

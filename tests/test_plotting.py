@@ -154,3 +154,76 @@ def test_sample_grids_side_by_side_and_as_a_table():
     assert tile.shape == (10, 6 * 9 + 1, 3) and tile.dtype == np.uint8
     with pytest.raises(DdpmdpError, match="uint8"):
         plotting.tile_images(imgs.astype(np.float32))
+
+
+# ---- resolution, type size and layout for the book (issue 12) ---------------------------------------------
+PAGE_PX = 690  # width of the book's text column at a 1280-px window (sphinx-book-theme), where figures are shown
+MIN_TEXT_PX = 9.0  # smallest legible text height on the page, in CSS pixels
+
+
+def _all_figures() -> dict[str, Figure]:
+    imgs = random_images(4, shape=(3, 8, 8), seed=3)
+    scores = {s: {K: _score(4.0 + i - math.log2(K) / 5, K) for K in BUDGETS} for i, s in enumerate(("even", "dp"))}
+    fid = {s: {K: FIDResult(100 / K * (i + 1), PROXY_LABEL, "proxy", False, 100, 100) for K in BUDGETS}
+           for i, s in enumerate(("even", "dp"))}
+    sched = cosine_schedule(12)
+    table = estimate_table(tiny_adapter(sched, learned=True, seed=1), random_images(4, shape=(3, 4, 4), seed=2),
+                           variance="learned_range", batch_size=4, seed=0)
+    return {
+        "bpd_vs_budget": plotting.plot_bpd_vs_budget(scores, "toy", full=_score(3.0, 100)),
+        "heatmap": plotting.plot_table_heatmap(table, {"even": even_stride(12, 3)}),
+        "timesteps": plotting.plot_dp_timesteps({K: even_stride(100, K) for K in BUDGETS}, 100),
+        "mc_ablation": plotting.plot_mc_ablation({1: scores["even"], 4: scores["dp"]}),
+        "fid_two_panel": plotting.plot_fid(fid, scores),
+        "samples": plotting.sample_grid_figure({"K = 8": {"even": imgs, "dp": imgs}, "data": {"real": imgs}}),
+    }
+
+
+@pytest.mark.parametrize("name", ["bpd_vs_budget", "heatmap", "timesteps", "mc_ablation", "fid_two_panel", "samples"])
+def test_figures_are_at_least_200_dpi_with_legible_text(name):
+    fig = _all_figures()[name]
+    assert fig.dpi >= 200 and plotting.FIGURE_DPI >= 200
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")  # no dpi given: the figure's own
+    from PIL import Image as PILImage
+
+    buf.seek(0)
+    w, h = PILImage.open(buf).size
+    wi, hi = fig.get_size_inches()
+    assert w >= 200 * wi - 2 and h >= 200 * hi - 2, (w, h, wi, hi)
+    px_per_inch = PAGE_PX / max(wi, PAGE_PX / 96)  # a figure is shown at most at its natural 96-px/inch size
+    fig.canvas.draw()
+    texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+             if t.get_text().strip() and t.get_visible()]
+    assert texts
+    small = sorted({(round(t.get_fontsize() * px_per_inch / 72, 1), t.get_text()[:30]) for t in texts
+                    if t.get_fontsize() * px_per_inch / 72 < MIN_TEXT_PX})
+    assert not small, f"{name}: text below {MIN_TEXT_PX} px at {PAGE_PX} px page width: {small[:5]}"
+
+
+def test_two_panel_figures_are_no_wider_than_ten_inches():
+    figs = _all_figures()
+    for name in ("mc_ablation", "fid_two_panel"):
+        assert len([a for a in figs[name].axes]) == 2
+        assert figs[name].get_size_inches()[0] <= 10.0
+
+
+def test_sample_grid_one_row_per_budget_then_extra_rows_from_the_left():
+    """Budgets share columns (one stride per column); the full chain and real images get their own rows,
+    laid out from the left, never new columns to the right of all others (the old staircase)."""
+    imgs = random_images(4, shape=(3, 8, 8), seed=3)
+    grids = {f"K = {K}": {"even": imgs, "quadratic": imgs, "dp": imgs} for K in (16, 64, 256)}
+    grids["all 1000 steps"] = {"full chain": imgs}
+    grids["data"] = {"real images": imgs}
+    fig = plotting.sample_grid_figure(grids, nrow=2, title="Samples")
+    axes = np.array(fig.axes).reshape(5, 3)  # five rows, three columns: no staircase of 5 columns
+    assert [ax.get_title() for ax in axes[0]] == ["even", "quadratic", "dp"]
+    for r in range(3):
+        assert all(ax.axison and ax.images for ax in axes[r]), f"row {r} must show every stride"
+        assert axes[r, 0].get_ylabel() == f"K = {(16, 64, 256)[r]}"
+        if r:
+            assert [ax.get_title() for ax in axes[r]] == ["", "", ""]  # same columns: titles only on top
+    for r, (label, panel) in enumerate([("all 1000 steps", "full chain"), ("data", "real images")], start=3):
+        assert axes[r, 0].images and axes[r, 0].get_title() == panel and axes[r, 0].get_ylabel() == label
+        assert not axes[r, 1].axison and not axes[r, 2].axison
+    fig.savefig(io.BytesIO(), format="png", dpi=40)

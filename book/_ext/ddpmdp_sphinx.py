@@ -17,6 +17,19 @@ symbols (|x|, ‖x‖², β̃_{t,s}), Google-style sections, and short cross-ref
    name ends with it, preferring the referring module. A reference to a ddpmdp object that
    exists but is not documented (outside ``__all__``, or a constant without a docstring) is
    shown as code without a link; a reference to nothing still fails the nitpicky build.
+4. **Book sections for spec references.** Docstrings cite the project's internal spec as
+   "``method.md`` §5.2", which readers of the book do not have. Each such citation is shown as a
+   link to the book section that covers it (:data:`SPEC_SECTIONS`), or, in a docstring shown
+   verbatim, as the section's title.
+
+The extension also provides, for the chapters:
+
+* **The paper's numbers as substitutions.** ``{{ paper_t3_L_vlb_dp_32 }}`` (Table 3: objective,
+  stride, K or ``all``), ``{{ paper_t4_dp_32 }}`` (Table 4, L_hybrid) and ``{{ paper_t5_dp_ELBO_32 }}``
+  (Table 5, FID) come from :mod:`ddpmdp.reports`, so no chapter types them by hand; and
+  ``{{ repository_url }}`` comes from ``_config.yml`` ``repository.url`` (set in one place).
+* **The** ``paper-table`` **directive** (```` ```{paper-table} 3 ````): the paper's Table 3, 4 or 5 from
+  :mod:`ddpmdp.reports`, in a box labelled as the paper's numbers, never mixed with this run's.
 """
 from __future__ import annotations
 
@@ -25,10 +38,12 @@ from typing import Any
 
 from docutils import nodes, utils
 from docutils.frontend import get_default_settings
-from docutils.parsers.rst import Parser
+from docutils.parsers.rst import Directive, Parser
 from docutils.parsers.rst import directives as rst_directives
 from docutils.parsers.rst import roles as rst_roles
+from docutils.statemachine import StringList
 from sphinx.util.nodes import make_refnode
+import re
 
 _DOCUTILS_DIRECTIVE = rst_directives.directive  # docutils' own lookups, before Sphinx patches them per document
 _DOCUTILS_ROLE = rst_roles.role
@@ -89,8 +104,11 @@ def _check_rst(app, what: str, name: str, obj: Any, options, lines: list[str]) -
     text = "\n".join(lines)
     if not text.strip():
         return
-    problems = _rst_problems(text)
-    if problems:
+    problems = _rst_problems(_spec_refs(text, link=False))
+    if not problems:
+        lines[:] = _spec_refs(text, link=True).split("\n")
+    else:
+        lines[:] = _spec_refs(text, link=False).split("\n")
         _VERBATIM.append(f"{what} {name}: {problems[0]}")
         body = [("    " + ln) if ln.strip() else "" for ln in lines]
         lines[:] = ["::", ""] + body + [""]
@@ -152,4 +170,126 @@ def setup(app) -> dict[str, Any]:
     app.connect("autodoc-process-docstring", _check_rst, priority=900)
     app.connect("missing-reference", _short_reference)
     app.connect("build-finished", _write_report)
+    app.connect("config-inited", _add_substitutions)
+    app.add_directive("paper-table", PaperTable)
     return {"parallel_read_safe": False, "parallel_write_safe": True}
+
+
+# ---- spec section numbers -> book sections ------------------------------------------------------------
+SPEC_SECTIONS: dict[str, str] = {
+    "1": "method-notation", "2": "method-notation", "2.1": "method-notation", "2.2": "method-row",
+    "2.3": "respacing", "3": "method-elbo", "3.1": "method-elbo", "3.2": "method-row", "3.3": "method-decoder",
+    "3.4": "method-elbo", "3.5": "respacing-decoder", "4": "method-decoder", "5": "method-row", "5.1": "method-row",
+    "5.2": "method-scalar", "5.2a": "method-scalar", "5.3": "method-learned", "5.4": "method-decoder",
+    "5.5": "usage", "6": "method-dp", "6.1": "method-dp", "6.2": "method-dp", "6.3": "method-dp",
+    "6.4": "method-other-costs", "7": "method-strides", "7.1": "method-strides", "7.2": "method-strides",
+    "7.3": "method-strides", "8": "method-evaluation", "9": "public-checkpoints", "10": "results-paper",
+    "10.1": "results-paper", "10.2": "results-paper", "10.3": "results-paper", "10.4": "results",
+}
+"""Spec section (``method.md`` §x.y, the project's internal spec) → label of the book section that
+covers it."""
+SECTION_TITLES: dict[str, str] = {
+    "method-notation": "Notation", "respacing": "Respacing",
+    "method-elbo": "The ELBO of a K-step path", "method-row": "One forward pass fills a row",
+    "method-decoder": "The decoder edge", "respacing-decoder": "The decoder on a respaced chain",
+    "method-scalar": "Scalar variances", "method-learned": "Learned variances", "usage": "Using ddpmdp",
+    "method-dp": "The dynamic program", "method-other-costs": "Other decomposable costs",
+    "method-strides": "The strides it is compared with", "method-evaluation": "Selection and evaluation",
+    "public-checkpoints": "Reproducing the paper", "results-paper": "The paper's numbers", "results": "Results",
+}
+_SEC = r"§[0-9]+[a-z]?(?:\.[0-9]+[a-z]?)?"
+_SPEC_REF = re.compile(r"(?:``method\.md``|method\.md)\s*(" + _SEC + r"(?:(?:,\s*|\s+and\s+)" + _SEC + r")*)")
+
+
+def _spec_refs(text: str, link: bool) -> str:
+    """Replace "``method.md`` §3, §4 and §5" by links (``link``) to, or titles of, the book sections."""
+    def one(num: str) -> str:
+        label = SPEC_SECTIONS.get(num) or SPEC_SECTIONS.get(num.split(".")[0])
+        if label is None:
+            return f"§{num}"
+        return f":ref:`{label}`" if link else f"book section '{SECTION_TITLES[label]}'"
+
+    def repl(m: re.Match) -> str:
+        seen: list[str] = []
+        for n in re.findall(_SEC, m.group(1)):
+            r = one(n[1:])
+            if r not in seen:
+                seen.append(r)
+        return seen[0] if len(seen) == 1 else ", ".join(seen[:-1]) + " and " + seen[-1]
+
+    return _SPEC_REF.sub(repl, text)
+
+
+# ---- the paper's numbers --------------------------------------------------------------------------------
+def _key(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", str(text)).strip("_")
+
+
+def _paper_tables() -> dict[int, dict]:
+    from ddpmdp import reports
+
+    return {3: reports.PAPER_TABLE3, 4: reports.PAPER_TABLE4, 5: reports.PAPER_TABLE5}
+
+
+def paper_substitutions() -> dict[str, str]:
+    """``paper_t3_L_vlb_dp_32`` → "3.17" (Table 3), ``paper_t4_dp_32`` (Table 4, one objective),
+    ``paper_t5_dp_ELBO_32`` (Table 5: the sampler name, objective dropped)."""
+    out: dict[str, str] = {}
+    for num, table in _paper_tables().items():
+        for (obj, stride), row in table.items():
+            for K, v in row.items():
+                parts = [f"paper_t{num}"] + ([_key(obj)] if num == 3 else []) + [_key(stride), _key(K)]
+                out["_".join(parts)] = f"{v:.2f}"
+    return out
+
+
+def _add_substitutions(app, config) -> None:
+    subs = dict(paper_substitutions())
+    subs["repository_url"] = (config.html_theme_options or {}).get("repository_url", "")
+    subs.update(config.myst_substitutions or {})
+    config.myst_substitutions = subs
+
+
+_PAPER_CAPTIONS = {
+    3: "CIFAR-10 test bits/dim by objective, stride and budget K; All: the full chain "
+       "(T = 1000 for L_simple, 4000 otherwise)",
+    4: "ImageNet 64×64 test bits/dim of the authors' L_hybrid model (3M steps, T = 4000); All: the full chain",
+    5: "CIFAR-10 FID of L_simple samples (50,000 samples, Inception-v3 features); All: the full chain",
+}
+
+
+class PaperTable(Directive):
+    """```{paper-table} N``` — the paper's Table N (3, 4 or 5) from :mod:`ddpmdp.reports`, in a box
+    titled as a reference so it is never read as this run's result."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        num = int(self.arguments[0])
+        tables = _paper_tables()
+        if num not in tables:
+            raise self.error(f"paper-table: no Table {num} in ddpmdp.reports (have {sorted(tables)})")
+        table = tables[num]
+        Ks = sorted({K for row in table.values() for K in row if K != "all"})
+        has_all = any("all" in row for row in table.values())
+        first = "Objective" if num != 5 else "Model"
+        head = [first, "Stride" if num != 5 else "Sampler"] + [f"K={K}" for K in Ks] + (["All"] if has_all else [])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        seen = set()
+        for (obj, stride), row in table.items():
+            cells = [obj.replace("_", "\\_") if obj not in seen else "", stride]
+            cells += [f"{row[K]:.2f}" if K in row else "—" for K in Ks]
+            if has_all:
+                cells.append(f"{row['all']:.2f}" if "all" in row else "")
+            seen.add(obj)
+            lines.append("| " + " | ".join(cells) + " |")
+        text = [f":::{{admonition}} Reference: Watson et al. (2021), Table {num} (the paper's numbers, not this run's)",
+                ":class: paper-reference", ""]
+        text += [f"{_PAPER_CAPTIONS[num]}; copied from the paper (`ddpmdp.reports.PAPER_TABLE{num}`), no SE given.",
+                 "Different models, data and sample counts from this run: compare the shape of the rows, not the values.",
+                 ""]
+        text += lines + [":::"]
+        node = nodes.container(classes=["paper-reference-box"])
+        self.state.nested_parse(StringList(text, source="paper-table"), self.content_offset, node)
+        return [node]

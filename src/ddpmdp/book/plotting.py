@@ -10,6 +10,11 @@ extractor's label (proxy-FIDs say so).
 Scores may be :class:`ddpmdp.evaluate.PathScore` objects or ``(bpd, se)`` pairs
 (:data:`ddpmdp.book.reports.ScoreLike`); error bars are ±1 SE.
 
+Resolution and type: every figure carries ``dpi = FIGURE_DPI`` (200), so ``fig.savefig(path)``
+writes at least 200 dpi; fonts are set by :data:`FONT_RC` (12 pt text, 11 pt ticks, 10.5 pt
+legends) and two-panel figures are 10 inches wide, so that text stays at least about 10 px high
+when a figure is shown at the width of a book page (about 700 px).
+
 Functions (the Paper's figures, ``method.md`` §10.4): :func:`plot_bpd_vs_budget` (Fig. 1),
 :func:`plot_fid` (Fig. 2), :func:`plot_mc_ablation` (Fig. 3), :func:`sample_grid_figure`
 (Figs. 4, 5, 7, 8), :func:`plot_dp_timesteps` (Fig. 6), :func:`plot_table_heatmap`.
@@ -20,6 +25,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import functools
+
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -37,6 +45,24 @@ __all__ = ["plot_bpd_vs_budget", "plot_table_heatmap", "plot_dp_timesteps", "plo
 _STRIDE_COLOURS = {"even": "C0", "quadratic": "C1", "dp": "C2", "full": "k"}
 _FULL_KEYS = ("full", "all")
 K_LABEL = "budget K (number of steps, log₂ scale)"
+FIGURE_DPI = 200
+"""Resolution of every figure (``Figure.dpi``); ``fig.savefig(path)`` uses it unless a dpi is passed."""
+FONT_RC = {"font.size": 12.0, "axes.titlesize": 12.0, "axes.labelsize": 12.0, "xtick.labelsize": 11.0,
+           "ytick.labelsize": 11.0, "legend.fontsize": 10.5, "figure.titlesize": 13.0}
+"""Font sizes (points) applied while a figure is built."""
+TWO_PANEL_SIZE = (10.0, 4.4)
+"""Size in inches of the two-panel figures (:func:`plot_mc_ablation`, :func:`plot_fid` with bits/dim)."""
+
+
+def _styled(fn):
+    """Build the figure under :data:`FONT_RC` (text sizes are fixed when text is created; each
+    function creates its ``Figure(dpi=FIGURE_DPI, …)``)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with rc_context(FONT_RC):
+            return fn(*args, **kwargs)
+    return wrapper
+
 BPD_LABEL = "−ELBO (bits/dim)"
 
 
@@ -64,6 +90,7 @@ def _curve(d: Mapping[int, ScoreLike]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return Ks, np.array([c.bpd for c in cells]), np.array([c.se for c in cells])
 
 
+@_styled
 def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: str = "", *,
                        full: ScoreLike | None = None, paper: Mapping[str, Mapping[int | str, float]] | None = None,
                        ylog: bool = False) -> Figure:
@@ -80,7 +107,7 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
         ylog: log-scale y axis (useful when the even stride at K = 8 dwarfs the rest).
     """
     require(len(results) > 0, "results is empty")
-    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    fig = Figure(dpi=FIGURE_DPI, figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     allK: list[int] = []
     for i, (stride, d) in enumerate(results.items()):
@@ -111,10 +138,11 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
     ax.set_ylabel(BPD_LABEL)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend()
     return fig
 
 
+@_styled
 def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None, *,
                        title: str | None = None) -> Figure:
     """Heatmap of the cost table L(t, s) in bits/dim on a log colour scale (lower triangle s < t).
@@ -134,7 +162,7 @@ def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Seque
     vmax = float(pos.max())
     vmin = max(float(pos.min()), vmax * 1e-12)
     norm = LogNorm(vmin=vmin, vmax=vmax)
-    fig = Figure(figsize=(6.4, 5.4), layout="constrained")
+    fig = Figure(dpi=FIGURE_DPI, figsize=(6.4, 5.4), layout="constrained")
     ax = fig.add_subplot()
     steps = np.diff(nodes)
     uniform = bool(np.all(steps[:-1] == steps[0])) and steps[-1] <= steps[0]
@@ -156,7 +184,7 @@ def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Seque
         ax.plot(p[:-1], p[1:], marker="o", ms=3, lw=1.2, color=f"C{(i + 1) % 10}",
                 label=f"{name} (K = {len(p) - 1})")
     if items:
-        ax.legend(fontsize="small", loc="upper right")
+        ax.legend(loc="upper right")
     ax.set_xlabel("to node s (timestep, 0 = data)")
     ax.set_ylabel(f"from node t (timestep, T = {table.T})")
     meta = table.meta
@@ -165,6 +193,7 @@ def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Seque
     return fig
 
 
+@_styled
 def plot_dp_timesteps(paths_by_K: Mapping[int, np.ndarray], T: int, *, title: str = "") -> Figure:
     """The nodes each budget's DP path visits (Paper Fig. 6): one row per K, a marker per node.
 
@@ -172,7 +201,7 @@ def plot_dp_timesteps(paths_by_K: Mapping[int, np.ndarray], T: int, *, title: st
     """
     require(len(paths_by_K) > 0, "paths_by_K is empty")
     Ks = sorted(int(k) for k in paths_by_K)
-    fig = Figure(figsize=(7.0, 1.0 + 0.42 * len(Ks)), layout="constrained")
+    fig = Figure(dpi=FIGURE_DPI, figsize=(7.0, 1.0 + 0.42 * len(Ks)), layout="constrained")
     ax = fig.add_subplot()
     for row, K in enumerate(Ks):
         p = np.asarray(paths_by_K[K])
@@ -206,6 +235,7 @@ def _diff_curve(d: Mapping[int, ScoreLike], ref: Mapping[int, ScoreLike]) -> tup
     return Ks, diffs, ses
 
 
+@_styled
 def plot_mc_ablation(results: Mapping[int | str, Mapping[int, ScoreLike]], *, reference: int | str | None = None,
                      title: str = "") -> Figure:
     """Monte Carlo ablation (Paper Fig. 3): test bits/dim of the DP path against K when the
@@ -221,7 +251,7 @@ def plot_mc_ablation(results: Mapping[int | str, Mapping[int, ScoreLike]], *, re
         ints = [k for k in keys if isinstance(k, (int, np.integer))]
         reference = max(ints) if ints else keys[-1]
     require(reference in results, f"reference {reference!r} is not among the results")
-    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    fig = Figure(dpi=FIGURE_DPI, figsize=TWO_PANEL_SIZE, layout="constrained")
     ax, ax2 = fig.subplots(1, 2)
     allK: list[int] = []
     name = (lambda k: f"table from {k} image{'s' if k != 1 else ''}" if isinstance(k, (int, np.integer)) else str(k))
@@ -237,7 +267,7 @@ def plot_mc_ablation(results: Mapping[int | str, Mapping[int, ScoreLike]], *, re
     for a in (ax, ax2):
         _log2_budget_axis(a, allK)
         a.grid(alpha=0.3)
-        a.legend(fontsize="small")
+        a.legend()
     ax.set_ylabel("test −ELBO of the DP path (bits/dim)")
     ax2.set_ylabel(f"Δ bits/dim vs {name(reference)}")
     ax.set_title(title)
@@ -249,6 +279,7 @@ def _fid_value(v: float | FIDResult) -> float:
     return float(v.value) if isinstance(v, FIDResult) else float(v)
 
 
+@_styled
 def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
              bpd: Mapping[str, Mapping[int, ScoreLike]] | None = None, *, full: float | FIDResult | None = None,
              metric_label: str | None = None, title: str = "", ylog: bool = False) -> Figure:
@@ -272,7 +303,7 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
         require(len(labels) <= 1, f"results mix FID kinds {sorted(labels)}; they are not comparable")
         metric_label = labels.pop() if labels else "FID"
     two = bpd is not None and any(s in results for s in bpd)
-    fig = Figure(figsize=(11.0 if two else 6.4, 4.2), layout="constrained")
+    fig = Figure(dpi=FIGURE_DPI, figsize=TWO_PANEL_SIZE if two else (6.4, 4.4), layout="constrained")
     axes = fig.subplots(1, 2 if two else 1)
     ax = axes[0] if two else axes
     allK: list[int] = []
@@ -289,7 +320,7 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend()
     if two:
         assert bpd is not None
         ax2 = axes[1]
@@ -303,14 +334,14 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
             ax2.errorbar(x, y, xerr=np.nan_to_num([c.se for c in cells]), marker="o", ms=4, color=f"C{i % 10}",
                          label=sampler)
             for K, xi, yi in zip(Ks, x, y):
-                ax2.annotate(str(K), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize="x-small")
+                ax2.annotate(str(K), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=10)
         if ylog:
             ax2.set_yscale("log")
         ax2.set_xlabel("test −ELBO (bits/dim)")
         ax2.set_ylabel(ylabel)
         ax2.set_title("FID against likelihood (labels: K)")
         ax2.grid(alpha=0.3)
-        ax2.legend(fontsize="small")
+        ax2.legend()
     return fig
 
 
@@ -339,6 +370,7 @@ def _show(ax: Axes, images: np.ndarray, nrow: int | None) -> None:
     ax.set_yticks([])
 
 
+@_styled
 def sample_grid_figure(grids: Mapping[str, np.ndarray] | Mapping[str, Mapping[str, np.ndarray]], *,
                        nrow: int | None = None, title: str = "", panel_size: float = 2.6) -> Figure:
     """Labelled sample grids side by side (Paper Figs. 4, 5, 7, 8).
@@ -352,23 +384,42 @@ def sample_grid_figure(grids: Mapping[str, np.ndarray] | Mapping[str, Mapping[st
     nested = all(isinstance(v, Mapping) for v in grids.values())
     table: dict[str, dict[str, np.ndarray]] = (
         {str(r): dict(v) for r, v in grids.items()} if nested else {"": dict(grids)})  # type: ignore[arg-type]
-    cols: list[str] = []
-    for row in table.values():
-        cols += [c for c in row if c not in cols]
-    fig = Figure(figsize=(panel_size * len(cols) + (0.6 if nested else 0), panel_size * len(table) + 0.5),
+    layout = _grid_layout(table)
+    ncols = max(len(row) for row in layout)
+    fig = Figure(dpi=FIGURE_DPI, figsize=(panel_size * ncols + (0.6 if nested else 0), panel_size * len(table) + 0.5),
                  layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(table), len(cols), squeeze=False))
+    axes = np.atleast_2d(fig.subplots(len(table), ncols, squeeze=False))
     for r, (rlabel, row) in enumerate(table.items()):
-        for c, clabel in enumerate(cols):
+        for c in range(ncols):
             ax = axes[r, c]
-            if clabel in row:
+            clabel = layout[r][c] if c < len(layout[r]) else None
+            if clabel is not None and clabel in row:
                 _show(ax, np.asarray(row[clabel]), nrow)
             else:
                 ax.set_axis_off()
-            if r == 0:
+            above = next((layout[q][c] for q in range(r - 1, -1, -1)
+                          if c < len(layout[q]) and layout[q][c] is not None), None)
+            if clabel is not None and clabel != above:
                 ax.set_title(clabel, fontsize="medium")
             if c == 0 and rlabel:
                 ax.set_ylabel(rlabel, fontsize="medium")
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _grid_layout(table: Mapping[str, Mapping[str, np.ndarray]]) -> list[list[str | None]]:
+    """Panel labels per row of :func:`sample_grid_figure`: one row per entry of ``table``. Rows
+    whose labels all appear in the first row (e.g. the strides of every budget K) keep the first
+    row's columns, so a column holds one stride; any other row (the full chain, real images) is
+    laid out from the left with its own panel titles, instead of in new columns to the right of
+    all others (which made a staircase)."""
+    rows = list(table.values())
+    main = list(rows[0])
+    out: list[list[str | None]] = []
+    for row in rows:
+        if all(c in main for c in row):
+            out.append([c if c in row else None for c in main])
+        else:
+            out.append(list(row))
+    return out
