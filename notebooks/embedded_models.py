@@ -54,7 +54,7 @@ from IPython.display import Image, Markdown, display
 
 from ddpmdp import book as ex
 from ddpmdp.book.locations import generated_dir
-from ddpmdp.book.plotting import sample_grid_figure
+from ddpmdp.book.sample_figures import sample_grid_figure
 
 torch.set_num_threads(num_threads)
 out = generated_dir(out_dir)

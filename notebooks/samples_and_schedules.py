@@ -57,7 +57,8 @@ from IPython.display import Image, display
 
 from ddpmdp import book as ex
 from ddpmdp.book.locations import generated_dir
-from ddpmdp.book.plotting import plot_dp_timesteps, plot_table_heatmap, sample_grid_figure
+from ddpmdp.book.plotting import plot_dp_timesteps, plot_table_heatmap
+from ddpmdp.book.sample_figures import sample_grid_figure
 
 torch.set_num_threads(num_threads)
 out = generated_dir(out_dir)

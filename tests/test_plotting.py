@@ -10,7 +10,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from _models import random_images, tiny_adapter
-from ddpmdp.book import plotting
+from ddpmdp.book import plotting, sample_figures
 from ddpmdp.table import ElboTable
 from ddpmdp.table_estimation import estimate_table
 from ddpmdp.errors import DdpmdpError
@@ -142,18 +142,18 @@ def test_fid_plots_label_proxy_metrics():
 
 def test_sample_grids_side_by_side_and_as_a_table():
     imgs = random_images(6, shape=(3, 8, 8), seed=3)
-    fig = plotting.sample_grid_figure({"even K=32": imgs, "dp K=32": imgs}, title="samples")
+    fig = sample_figures.sample_grid_figure({"even K=32": imgs, "dp K=32": imgs}, title="samples")
     assert isinstance(fig, Figure)
     assert [ax.get_title() for ax in fig.axes] == ["even K=32", "dp K=32"]
     assert fig.axes[0].images[0].get_array().shape == (2 * 9 + 1, 3 * 9 + 1, 3)  # ⌈√6⌉ = 3 per row, 2 rows
-    grid = plotting.sample_grid_figure({"K=32": {"even": imgs, "dp": imgs}, "K=64": {"even": imgs[:, :1]}}, nrow=6)
+    grid = sample_figures.sample_grid_figure({"K=32": {"even": imgs, "dp": imgs}, "K=64": {"even": imgs[:, :1]}}, nrow=6)
     assert len(grid.axes) == 4 and grid.axes[0].get_ylabel() == "K=32" and grid.axes[2].get_ylabel() == "K=64"
     assert not grid.axes[3].axison  # missing cell
     grid.savefig(io.BytesIO(), format="png", dpi=40)
-    tile = plotting.tile_images(imgs, nrow=6)
+    tile = sample_figures.tile_images(imgs, nrow=6)
     assert tile.shape == (10, 6 * 9 + 1, 3) and tile.dtype == np.uint8
     with pytest.raises(DdpmdpError, match="uint8"):
-        plotting.tile_images(imgs.astype(np.float32))
+        sample_figures.tile_images(imgs.astype(np.float32))
 
 
 # ---- resolution, type size and layout for the book (issue 12) ---------------------------------------------
@@ -175,7 +175,7 @@ def _all_figures() -> dict[str, Figure]:
         "timesteps": plotting.plot_dp_timesteps({K: even_stride(100, K) for K in BUDGETS}, 100),
         "mc_ablation": plotting.plot_mc_ablation({1: scores["even"], 4: scores["dp"]}),
         "fid_two_panel": plotting.plot_fid(fid, scores),
-        "samples": plotting.sample_grid_figure({"K = 8": {"even": imgs, "dp": imgs}, "data": {"real": imgs}}),
+        "samples": sample_figures.sample_grid_figure({"K = 8": {"even": imgs, "dp": imgs}, "data": {"real": imgs}}),
     }
 
 
@@ -215,7 +215,7 @@ def test_sample_grid_one_row_per_budget_then_extra_rows_from_the_left():
     grids = {f"K = {K}": {"even": imgs, "quadratic": imgs, "dp": imgs} for K in (16, 64, 256)}
     grids["all 1000 steps"] = {"full chain": imgs}
     grids["data"] = {"real images": imgs}
-    fig = plotting.sample_grid_figure(grids, nrow=2, title="Samples")
+    fig = sample_figures.sample_grid_figure(grids, nrow=2, title="Samples")
     axes = np.array(fig.axes).reshape(5, 3)  # five rows, three columns: no staircase of 5 columns
     assert [ax.get_title() for ax in axes[0]] == ["even", "quadratic", "dp"]
     for r in range(3):

@@ -115,7 +115,7 @@ def write_result_table(table: ResultTable | tuple[list[str], list[list[str]]], n
     return paths
 
 
-def save_figure(fig, name: str, out_dir: str | os.PathLike, *, dpi: int = 110) -> Path:
+def save_figure(fig, name: str, out_dir: str | os.PathLike, *, dpi: int | None = None) -> Path:
     """Save a matplotlib figure as ``out_dir/NAME.png`` without a software-version stamp (so
     the bytes depend only on the figure). Returns the path."""
     out = Path(out_dir)

@@ -39,8 +39,13 @@ from ddpmdp.evaluate import PathScore, paired_difference
 from ddpmdp.fid.frechet import FIDResult
 from ddpmdp.book.reports import ScoreLike, cell_of
 
-__all__ = ["plot_bpd_vs_budget", "plot_table_heatmap", "plot_dp_timesteps", "plot_mc_ablation", "plot_fid",
-           "sample_grid_figure", "tile_images"]
+__all__ = [
+    "plot_bpd_vs_budget",
+    "plot_table_heatmap",
+    "plot_dp_timesteps",
+    "plot_mc_ablation",
+    "plot_fid",
+]
 
 _STRIDE_COLOURS = {"even": "C0", "quadratic": "C1", "dp": "C2", "full": "k"}
 _FULL_KEYS = ("full", "all")
@@ -54,7 +59,7 @@ TWO_PANEL_SIZE = (10.0, 4.4)
 """Size in inches of the two-panel figures (:func:`plot_mc_ablation`, :func:`plot_fid` with bits/dim)."""
 
 
-def _styled(fn):
+def styled(fn):
     """Build the figure under :data:`FONT_RC` (text sizes are fixed when text is created; each
     function creates its ``Figure(dpi=FIGURE_DPI, …)``)."""
     @functools.wraps(fn)
@@ -90,7 +95,7 @@ def _curve(d: Mapping[int, ScoreLike]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return Ks, np.array([c.bpd for c in cells]), np.array([c.se for c in cells])
 
 
-@_styled
+@styled
 def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: str = "", *,
                        full: ScoreLike | None = None, paper: Mapping[str, Mapping[int | str, float]] | None = None,
                        ylog: bool = False) -> Figure:
@@ -142,7 +147,7 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
     return fig
 
 
-@_styled
+@styled
 def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None, *,
                        title: str | None = None) -> Figure:
     """Heatmap of the cost table L(t, s) in bits/dim on a log colour scale (lower triangle s < t).
@@ -193,7 +198,7 @@ def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Seque
     return fig
 
 
-@_styled
+@styled
 def plot_dp_timesteps(paths_by_K: Mapping[int, np.ndarray], T: int, *, title: str = "") -> Figure:
     """The nodes each budget's DP path visits (Paper Fig. 6): one row per K, a marker per node.
 
@@ -235,7 +240,7 @@ def _diff_curve(d: Mapping[int, ScoreLike], ref: Mapping[int, ScoreLike]) -> tup
     return Ks, diffs, ses
 
 
-@_styled
+@styled
 def plot_mc_ablation(results: Mapping[int | str, Mapping[int, ScoreLike]], *, reference: int | str | None = None,
                      title: str = "") -> Figure:
     """Monte Carlo ablation (Paper Fig. 3): test bits/dim of the DP path against K when the
@@ -279,7 +284,7 @@ def _fid_value(v: float | FIDResult) -> float:
     return float(v.value) if isinstance(v, FIDResult) else float(v)
 
 
-@_styled
+@styled
 def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
              bpd: Mapping[str, Mapping[int, ScoreLike]] | None = None, *, full: float | FIDResult | None = None,
              metric_label: str | None = None, title: str = "", ylog: bool = False) -> Figure:
@@ -343,83 +348,3 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
         ax2.grid(alpha=0.3)
         ax2.legend()
     return fig
-
-
-def tile_images(images: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """uint8 (N, C, H, W) → one uint8 grid (rows·(H+pad)+pad, cols·(W+pad)+pad, C) with white
-    padding; ``nrow`` images per row (default ⌈√N⌉)."""
-    x = np.asarray(images)
-    require(x.dtype == np.uint8 and x.ndim == 4 and x.shape[1] in (1, 3),
-            f"images must be uint8 (N, C, H, W) with C in {{1, 3}}, got {x.dtype} {x.shape}")
-    N, C, H, W = x.shape
-    cols = nrow or max(1, math.ceil(math.sqrt(N)))
-    rows = math.ceil(N / cols)
-    out = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad, C), 255, dtype=np.uint8)
-    for i in range(N):
-        r, c = divmod(i, cols)
-        out[pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = (
-            x[i].transpose(1, 2, 0))
-    return out
-
-
-def _show(ax: Axes, images: np.ndarray, nrow: int | None) -> None:
-    grid = tile_images(images, nrow)
-    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray" if grid.shape[-1] == 1 else None,
-              interpolation="nearest", vmin=0, vmax=255)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-@_styled
-def sample_grid_figure(grids: Mapping[str, np.ndarray] | Mapping[str, Mapping[str, np.ndarray]], *,
-                       nrow: int | None = None, title: str = "", panel_size: float = 2.6) -> Figure:
-    """Labelled sample grids side by side (Paper Figs. 4, 5, 7, 8).
-
-    ``grids``: ``{label: uint8 (N, C, H, W)}`` → one row of panels titled by label; or
-    ``{row_label: {column_label: images}}`` (e.g. budget → stride) → a table of panels with
-    row labels on the left and column labels on top. Pixels are shown as stored (no axes
-    units: image panels carry labels instead of ticks).
-    """
-    require(len(grids) > 0, "grids is empty")
-    nested = all(isinstance(v, Mapping) for v in grids.values())
-    table: dict[str, dict[str, np.ndarray]] = (
-        {str(r): dict(v) for r, v in grids.items()} if nested else {"": dict(grids)})  # type: ignore[arg-type]
-    layout = _grid_layout(table)
-    ncols = max(len(row) for row in layout)
-    fig = Figure(dpi=FIGURE_DPI, figsize=(panel_size * ncols + (0.6 if nested else 0), panel_size * len(table) + 0.5),
-                 layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(table), ncols, squeeze=False))
-    for r, (rlabel, row) in enumerate(table.items()):
-        for c in range(ncols):
-            ax = axes[r, c]
-            clabel = layout[r][c] if c < len(layout[r]) else None
-            if clabel is not None and clabel in row:
-                _show(ax, np.asarray(row[clabel]), nrow)
-            else:
-                ax.set_axis_off()
-            above = next((layout[q][c] for q in range(r - 1, -1, -1)
-                          if c < len(layout[q]) and layout[q][c] is not None), None)
-            if clabel is not None and clabel != above:
-                ax.set_title(clabel, fontsize="medium")
-            if c == 0 and rlabel:
-                ax.set_ylabel(rlabel, fontsize="medium")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def _grid_layout(table: Mapping[str, Mapping[str, np.ndarray]]) -> list[list[str | None]]:
-    """Panel labels per row of :func:`sample_grid_figure`: one row per entry of ``table``. Rows
-    whose labels all appear in the first row (e.g. the strides of every budget K) keep the first
-    row's columns, so a column holds one stride; any other row (the full chain, real images) is
-    laid out from the left with its own panel titles, instead of in new columns to the right of
-    all others (which made a staircase)."""
-    rows = list(table.values())
-    main = list(rows[0])
-    out: list[list[str | None]] = []
-    for row in rows:
-        if all(c in main for c in row):
-            out.append([c if c in row else None for c in main])
-        else:
-            out.append(list(row))
-    return out
