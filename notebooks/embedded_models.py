@@ -26,22 +26,35 @@
 #
 # ```{warning}
 # These models are tiny (about 2M parameters) and were trained for about an hour each on a CPU.
-# Their bits/dim are **not comparable** to the paper's 3–4 bits/dim: the held-out images are the shared copies (CIFAR-10 decoded from JPEG, which smooths the images and *lowers* bits/dim; Tiny-ImageNet instead of ImageNet 64), and the networks are far from converged, as their samples show.
+# Their bits/dim are **not comparable** to the paper's: the held-out images are the shared copies (CIFAR-10 decoded from JPEG, which smooths the images and *lowers* bits/dim, as the lossless-100 column below measures; Tiny-ImageNet instead of ImageNet 64), and the networks are far from converged, as their samples show.
 # They serve to compare schedules with each other, not to reproduce the paper's absolute numbers (see {ref}`public-checkpoints`).
 # ```
+#
+# :::{admonition} Re-run on your checkpoint
+# :class: tip
+# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
+#
+# ```bash
+# papermill embedded_models.ipynb my_embedded_models.ipynb -y '{models: [cifar10-hybrid], sample_path: "quadratic:200", n_samples: 64}'
+# ```
+#
+# Outputs go to `ddpmdp-outputs/embedded_models/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook embedded_models.ipynb` lists every parameter with its type.
+# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
+# :::
 
 # %% tags=["parameters"]
-models = ["cifar10-simple", "cifar10-hybrid", "cifar10-vlb", "imagenet64-hybrid"]  # embedded model names
-sample_path = "quadratic:100"  # path spec of the sampling chain (even:K, quadratic:K, nodes:...; even:1000 is the full chain)
-sampler = "ancestral"  # ancestral (the model's own variance rule) or ddim (eta 0)
-n_samples = 36  # samples per model
-clip = True  # clip x0_hat to [-1, 1] while sampling
-device = "cpu"  # cpu or cuda
-batch_size = 36  # images per forward pass
-seed = 0  # noise seed (the same for every model)
-num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
-out_dir = "book/_generated"  # tables and figures for the book (relative to the repository root)
-
+models: list = ["cifar10-simple", "cifar10-hybrid", "cifar10-vlb", "imagenet64-hybrid"]  # embedded model names
+sample_path: str = "quadratic:100"  # path spec of the sampling chain (even:K, quadratic:K, nodes:...; even:1000 is the full chain)
+sampler: str = "ancestral"  # ancestral (the model's own variance rule) or ddim (eta 0)
+n_samples: int = 36  # samples per model
+clip: bool = True  # clip x0_hat to [-1, 1] while sampling
+device: str = "cpu"  # cpu or cuda
+dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
+batch_size: int = 36  # images per forward pass
+seed: int = 0  # noise seed (the same for every model)
+num_threads: int = 2  # torch CPU threads
+out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/embedded_models beside the notebook)
+write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
 # We'll need the package's experiment drivers, its grid figure and IPython's display helpers.
 
@@ -49,16 +62,12 @@ out_dir = "book/_generated"  # tables and figures for the book (relative to the 
 import math
 import time
 
-import torch
-from IPython.display import Image, Markdown, display
+from IPython.display import display
 
-from ddpmdp import book as ex
-from ddpmdp.book.locations import generated_dir
-from ddpmdp.book.sample_figures import sample_grid_figure
+from ddpmdp import book
 
-torch.set_num_threads(num_threads)
-out = generated_dir(out_dir)
-print("outputs go to", ex.relative(out))
+run = book.RunConfig.from_parameters("embedded_models", globals())
+print("outputs go to", run.where())
 
 # %% [markdown]
 # The card table and the sample grids land in the folder printed above.
@@ -66,16 +75,15 @@ print("outputs go to", ex.relative(out))
 # ## Model cards
 
 # %%
-header, rows = ex.embedded_card_table(models)
-ex.write_result_table((header, rows), "embedded_models", out)
-display(Markdown(ex.markdown_table(header, rows, title="Embedded models (held-out bits/dim: full T-step chain)")))
+display(run.table(book.embedded_card_table(models), "embedded_models",
+                  title="Embedded models (held-out bits/dim: full T-step chain)", caption=book.EMBEDDED_CAPTION))
 
 # %% [markdown]
 # Each held-out number is the mean over that many test images of the full-chain negative ELBO in bits/dim, computed by {py:func}`ddpmdp.evaluate.evaluate_paths` with fresh noise; "Train min" is the wall time of the training loop on one CPU thread.
 # With 24 to 64 images the standard errors are a few hundredths of a bit per dimension.
 
 # %%
-loaded = {name: ex.load_experiment_model(name, device=device) for name in models}
+loaded = {name: run.model(name) for name in models}
 for name, model in loaded.items():
     card = model.info["card"]
     print(f"{name}: {card['description']}")
@@ -92,13 +100,12 @@ for name, model in loaded.items():
 start = time.perf_counter()
 grids = {}
 for name, model in loaded.items():
-    grids[name] = ex.model_samples(model, sample_path, n_samples, method=sampler, clip=clip, seed=seed, device=device,
-                                   batch_size=batch_size)
-    ex.save_figure(sample_grid_figure({name: grids[name]}, nrow=math.ceil(math.sqrt(n_samples))),
-                   f"embedded_samples_{name}", out)
-fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)),
-                         title=f"{sampler} sampling along {sample_path}, seed {seed}")
-display(Image(filename=str(ex.save_figure(fig, "embedded_samples", out))))
+    grids[name] = book.model_samples(model, sample_path, n_samples, method=sampler, **run.settings())
+    run.figure(book.sample_grid_figure({name: grids[name]}, nrow=math.ceil(math.sqrt(n_samples))),
+               f"embedded_samples_{name}")
+fig = book.sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)),
+                              title=f"{sampler} sampling along {sample_path}, seed {seed}")
+display(run.figure(fig, "embedded_samples"))
 
 # %% [markdown]
 # Every model started from the same seed.

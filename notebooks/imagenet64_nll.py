@@ -16,130 +16,134 @@
 #
 # ## Overview
 #
-# Table 4 of Watson et al. (2021) repeats the CIFAR-10 comparison on ImageNet 64×64 with an $L_\text{hybrid}$ model, where 32 DP steps came within 0.1 bits/dim of 4000 steps.
-# This notebook runs the same pipeline on a 64×64 model: table on training images, DP for every budget, held-out scores with paired standard errors.
+# Table 4 of Watson et al. (2021) repeats the CIFAR-10 comparison on ImageNet 64×64 with an $L_\text{hybrid}$ model.
+# This notebook runs the same pipeline on a 64×64 model: it estimates the table $L(t, s)$ on **training** images, runs the dynamic program for every budget $K$, and scores the even, quadratic and DP strides on **held-out** images with fresh noise.
 #
 # **What you'll compute**
 #
-# - test bits/dim ± SE of the even, quadratic and DP strides for every budget $K$, and of the full chain;
-# - the gap between each stride and the full chain, as a figure.
+# - test bits/dim ± SE for rows objective × stride and columns $K$ (and the full chain);
+# - the paired difference between the DP path and each baseline, with its status (gain, loss, within 2 SE);
+# - one bits/dim-versus-$K$ figure per objective.
 #
 # The default data are the project's Tiny-ImageNet 64×64 stand-in (`tiny-imagenet64:train|test`), not ImageNet 64: its numbers are not comparable to the paper's.
+# All logic lives in {py:mod}`ddpmdp.book`; this notebook only calls it.
+#
+# :::{admonition} Re-run on your checkpoint
+# :class: tip
+# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
+#
+# ```bash
+# papermill imagenet64_nll.ipynb my_imagenet64_nll.ipynb -y '{models: {L_hybrid: "iddpm:imagenet64-hybrid:imagenet64_uncond_100M_1500K.pt"}, train_data: "imagenet64:train_64x64", test_data: "imagenet64:val_64x64", n_table_images: 256, n_eval_images: 256}'
+# ```
+#
+# Outputs go to `ddpmdp-outputs/imagenet64_nll/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook imagenet64_nll.ipynb` lists every parameter with its type.
+# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
+# :::
 
 # %% tags=["parameters"]
-models = {"L_hybrid": "imagenet64-hybrid"}  # objective -> model spec (embedded name, iddpm:imagenet64-hybrid:PATH, module:callable)
-noise_schedules = {}  # objective -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-train_data = "tiny-imagenet64:train"  # data spec of the selection split (table and DP)
-test_data = "tiny-imagenet64:test"  # data spec of the held-out split (reported numbers)
-data_dir = None  # dataset folder (None: $DDPMDP_DATA)
-n_table_images = 24  # training images in the L(t, s) table (the paper: 16,384)
-n_eval_images = 24  # test images scored per path (the paper: 50,000)
-grid = "log:200+stride:4"  # DP search grid (elbo_table.parse_grid spec); "all" searches all T + 1 nodes
-budgets = [8, 16, 32, 64, 128, 256]  # step budgets K
-full_chain = True  # also score the full T-step chain (T forward passes per test image)
-variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
-clip = True  # clip x0_hat to [-1, 1] in table, evaluation and sampling
-paper_overlay = False  # draw the paper's Table 4 values (only meaningful for the paper's checkpoint and data)
-device = "cpu"  # cpu or cuda
-batch_size = 32  # images per forward pass
-seed = 0  # noise seed (table and evaluation draw from separate noise streams)
-num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
-cache_dir = "runs/cache"  # folder that keeps tables for reuse across notebooks, relative to the repository root (None: no cache)
-out_dir = "book/_generated"  # tables and figures for the book (relative to the repository root)
+models: dict = {"L_hybrid": "imagenet64-hybrid"}  # objective -> model spec (embedded name, iddpm:imagenet64-hybrid:PATH, diffusers:DIR, module:callable)
+noise_schedules: dict = {}  # objective -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
+train_data: str = "tiny-imagenet64:train"  # data spec of the selection split: the table and the DP use it
+test_data: str = "tiny-imagenet64:test"  # data spec of the held-out split: every reported number uses it
+data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
+n_table_images: int = 24  # training images in the L(t, s) table (the paper: 16,384)
+n_eval_images: int = 16  # test images scored per path (the paper: 50,000)
+grid: str = "log:200+stride:4"  # DP search grid (ddpmdp.grids.parse_grid spec); the nodes of the even and quadratic strides of every budget are always added; "all" searches all T + 1
+budgets: list = [8, 16, 32, 64, 128, 256]  # step budgets K
+full_chain: bool = True  # also score the full T-step chain (T forward passes per test image)
+variance: "Optional[str]" = None  # fixed_small, fixed_large or learned_range (None: each model's own rule)
+clip: bool = True  # clip x0_hat to [-1, 1] in table, evaluation and sampling
+paper_overlay: bool = False  # draw the paper's Table 4 values (only meaningful for the paper's checkpoint and data)
+device: str = "cpu"  # cpu or cuda
+dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
+batch_size: int = 32  # images per forward pass
+seed: int = 0  # noise seed (table and evaluation draw from separate noise streams)
+num_threads: int = 2  # torch CPU threads
+cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across notebooks (None: no cache)
+out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/imagenet64_nll beside the notebook)
+write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 
 # %% [markdown]
-# We'll need the experiment drivers, the figure and report functions, and IPython's display helpers.
+# The package's notebook API comes in one import; the run configuration collects the settings above.
 
 # %%
-import torch
-from IPython.display import Image, Markdown, display
+from IPython.display import display
 
-from ddpmdp import book as ex
-from ddpmdp.book.locations import generated_dir
-from ddpmdp.book.plotting import plot_bpd_vs_budget
-from ddpmdp.book.reports import PAPER_TABLE4, flags_markdown, scores_by_stride
+from ddpmdp import book
 
-torch.set_num_threads(num_threads)
-out = generated_dir(out_dir)
-print("outputs go to", ex.relative(out))
+run = book.RunConfig.from_parameters("imagenet64_nll", globals())
+print("outputs go to", run.where())
 
 # %% [markdown]
-# Tables and figures are written to the folder above.
+# Tables, figures and generated sentences land in the folder printed above; the book's results chapter includes them.
 #
 # ## Data
+#
+# The selection split feeds the table; the held-out split is never used for selection.
 
 # %%
-train = ex.load_data(train_data, n_table_images, data_dir=data_dir)
-test = ex.load_data(test_data, n_eval_images, data_dir=data_dir)
-print(ex.describe_data(train, data_dir))
-print(ex.describe_data(test, data_dir))
+train, test = run.data(train_data, n_table_images), run.data(test_data, n_eval_images)
+print(run.describe(train))
+print(run.describe(test))
 
 # %% [markdown]
 # Each image has $d = 3 \cdot 64 \cdot 64 = 12{,}288$ dimensions, four times CIFAR-10's, so every forward pass costs about four times as much.
 #
-# ## Table, DP and held-out evaluation
+# ## Table, DP and held-out evaluation for each model
+#
+# {py:func}`ddpmdp.book.nll.run_nll` estimates $L(t, s)$ on the training images, solves the DP for every budget, and evaluates all strides in one pass over the test images, so the comparisons are paired.
 
 # %%
-results = {}
-for objective, spec in models.items():
-    model = ex.load_experiment_model(spec, noise_schedule=noise_schedules.get(objective), device=device,
-                                     data_dir=data_dir)
-    print(f"{objective}: {ex.describe_model(model, variance)}")
-    results[objective] = ex.run_nll(model, train, test, objective=objective, budgets=budgets, grid=grid,
-                                    variance=variance, clip=clip, full_chain=full_chain, batch_size=batch_size,
-                                    seed=seed, device=device, cache_dir=cache_dir)
+results = book.run_nll_models(run, models, train, test, budgets=budgets, grid=grid, full_chain=full_chain,
+                              noise_schedules=noise_schedules)
 
 # %% [markdown]
-# The line names the model, its schedule and the variance rule shared by table, evaluation and DP.
+# Each line names the model, its noise schedule, $T$ and the variance rule used in the table, the evaluation and the DP.
 
 # %% tags=["nbval-ignore-output"]
 for objective, r in results.items():
-    print(f"{objective}: {ex.format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+    print(f"{objective}: {book.format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
 
 # %% [markdown]
-# Wall times of the three stages on the machine that executed the notebook.
+# These are wall times on the machine that executed the notebook; the table dominates unless it came from the cache.
 #
 # ## Table 4 layout
 
 # %%
-table = ex.nll_table(results, budgets=budgets, title="64×64 test bits/dim")
-ex.write_result_table(table, "imagenet64_nll", out)
-display(Markdown(table.to_markdown()))
+table = book.nll_table(results, budgets=budgets, title="64×64 test bits/dim")
+run.table(table, "imagenet64_nll", caption=book.nll_caption(results, train, test))
 
 # %% [markdown]
-# Cells are test bits/dim ± SE; ‡ marks a DP cell within 2 SE of a baseline.
+# Each cell is the mean over test images of $L_\text{prior} + \sum_i L(t_i, t_{i-1})$ in bits/dim, with its standard error; the caption names the models, the data and the grid.
+# A ‡ marks a DP cell within 2 SE of a baseline, a † one that is worse than a baseline by more than 2 SE.
 
 # %%
-display(Markdown(flags_markdown(table.flags)))
+run.text(book.flags_markdown(table.flags), "imagenet64_nll_flags")
 
 # %% [markdown]
-# Each row compares the DP path with one baseline at one budget, with the paired SE of the difference.
+# Negative differences mean the DP path has the better (lower) bound; the SEs are paired, because all strides were scored on the same images and noise.
 
 # %%
-for line in ex.nll_summary(results):
-    print(line)
+run.text(book.nll_summary_markdown(results), "imagenet64_nll_summary")
 
 # %% [markdown]
-# The sentence above reads off the smallest and the largest budget; the paper's headline is the gap between 32 DP steps and the full chain.
+# The DP path is optimal for the training table (its grid holds every node of both strides), so on held-out data it can lose to a stride only by the table's Monte Carlo error; the summary above says where that happens in this run.
 #
 # ## Bits/dim against the budget
 
 # %%
 for objective, r in results.items():
-    paper = ({s: PAPER_TABLE4[(objective, s)] for s in ("even", "quadratic", "dp") if (objective, s) in PAPER_TABLE4}
-             if paper_overlay else None)
-    fig = plot_bpd_vs_budget(scores_by_stride(r.keyed_scores(), objective), f"64×64 {objective}, test split",
-                             full=r.full, paper=paper)
-    display(Image(filename=str(ex.save_figure(fig, f"imagenet64_nll_{objective}", out))))
+    display(run.figure(book.nll_figure(r, "64×64", book.PAPER_TABLE4 if paper_overlay else None),
+                       f"imagenet64_nll_{objective}"))
 
 # %% [markdown]
 # As on CIFAR-10, the DP curve falls fastest; the even stride wastes its steps at large $t$, where the signal is already gone.
+#
+# ## The DP paths
 
 # %%
-for objective, r in results.items():
-    ex.write_dp_json(r.table, r.solution, budgets, out / f"imagenet64_nll_{objective}_dp.json")
-    print(objective)
-    print(ex.format_paths(r.dp_paths(), max_nodes=20))
+print(book.write_nll_paths(run, results, "imagenet64_nll", budgets))
 
 # %% [markdown]
 # The chosen timesteps crowd near the data end of the chain, as in the paper's Figure 6.
+# The JSON files can be passed to the command line as `dp:FILE.json:K`.

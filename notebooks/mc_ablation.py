@@ -24,38 +24,47 @@
 # - tables from the first 1, 2, 4, … training images, all in one pass over the images (noise is keyed by image and timestep, so each table is exactly the one a separate run would give);
 # - the DP path of every budget from every table, scored on the same held-out images with the same noise, so the differences between table sizes are paired;
 # - the paper's Figure 3 for one 32×32 and one 64×64 model.
+#
+# :::{admonition} Re-run on your checkpoint
+# :class: tip
+# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
+#
+# ```bash
+# papermill mc_ablation.ipynb my_mc_ablation.ipynb -y '{models: {"CIFAR-10 L_simple": "ho:ddpm-cifar10-32"}, data: {"CIFAR-10 L_simple": ["cifar10:train", "cifar10:test"]}, n_eval_images: 256}'
+# ```
+#
+# Outputs go to `ddpmdp-outputs/mc_ablation/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook mc_ablation.ipynb` lists every parameter with its type.
+# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
+# :::
 
 # %% tags=["parameters"]
-models = {"CIFAR-10 L_simple": "cifar10-simple", "64×64 L_hybrid": "imagenet64-hybrid"}  # label -> model spec
-noise_schedules = {}  # label -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-data = {"CIFAR-10 L_simple": ["cifar10:train", "cifar10:test"], "64×64 L_hybrid": ["tiny-imagenet64:train", "tiny-imagenet64:test"]}  # label -> [selection data, held-out data]
-data_dir = None  # dataset folder (None: $DDPMDP_DATA)
-table_sizes = [1, 2, 4, 8, 16, 32, 64, 128]  # training images per table (the largest is the reference)
-n_eval_images = 32  # test images scoring every DP path
-grid = "log:120"  # DP search grid (elbo_table.parse_grid spec): 88 nodes: every node up to 22, then log-spaced
-budgets = [8, 16, 32, 64]  # step budgets K (at most the grid size minus one)
-variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
-clip = True  # clip x0_hat to [-1, 1]
-device = "cpu"  # cpu or cuda
-batch_size = 32  # images per forward pass
-seed = 0  # noise seed
-num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
-out_dir = "book/_generated"  # tables and figures for the book (relative to the repository root)
-
+models: dict = {"CIFAR-10 L_simple": "cifar10-simple", "64×64 L_hybrid": "imagenet64-hybrid"}  # label -> model spec
+noise_schedules: dict = {}  # label -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
+data: dict = {"CIFAR-10 L_simple": ["cifar10:train", "cifar10:test"], "64×64 L_hybrid": ["tiny-imagenet64:train", "tiny-imagenet64:test"]}  # label -> [selection data, held-out data]
+data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
+table_sizes: list = [1, 2, 4, 8, 16, 32, 64, 128]  # training images per table (the largest is the reference)
+n_eval_images: int = 32  # test images scoring every DP path
+grid: str = "log:120"  # DP search grid (ddpmdp.grids.parse_grid spec): 88 nodes: every node up to 22, then log-spaced
+budgets: list = [8, 16, 32, 64]  # step budgets K (at most the grid size minus one)
+variance: "Optional[str]" = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
+clip: bool = True  # clip x0_hat to [-1, 1]
+device: str = "cpu"  # cpu or cuda
+dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
+batch_size: int = 32  # images per forward pass
+seed: int = 0  # noise seed
+num_threads: int = 2  # torch CPU threads
+out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/mc_ablation beside the notebook)
+write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
 # We'll need the drivers, the ablation figure and IPython's display helpers.
 
 # %%
-import torch
-from IPython.display import Image, Markdown, display
+from IPython.display import display
 
-from ddpmdp import book as ex
-from ddpmdp.book.locations import generated_dir
-from ddpmdp.book.plotting import plot_mc_ablation
+from ddpmdp import book
 
-torch.set_num_threads(num_threads)
-out = generated_dir(out_dir)
-print("outputs go to", ex.relative(out))
+run = book.RunConfig.from_parameters("mc_ablation", globals())
+print("outputs go to", run.where())
 
 # %% [markdown]
 # Tables and figures are written to the folder above.
@@ -65,21 +74,21 @@ print("outputs go to", ex.relative(out))
 # %%
 results = {}
 for label, spec in models.items():
-    train = ex.load_data(data[label][0], max(table_sizes), data_dir=data_dir)
-    test = ex.load_data(data[label][1], n_eval_images, data_dir=data_dir)
-    model = ex.load_experiment_model(spec, noise_schedule=noise_schedules.get(label), device=device, data_dir=data_dir)
-    print(f"{label}: {ex.describe_model(model, variance)}")
-    print(ex.describe_data(train, data_dir))
-    print(ex.describe_data(test, data_dir))
-    results[label] = ex.run_mc_ablation(model, train, test, label=label, sizes=table_sizes, budgets=budgets, grid=grid,
-                                        variance=variance, clip=clip, batch_size=batch_size, seed=seed, device=device)
+    train = run.data(data[label][0], max(table_sizes))
+    test = run.data(data[label][1], n_eval_images)
+    model = run.model(spec, noise_schedules.get(label))
+    print(f"{label}: {run.describe_model(model)}")
+    print(run.describe(train))
+    print(run.describe(test))
+    results[label] = book.run_mc_ablation(model, train, test, label=label, sizes=table_sizes, budgets=budgets,
+                                          grid=grid, variance=run.variance, **run.settings())
 
 # %% [markdown]
 # For each model, the training images are the first ones of the selection split, and the held-out images score every path.
 
 # %% tags=["nbval-ignore-output"]
 for label, r in results.items():
-    print(f"{label}: {ex.format_seconds(r.seconds)}")
+    print(f"{label}: {book.format_seconds(r.seconds)}")
 
 # %% [markdown]
 # The tables cost one pass over the largest subset; the evaluation costs one pass per node in the union of all paths.
@@ -89,17 +98,22 @@ for label, r in results.items():
 # %%
 for label, r in results.items():
     table = r.as_table(title=f"{label}: test bits/dim of the DP path, by table size")
-    ex.write_result_table(table, f"mc_ablation_{ex.slug(label)}", out)
-    display(Markdown(table.to_markdown()))
+    display(run.table(table, f"mc_ablation_{book.slug(label)}", caption=r.provenance))
 
 # %% [markdown]
 # Each row uses the DP paths chosen from a table of that many training images.
 # Once the rows stop changing beyond their SE, more table images buy nothing.
 
 # %%
+run.text("\n".join(book.mc_ablation_summary_markdown(r) for r in results.values()), "mc_ablation_summary")
+
+# %% [markdown]
+# The largest paired difference from the paths of the largest table, over all smaller tables and budgets: the price of a small table in this run.
+
+# %%
 for label, r in results.items():
-    fig = plot_mc_ablation(r.scores, title=f"{label}: DP paths from small tables")
-    display(Image(filename=str(ex.save_figure(fig, f"mc_ablation_{ex.slug(label)}", out))))
+    fig = book.plot_mc_ablation(r.scores, title=f"{label}: DP paths from small tables")
+    display(run.figure(fig, f"mc_ablation_{book.slug(label)}"))
 
 # %% [markdown]
 # The right panel shows the difference from the largest table with paired SEs: differences compatible with zero mean the small table chose equally good paths.
@@ -110,7 +124,7 @@ for label, r in results.items():
 for label, r in results.items():
     K = max(budgets)
     print(f"{label}, K = {K}")
-    print(ex.format_paths({n: r.paths[n][K] for n in r.sizes}, max_nodes=16, key="n"))
+    print(book.format_paths({n: r.paths[n][K] for n in r.sizes}, max_nodes=16, key="n"))
 
 # %% [markdown]
 # Each line is the largest budget's DP path chosen from a table of $n$ images; paths from tiny tables wander, and they settle as $n$ grows.

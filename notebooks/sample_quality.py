@@ -24,48 +24,57 @@
 # - samples along six schedules per budget: even and quadratic strides under ancestral (DDPM) sampling and under DDIM with $\eta = 0$, the DP path of the ELBO table, and the DP path of the MSE-reweighted cost;
 # - the Fréchet distance of each sample set to training images (FID with the Inception weights when they are available, otherwise a **proxy-FID** from a small CIFAR-10 classifier, which is *not comparable* to published FIDs);
 # - FID against test bits/dim of the same paths (the paper's Figure 2).
+#
+# :::{admonition} Re-run on your checkpoint
+# :class: tip
+# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
+#
+# ```bash
+# papermill sample_quality.ipynb my_sample_quality.ipynb -y '{model_spec: "ho:ddpm-cifar10-32", n_samples: 1000, n_reference: 10000}'
+# ```
+#
+# Outputs go to `ddpmdp-outputs/sample_quality/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook sample_quality.ipynb` lists every parameter with its type.
+# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
+# :::
 
 # %% tags=["parameters"]
-model_spec = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
-noise_schedule = None  # noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-train_data = "cifar10:train"  # data spec of the selection split: the table and the FID reference images
-test_data = "cifar10:test"  # data spec of the held-out split (bits/dim of the sampling paths)
-data_dir = None  # dataset folder (None: $DDPMDP_DATA)
-n_table_images = 64  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
-n_reference = 2000  # training images for the FID reference statistics
-n_samples = 100  # samples per (sampler, K)
-n_eval_images = 48  # test images for bits/dim (0: skip)
-grid = "log:200+stride:4"  # DP search grid (elbo_table.parse_grid spec)
-budgets = [8, 16, 32, 64]  # step budgets K (each sample costs the sum of K over budgets, per sampler)
-full_chain = False  # also sample the full T-step chain
-fid_features = "auto"  # auto (Inception if its weights are in inception_dir, else proxy), inception or proxy
-inception_dir = None  # folder holding pt_inception-2015-12-05-6726825d.pth
-proxy_cache = "runs/fid"  # folder caching the proxy classifier, relative to the repository root
-proxy_steps = None  # cap on the proxy classifier's training steps (None: the default 1200)
-variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
-clip = True  # clip x0_hat to [-1, 1]
-device = "cpu"  # cpu or cuda
-batch_size = 64  # images per forward pass
-seed = 0  # noise seed; every sampler of one budget starts from the same x_T
-num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
-cache_dir = "runs/cache"  # folder that keeps tables for reuse across notebooks, relative to the repository root (None: no cache)
-out_dir = "book/_generated"  # tables and figures for the book (relative to the repository root)
-
+model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
+noise_schedule: "Optional[str]" = None  # noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
+train_data: str = "cifar10:train"  # data spec of the selection split: the table and the FID reference images
+test_data: str = "cifar10:test"  # data spec of the held-out split (bits/dim of the sampling paths)
+data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
+n_table_images: int = 64  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
+n_reference: int = 2000  # training images for the FID reference statistics
+n_samples: int = 100  # samples per (sampler, K)
+n_eval_images: int = 32  # test images for bits/dim (0: skip)
+grid: str = "log:200+stride:4"  # DP search grid (ddpmdp.grids.parse_grid spec); the even and quadratic nodes of table_budgets are added
+table_budgets: list = [8, 16, 32, 64, 128, 256]  # budgets whose stride nodes the grid holds (as in cifar10_nll, so the cached table is shared)
+budgets: list = [8, 16, 32, 64]  # step budgets K (each sample costs the sum of K over budgets, per sampler)
+full_chain: bool = False  # also sample the full T-step chain
+fid_features: str = "auto"  # auto (Inception if its weights are in inception_dir, else proxy), inception or proxy
+inception_dir: "Optional[str]" = None  # folder holding pt_inception-2015-12-05-6726825d.pth
+proxy_cache: str = "runs/fid"  # folder caching the proxy classifier (relative: to the repository root inside a checkout, else to the working directory)
+proxy_steps: "Optional[int]" = None  # cap on the proxy classifier's training steps (None: the default 1200)
+variance: "Optional[str]" = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
+clip: bool = True  # clip x0_hat to [-1, 1]
+device: str = "cpu"  # cpu or cuda
+dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
+batch_size: int = 64  # images per forward pass
+seed: int = 0  # noise seed; every sampler of one budget starts from the same x_T
+num_threads: int = 2  # torch CPU threads
+cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across notebooks (None: no cache)
+out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/sample_quality beside the notebook)
+write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
 # We'll need the drivers, the FID figure and IPython's display helpers.
 
 # %%
-import torch
-from IPython.display import Image, Markdown, display
+from IPython.display import display
 
-from ddpmdp import book as ex
-from ddpmdp.book.locations import generated_dir
-from ddpmdp.book.plotting import plot_fid
-from ddpmdp.book.reports import bpd_table
+from ddpmdp import book
 
-torch.set_num_threads(num_threads)
-out = generated_dir(out_dir)
-print("outputs go to", ex.relative(out))
+run = book.RunConfig.from_parameters("sample_quality", globals())
+print("outputs go to", run.where())
 
 # %% [markdown]
 # Tables and figures are written to the folder above.
@@ -73,14 +82,14 @@ print("outputs go to", ex.relative(out))
 # ## Model, data and the selection table
 
 # %%
-model = ex.load_experiment_model(model_spec, noise_schedule=noise_schedule, device=device, data_dir=data_dir)
-train = ex.load_data(train_data, n_table_images, data_dir=data_dir)
-reference = ex.load_data(train_data, n_reference, data_dir=data_dir)
-test = ex.load_data(test_data, n_eval_images, data_dir=data_dir) if n_eval_images else None
-print(ex.describe_model(model, variance))
-print(ex.describe_data(reference, data_dir))
-table, cached = ex.cached_table(model, train, variance=ex.default_variance(model, variance), grid=grid, clip=clip,
-                                seed=seed, batch_size=batch_size, device=device, cache_dir=cache_dir)
+model = run.model(model_spec, noise_schedule)
+train = run.data(train_data, n_table_images)
+reference = run.data(train_data, n_reference)
+test = run.data(test_data, n_eval_images) if n_eval_images else None
+print(run.describe_model(model))
+print(run.describe(reference))
+table, cached = book.cached_table(model, train, variance=run.variance_of(model),
+                                  grid=book.grid_with_strides(grid, table_budgets), cache_dir=run.cache, **run.settings())
 print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.meta['split']} images")
 
 # %% [markdown]
@@ -89,8 +98,8 @@ print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.me
 # ## The feature extractor
 
 # %%
-extractor = ex.fid_extractor(fid_features, inception_dir=inception_dir, proxy_cache=proxy_cache,
-                             proxy_steps=proxy_steps, data_dir=data_dir, device=device)
+extractor = book.fid_extractor(fid_features, inception_dir=inception_dir, proxy_cache=proxy_cache,
+                               proxy_steps=proxy_steps, data_dir=data_dir, device=device)
 info = extractor.describe()
 print(f"metric: {info['label']}")
 print(f"comparable to published FIDs: {info['comparable_to_published']}")
@@ -103,15 +112,14 @@ if "proxy_training" in info:
 # ## Sampling along every schedule
 
 # %%
-result = ex.run_sample_quality(model, table, reference, extractor, budgets=budgets, n_samples=n_samples, test=test,
-                               variance=variance, clip=clip, full_chain=full_chain, seed=seed,
-                               batch_size=batch_size, device=device)
+result = book.run_sample_quality(model, table, reference, extractor, budgets=budgets, n_samples=n_samples, test=test,
+                                 variance=run.variance, full_chain=full_chain, **run.settings())
 
 # %% [markdown]
 # Every sampler of one budget started from the same Gaussian vectors $x_T$, so the differences come from the schedules, not from the noise.
 
 # %% tags=["nbval-ignore-output"]
-print(ex.format_seconds(result.seconds) + (" (table from cache)" if cached else ""))
+print(book.format_seconds(result.seconds) + (" (table from cache)" if cached else ""))
 
 # %% [markdown]
 # Wall times on the machine that executed the notebook.
@@ -119,18 +127,23 @@ print(ex.format_seconds(result.seconds) + (" (table from cache)" if cached else 
 # ## FID by sampler and budget
 
 # %%
-header, rows = result.fid_table()
-ex.write_result_table((header, rows), "sample_quality_fid", out)
-display(Markdown(ex.markdown_table(header, rows, title=f"{info['label']}, {result.n_samples} samples against "
-                                                      f"{result.n_reference} training images")))
+display(run.table(result.fid_table(), "sample_quality_fid",
+                  title=f"{info['label']}, {result.n_samples} samples against {result.n_reference} training images",
+                  caption=book.provenance({"model": model.identity}, train, test, table)))
 
 # %% [markdown]
 # Lower is better.
 # With few samples the distance is biased upwards, so compare rows of this table with each other, not with other tables.
 
 # %%
-fig = plot_fid(result.fid, result.bpd or None, full=result.full, title="FID against the budget")
-display(Image(filename=str(ex.save_figure(fig, "sample_quality_fid", out))))
+run.text(book.sample_quality_summary_markdown(result, info["label"]), "sample_quality_summary")
+
+# %% [markdown]
+# These statements are read off this run's table; with one sample set per cell they carry no standard error.
+
+# %%
+fig = book.plot_fid(result.fid, result.bpd or None, full=result.full, title="FID against the budget")
+display(run.figure(fig, "sample_quality_fid"))
 
 # %% [markdown]
 # On the right, each point is one (sampler, $K$): a lower bits/dim does not imply a lower FID, which is the paper's point about ELBO-optimal schedules.
@@ -139,10 +152,9 @@ display(Image(filename=str(ex.save_figure(fig, "sample_quality_fid", out))))
 
 # %%
 if result.bpd:
-    bt = bpd_table({("paths", s, K): sc for s, d in result.bpd.items() for K, sc in d.items()}, budgets=budgets,
-                   dp="dp (ELBO)", title="Test bits/dim of the ancestral sampling paths")
-    ex.write_result_table(bt, "sample_quality_bpd", out)
-    display(Markdown(bt.to_markdown()))
+    bt = book.bpd_table({("paths", s, K): sc for s, d in result.bpd.items() for K, sc in d.items()},
+                        budgets=budgets, dp="dp (ELBO)", title="Test bits/dim of the ancestral sampling paths")
+    display(run.table(bt, "sample_quality_bpd"))
 
 # %% [markdown]
-# The DP path is optimal on the training table, so it should also have the lowest held-out bits/dim; the MSE-reweighted path gives up some likelihood in exchange for sample quality.
+# The DP path is optimal on the training table, so it should also have the lowest held-out bits/dim; the MSE-reweighted path gives up likelihood, and the summary above says whether it bought sample quality in this run.

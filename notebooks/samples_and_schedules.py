@@ -23,28 +23,41 @@
 # - the DP timesteps for every budget (the paper's Figure 6);
 # - the cost table $L(t, s)$ in bits/dim with DP paths drawn over it;
 # - sample grids along the even, quadratic and DP schedules, with the **same noise** for every schedule of one budget (the paper's Figures 4 and 5), next to the full chain and real images.
+#
+# :::{admonition} Re-run on your checkpoint
+# :class: tip
+# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
+#
+# ```bash
+# papermill samples_and_schedules.ipynb my_samples_and_schedules.ipynb -y '{model_spec: "ho:ddpm-cifar10-32", n_table_images: 256}'
+# ```
+#
+# Outputs go to `ddpmdp-outputs/samples_and_schedules/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook samples_and_schedules.ipynb` lists every parameter with its type.
+# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
+# :::
 
 # %% tags=["parameters"]
-model_spec = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
-noise_schedule = None  # noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-train_data = "cifar10:train"  # data spec of the selection split: the table and the real images shown
-data_dir = None  # dataset folder (None: $DDPMDP_DATA)
-n_table_images = 64  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
-grid = "log:200+stride:4"  # DP search grid (elbo_table.parse_grid spec)
-timestep_budgets = [8, 16, 32, 64, 128, 256]  # budgets whose DP timesteps are shown
-heatmap_budgets = [8, 32]  # budgets whose DP paths are drawn over the table
-sample_budgets = [16, 64, 256]  # budgets with sample grids
-n_samples = 16  # samples per grid
-full_chain = True  # add a grid from the full T-step chain
-variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
-clip = True  # clip x0_hat to [-1, 1]
-device = "cpu"  # cpu or cuda
-batch_size = 64  # images per forward pass
-seed = 0  # noise seed; shared by all schedules of one budget
-num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
-cache_dir = "runs/cache"  # folder that keeps tables for reuse across notebooks, relative to the repository root (None: no cache)
-out_dir = "book/_generated"  # tables and figures for the book (relative to the repository root)
-
+model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
+noise_schedule: "Optional[str]" = None  # noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
+train_data: str = "cifar10:train"  # data spec of the selection split: the table and the real images shown
+data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
+n_table_images: int = 64  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
+grid: str = "log:200+stride:4"  # DP search grid (ddpmdp.grids.parse_grid spec); the even and quadratic nodes of timestep_budgets are added (as in cifar10_nll, so the cached table is shared)
+timestep_budgets: list = [8, 16, 32, 64, 128, 256]  # budgets whose DP timesteps are shown
+heatmap_budgets: list = [8, 32]  # budgets whose DP paths are drawn over the table
+sample_budgets: list = [16, 64, 256]  # budgets with sample grids
+n_samples: int = 16  # samples per grid
+full_chain: bool = True  # add a grid from the full T-step chain
+variance: "Optional[str]" = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
+clip: bool = True  # clip x0_hat to [-1, 1]
+device: str = "cpu"  # cpu or cuda
+dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
+batch_size: int = 64  # images per forward pass
+seed: int = 0  # noise seed; shared by all schedules of one budget
+num_threads: int = 2  # torch CPU threads
+cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across notebooks (None: no cache)
+out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/samples_and_schedules beside the notebook)
+write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
 # We'll need the drivers, three figure functions and IPython's display helpers.
 
@@ -52,17 +65,12 @@ out_dir = "book/_generated"  # tables and figures for the book (relative to the 
 import math
 import time
 
-import torch
-from IPython.display import Image, display
+from IPython.display import display
 
-from ddpmdp import book as ex
-from ddpmdp.book.locations import generated_dir
-from ddpmdp.book.plotting import plot_dp_timesteps, plot_table_heatmap
-from ddpmdp.book.sample_figures import sample_grid_figure
+from ddpmdp import book
 
-torch.set_num_threads(num_threads)
-out = generated_dir(out_dir)
-print("outputs go to", ex.relative(out))
+run = book.RunConfig.from_parameters("samples_and_schedules", globals())
+print("outputs go to", run.where())
 
 # %% [markdown]
 # Tables and figures are written to the folder above.
@@ -71,13 +79,14 @@ print("outputs go to", ex.relative(out))
 
 # %%
 start = time.perf_counter()
-model = ex.load_experiment_model(model_spec, noise_schedule=noise_schedule, device=device, data_dir=data_dir)
-train = ex.load_data(train_data, n_table_images, data_dir=data_dir)
-print(ex.describe_model(model, variance))
-print(ex.describe_data(train, data_dir))
-table, cached = ex.cached_table(model, train, variance=ex.default_variance(model, variance), grid=grid, clip=clip,
-                                seed=seed, batch_size=batch_size, device=device, cache_dir=cache_dir)
-solution = ex.solve_table(table, timestep_budgets + heatmap_budgets + sample_budgets)
+model = run.model(model_spec, noise_schedule)
+train = run.data(train_data, n_table_images)
+print(run.describe_model(model))
+print(run.describe(train))
+table, cached = book.cached_table(model, train, variance=run.variance_of(model),
+                                  grid=book.grid_with_strides(grid, timestep_budgets), cache_dir=run.cache,
+                                  **run.settings())
+solution = book.solve_table(table, timestep_budgets + heatmap_budgets + sample_budgets)
 T = model.schedule.T
 print(f"table: {len(table.nodes)} grid nodes from {table.meta['n_images']} {table.meta['split']} images; "
       f"DP solved up to K = {solution.k_max}")
@@ -89,18 +98,18 @@ print(f"table: {len(table.nodes)} grid nodes from {table.meta['n_images']} {tabl
 
 # %%
 dp_paths = {K: solution.path(K) for K in timestep_budgets}
-dp_file = ex.write_dp_json(table, solution, sorted(set(timestep_budgets + heatmap_budgets + sample_budgets)),
-                           out / "samples_and_schedules_dp.json")
-print(ex.format_paths(dp_paths, max_nodes=24))
-print("paths written to", ex.relative(dp_file))
+dp_file = book.write_dp_json(table, solution, sorted(set(timestep_budgets + heatmap_budgets + sample_budgets)),
+                             run.out / "samples_and_schedules_dp.json")
+print(book.format_paths(dp_paths, max_nodes=24))
+print("paths written to", dp_file.name)
 
 # %% [markdown]
 # Small budgets spend their steps close to the data, where a coarse jump costs the most bits; larger budgets fill in the rest of the chain.
 # The JSON file holds every path in the format of `ddpmdp solve --json`.
 
 # %%
-fig = plot_dp_timesteps(dp_paths, T, title=f"DP timesteps ({table.meta['variance']}, {table.meta['n_images']} images)")
-display(Image(filename=str(ex.save_figure(fig, "samples_and_schedules_timesteps", out))))
+fig = book.plot_dp_timesteps(dp_paths, T, title=f"DP timesteps ({table.meta['variance']}, {table.meta['n_images']} images)")
+display(run.figure(fig, "samples_and_schedules_timesteps"))
 
 # %% [markdown]
 # Each row is one budget; the paper's Figure 6 shows the same concentration near $t = 0$.
@@ -108,9 +117,9 @@ display(Image(filename=str(ex.save_figure(fig, "samples_and_schedules_timesteps"
 # ## The cost table with DP paths
 
 # %%
-fig = plot_table_heatmap(table, [solution.path(K) for K in heatmap_budgets],
+fig = book.plot_table_heatmap(table, [solution.path(K) for K in heatmap_budgets],
                          title=f"L(t, s) in bits/dim with the DP paths for K = {', '.join(map(str, heatmap_budgets))}")
-display(Image(filename=str(ex.save_figure(fig, "samples_and_schedules_heatmap", out))))
+display(run.figure(fig, "samples_and_schedules_heatmap"))
 
 # %% [markdown]
 # The cost of an edge grows with its length and, for a fixed length, with its closeness to the data; the DP paths avoid the bright cells.
@@ -118,11 +127,11 @@ display(Image(filename=str(ex.save_figure(fig, "samples_and_schedules_heatmap", 
 # ## Samples with shared noise
 
 # %%
-paths = ex.by_budget(ex.stride_paths(T, sample_budgets, solution=solution))
-grids = ex.shared_noise_grids(model, paths, n_samples, variance=variance, clip=clip, seed=seed, device=device,
-                              batch_size=batch_size, full_chain=full_chain, real=train)
-fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), title="Samples: same noise within each row")
-display(Image(filename=str(ex.save_figure(fig, "samples_and_schedules_samples", out))))
+paths = book.by_budget(book.stride_paths(T, sample_budgets, solution=solution))
+grids = book.shared_noise_grids(model, paths, n_samples, variance=run.variance, full_chain=full_chain, real=train,
+                                **run.settings())
+fig = book.sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), title="Samples: same noise within each row")
+display(run.figure(fig, "samples_and_schedules_samples"))
 
 # %% [markdown]
 # Within a row every schedule started from the same $x_T$ and drew the same per-step noise, so differences between columns come from the schedule alone.

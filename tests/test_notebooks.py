@@ -57,13 +57,18 @@ def test_source_is_thin_and_parameterised(name):
         if c.cell_type == "code":
             found = DEFINITION.search(c.source)
             assert found is None, f"{name}: defines {found.group(0).strip()!r}; move it into ddpmdp.book"
-    targets = [t.id for node in ast.parse(params[0].source).body if isinstance(node, ast.Assign)
-               for t in node.targets if isinstance(t, ast.Name)]
+    body = ast.parse(params[0].source).body
+    untyped = [t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+    assert not untyped, f"{name}: parameters without a type annotation (papermill --help-notebook shows them as " \
+                        f"'Unknown type'): {untyped}"
+    targets = [node.target.id for node in body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)]
     inferred = notebook_parameters(prepare(ROOT / "notebooks" / f"{name}.py"))
     assert list(inferred) == targets, (f"{name}: papermill cannot read some parameter lines (no '=' is allowed "
                                        f"in the help comment): {sorted(set(targets) - set(inferred))}")
     undocumented = [k for k, v in inferred.items() if not v.get("help")]
     assert not undocumented, f"{name}: parameters without a help comment: {undocumented}"
+    untyped_for_papermill = [k for k, v in inferred.items() if v.get("inferred_type_name") in (None, "None")]
+    assert not untyped_for_papermill, f"{name}: papermill infers no type for {untyped_for_papermill}"
     for i, c in enumerate(nb.cells):
         if c.cell_type == "code" and "parameters" not in _tags(c):
             assert i + 1 < len(nb.cells) and nb.cells[i + 1].cell_type == "markdown", (

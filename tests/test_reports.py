@@ -114,8 +114,10 @@ def test_flags_within_two_se_gain_and_loss():
     table = bpd_table(scores, precision=2)
     md = table.to_markdown()
     assert "3.00 ± 0.01 ‡" in md  # DP at K = 8 is within 2 SE of the even stride
-    assert "2.99 ± 0.01 |" in md  # DP at K = 16 is not flagged
-    assert "‡ DP's difference" in md
+    assert "2.99 ± 0.01 † |" in md  # DP at K = 16 loses to the even stride beyond 2 SE
+    assert "‡ DP's difference" in md and "† DP is worse" in md
+    no_loss = bpd_table({k: v for k, v in scores.items() if k[2] == 8}, precision=2).to_markdown()
+    assert "†" not in no_loss  # a legend only for marks that appear
     fm = flags_markdown(table.flags)
     assert "| m | 8 | even | -0.010 ± 0.014 | unpaired | within 2 SE |" in fm
     assert "bits/dim" in fm.splitlines()[0]

@@ -22,7 +22,9 @@ from ddpmdp.models.nets.iddpm_unet import IDDPMConfig, IDDPMUNet
 from ddpmdp.training.cards import save_weights_fp16
 from ddpmdp.training.config import TrainConfig, checkpoint_path
 from ddpmdp.training.loop import train
-from ddpmdp.training.losses import compute_losses, network_time_tensor, q_sample_batch
+from ddpmdp.elbo_terms import q_sample
+from ddpmdp.models.adapter import network_time
+from ddpmdp.training.losses import compute_losses
 from ddpmdp.training.samplers import LossSecondMomentResampler
 
 MICRO = IDDPMConfig("micro-8px", image_size=8, model_channels=32, channel_mult=(1,), num_res_blocks=1,
@@ -64,9 +66,9 @@ def fixed_batch_loss(cfg: IDDPMConfig, weights: Path, objective: str) -> float:
     x0 = x0.repeat_interleave(T, 0)
     t = torch.arange(1, T + 1).repeat(4)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
-    x_t = q_sample_batch(sched, x0, t, eps)
+    x_t = q_sample(sched, x0, t, eps)
     with torch.no_grad():
-        out = adapter.net(x_t, network_time_tensor(sched, t))
+        out = adapter.net(x_t, network_time(sched, t, "iddpm"))
         return float(compute_losses(sched, objective, x0, x_t, t, eps, out).loss.mean())
 
 
@@ -144,7 +146,7 @@ def test_losses_match_independent_computation(objective):
     x0 = (torch.randint(0, 256, (B, 3, 8, 8), generator=g).float() / 127.5 - 1.0)
     t = torch.tensor([1, 2, 5, 5, 13, T])
     eps = torch.randn(x0.shape, generator=g)
-    x_t = q_sample_batch(sched, x0, t, eps)
+    x_t = q_sample(sched, x0, t, eps)
     out = torch.cat([eps + 0.3 * torch.randn(x0.shape, generator=g),
                      torch.rand(x0.shape, generator=g) * 2 - 1], 1).requires_grad_(True)
     terms = compute_losses(sched, objective, x0, x_t, t, eps, out)

@@ -25,8 +25,16 @@ from ddpmdp.variances import VarianceRule, decoder_log_variance
 __all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size"]
 
 
-def q_sample(schedule: Schedule, x0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
-    """x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε, a draw from q(x_t | x₀). Shapes (B, C, H, W)."""
+def q_sample(schedule: Schedule, x0: torch.Tensor, t: int | torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε, a draw from q(x_t | x₀). Shapes (B, C, H, W).
+
+    ``t``: one node for the batch, or an int64 tensor (B,) with a node per image (training).
+    The coefficients are computed in float64 and rounded to x₀'s dtype in both cases."""
+    if isinstance(t, torch.Tensor):
+        abar = abar_tensor(schedule, "cpu")[t.cpu()]
+        a = abar.sqrt().to(x0.dtype).to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
+        b = (1.0 - abar).sqrt().to(x0.dtype).to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
+        return a * x0 + b * eps
     a = float(schedule.abar(t))
     return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * eps
 

@@ -29,7 +29,7 @@ from ddpmdp.progress import progress_bar
 from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.gaussians import nats_to_bpd
-from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_EVAL, keyed_normal
 from ddpmdp.strides import validate_path
 from ddpmdp.variances import VarianceRule, check_rule
@@ -97,6 +97,7 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray, paths: di
         validate_images(data)
         data = ImageSet(data, "array")
     check_rule(variance, model.learned_variance)
+    check_image_shape(model, data.images.shape[1:], f"the data {data.identity}")
     sched = model.schedule
     require(len(paths) >= 1, "give at least one path")
     paths = {name: validate_path(p, sched.T) for name, p in paths.items()}

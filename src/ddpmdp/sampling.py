@@ -22,7 +22,7 @@ import torch
 from ddpmdp.elbo_terms import predict_x0
 from ddpmdp.errors import require
 from ddpmdp.strides import validate_path
-from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_SAMPLE, keyed_normal
 from ddpmdp.variances import VarianceRule, check_rule, edge_log_variance
 
@@ -64,6 +64,7 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
                      on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space."""
     check_rule(variance, model.learned_variance)
+    check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
 
     def step(x, x0_hat, out, t, s, z):
@@ -81,6 +82,7 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
                 index_offset: int = 0, on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ float32 (n, C, H, W)."""
     require(eta >= 0, f"eta must be >= 0, got {eta}")
+    check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
 
     def step(x, x0_hat, out, t, s, z):

@@ -35,7 +35,7 @@ from ddpmdp.table import ElboTable, TableStats, table_meta
 from ddpmdp.fileio import atomic_savez
 from ddpmdp.progress import progress_bar
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.variances import VarianceRule, check_rule
 from ddpmdp.data.images import validate_images
 from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
@@ -161,6 +161,7 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
     """Estimate a table; with ``out``, write it with atomic progress and resume. Sharded over ranks
     under torchrun. ``out=None`` keeps everything in memory (no progress files)."""
     check_rule(variance, model.learned_variance)
+    check_image_shape(model, data.images.shape[1:], f"the data {data.identity}")
     require(int(batch_size) == batch_size and batch_size >= 1, f"batch size must be a positive integer, got {batch_size}")
     require(save_every >= 1, f"--save-every must be >= 1, got {save_every}")
     if out is not None:

@@ -15,6 +15,7 @@ paths are chosen from it, and every reported number is a direct held-out evaluat
 Nothing in the paper's core imports this package.
 """
 
+from ddpmdp.book.run_config import RunConfig, resolve_out_dir, OUTPUTS_FOLDER
 from ddpmdp.book.inputs import (
     load_data,
     describe_data,
@@ -22,12 +23,22 @@ from ddpmdp.book.inputs import (
     default_variance,
     describe_model,
     table_grid,
+    grid_with_strides,
     cached_table,
     solve_table,
     stride_paths,
     by_budget,
 )
-from ddpmdp.book.nll import NLLResult, run_nll, nll_table, nll_summary
+from ddpmdp.book.nll import (
+    NLLResult,
+    run_nll,
+    nll_table,
+    nll_summary,
+    run_nll_models,
+    nll_figure,
+    nll_caption,
+    write_nll_paths,
+)
 from ddpmdp.book.mc_ablation import nested_tables, MCAblationResult, run_mc_ablation
 from ddpmdp.book.sample_quality import (
     mse_reweighted_cost,
@@ -37,8 +48,17 @@ from ddpmdp.book.sample_quality import (
     run_sample_quality,
     shared_noise_grids,
 )
-from ddpmdp.book.model_cards import embedded_card_table, model_samples
+from ddpmdp.book.model_cards import EMBEDDED_CAPTION, embedded_card_table, model_samples
+from ddpmdp.book.summaries import (
+    verdict,
+    provenance,
+    nll_summary_markdown,
+    mc_ablation_summary_markdown,
+    sample_quality_summary_markdown,
+    ranges,
+)
 from ddpmdp.book.outputs import (
+    write_text,
     format_paths,
     write_dp_json,
     write_result_table,
@@ -48,14 +68,36 @@ from ddpmdp.book.outputs import (
     relative,
     format_seconds,
 )
+from ddpmdp.book.reports import (
+    ScoreLike,
+    Cell,
+    cell_of,
+    ResultTable,
+    bpd_table,
+    GainFlag,
+    flag_dp_gains,
+    flags_markdown,
+    scores_by_stride,
+    PAPER_BUDGETS,
+    PAPER_TABLE3,
+    PAPER_TABLE4,
+    PAPER_TABLE5,
+    FULL,
+)
+from ddpmdp.book.plotting import plot_bpd_vs_budget, plot_table_heatmap, plot_dp_timesteps, plot_mc_ablation, plot_fid
+from ddpmdp.book.sample_figures import sample_grid_figure, tile_images
 
 __all__ = [
+    "RunConfig",
+    "resolve_out_dir",
+    "OUTPUTS_FOLDER",
     "load_data",
     "describe_data",
     "load_experiment_model",
     "default_variance",
     "describe_model",
     "table_grid",
+    "grid_with_strides",
     "cached_table",
     "solve_table",
     "stride_paths",
@@ -64,6 +106,10 @@ __all__ = [
     "run_nll",
     "nll_table",
     "nll_summary",
+    "run_nll_models",
+    "nll_figure",
+    "nll_caption",
+    "write_nll_paths",
     "nested_tables",
     "MCAblationResult",
     "run_mc_ablation",
@@ -73,8 +119,16 @@ __all__ = [
     "SampleQualityResult",
     "run_sample_quality",
     "shared_noise_grids",
+    "EMBEDDED_CAPTION",
     "embedded_card_table",
     "model_samples",
+    "verdict",
+    "provenance",
+    "nll_summary_markdown",
+    "mc_ablation_summary_markdown",
+    "sample_quality_summary_markdown",
+    "ranges",
+    "write_text",
     "format_paths",
     "write_dp_json",
     "write_result_table",
@@ -83,4 +137,25 @@ __all__ = [
     "slug",
     "relative",
     "format_seconds",
+    "ScoreLike",
+    "Cell",
+    "cell_of",
+    "ResultTable",
+    "bpd_table",
+    "GainFlag",
+    "flag_dp_gains",
+    "flags_markdown",
+    "scores_by_stride",
+    "PAPER_BUDGETS",
+    "PAPER_TABLE3",
+    "PAPER_TABLE4",
+    "PAPER_TABLE5",
+    "FULL",
+    "plot_bpd_vs_budget",
+    "plot_table_heatmap",
+    "plot_dp_timesteps",
+    "plot_mc_ablation",
+    "plot_fid",
+    "sample_grid_figure",
+    "tile_images",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "default_variance",
     "describe_model",
     "table_grid",
+    "grid_with_strides",
     "cached_table",
     "solve_table",
     "stride_paths",
@@ -107,6 +108,15 @@ def table_grid(grid: str | None, T: int) -> np.ndarray:
     if grid is None or grid == "all":
         return np.arange(T + 1, dtype=np.int64)
     return parse_grid(grid, T)
+
+
+def grid_with_strides(grid: str | None, budgets: Sequence[int]) -> str:
+    """``grid`` plus the nodes of the even and quadratic strides of every budget, so that the DP
+    optimum on the selection table is never worse than a stride (``all`` already holds them)."""
+    if grid is None or grid == "all":
+        return "all"
+    Ks = ",".join(str(int(k)) for k in sorted({int(k) for k in budgets}))
+    return f"{grid}+even:{Ks}+quadratic:{Ks}"
 
 
 def cached_table(model: DiffusionModel, data: ImageSet, *, variance: str, grid: str | None = None,

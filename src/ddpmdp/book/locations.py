@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ddpmdp.errors import DdpmdpError
 
-__all__ = ["repo_root", "generated_dir", "notebooks_dir", "MARKERS"]
+__all__ = ["repo_root", "find_repo_root", "generated_dir", "notebooks_dir", "MARKERS"]
 
 MARKERS = ("_toc.yml", "pyproject.toml")
 """Files that together mark the repository root."""
@@ -40,6 +40,14 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
             return folder
     raise DdpmdpError(f"no folder at or above {here} holds {' and '.join(MARKERS)}: run from inside the ddpmdp "
                       "repository, or set DDPMDP_REPO")
+
+
+def find_repo_root(start: str | os.PathLike | None = None) -> Path | None:
+    """:func:`repo_root`, or None outside a checkout (a notebook downloaded from the book)."""
+    try:
+        return repo_root(start)
+    except DdpmdpError:
+        return None
 
 
 def generated_dir(out_dir: str | os.PathLike = "book/_generated", *, create: bool = True,

@@ -16,6 +16,7 @@ from ddpmdp.errors import require
 from ddpmdp.evaluate import PathScore, evaluate_paths
 from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.book.reports import ResultTable, bpd_table
+from ddpmdp.book.summaries import provenance
 from ddpmdp.book.inputs import default_variance, solve_table, table_grid
 from ddpmdp.batches import image_batches
 
@@ -66,6 +67,7 @@ class MCAblationResult:
     paths: dict[int, dict[int, np.ndarray]]
     scores: dict[int, dict[int, PathScore]]
     seconds: dict[str, float] = field(default_factory=dict)
+    provenance: str = ""
 
     def as_table(self, precision: int = 3, title: str = "") -> ResultTable:
         """Rows "table from n images", columns K: test bits/dim ± SE of the DP paths."""
@@ -92,5 +94,5 @@ def run_mc_ablation(model: DiffusionModel, train: ImageSet, test: ImageSet, *, l
                             device=device)
     t2 = time.perf_counter()
     scores = {n: {K: scored[f"{n}|{K}"] for K in d} for n, d in paths.items()}
-    return MCAblationResult(label, sorted(tables), tables, paths, scores,
-                            {"tables": t1 - t0, "evaluate": t2 - t1})
+    return MCAblationResult(label, sorted(tables), tables, paths, scores, {"tables": t1 - t0, "evaluate": t2 - t1},
+                            provenance({label: model.identity}, train, test, tables[max(tables)]))

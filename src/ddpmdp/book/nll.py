@@ -14,16 +14,25 @@ from ddpmdp.data.images import ImageSet
 from ddpmdp.dp import DPSolution
 from ddpmdp.table import ElboTable
 from ddpmdp.errors import require
-from ddpmdp.evaluate import PathScore, evaluate_paths
+from ddpmdp.evaluate import path_from_table, PathScore, evaluate_paths
 from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.book.reports import ResultTable, bpd_table
-from ddpmdp.book.inputs import cached_table, default_variance, solve_table, stride_paths
+from ddpmdp.book.inputs import cached_table, default_variance, grid_with_strides, solve_table, stride_paths
+from ddpmdp.book.outputs import format_paths, write_dp_json
+from ddpmdp.book.plotting import plot_bpd_vs_budget
+from ddpmdp.book.reports import scores_by_stride
+from ddpmdp.book.run_config import RunConfig
+from ddpmdp.book.summaries import provenance
 
 __all__ = [
     "NLLResult",
     "run_nll",
     "nll_table",
     "nll_summary",
+    "run_nll_models",
+    "nll_figure",
+    "nll_caption",
+    "write_nll_paths",
 ]
 
 
@@ -72,11 +81,16 @@ def run_nll(model: DiffusionModel, train: ImageSet, test: ImageSet, *, objective
     T = model.schedule.T
     require(len(budgets) >= 1 and all(1 <= int(k) <= T for k in budgets), f"budgets must lie in 1..T = {T}")
     t0 = time.perf_counter()
-    table, cached = cached_table(model, train, variance=variance, grid=grid, clip=clip, seed=seed,
-                                 batch_size=batch_size, device=device, cache_dir=cache_dir)
+    table, cached = cached_table(model, train, variance=variance, grid=grid_with_strides(grid, budgets), clip=clip,
+                                 seed=seed, batch_size=batch_size, device=device, cache_dir=cache_dir)
     t1 = time.perf_counter()
     sol = solve_table(table, budgets)
     paths = stride_paths(T, budgets, solution=sol)
+    for (s, K), p in paths.items():  # the grid holds every stride node, so the DP optimum is never worse
+        if s != "dp":
+            dp_nats, stride_nats = path_from_table(table, paths[("dp", K)]).nats, path_from_table(table, p).nats
+            require(dp_nats <= stride_nats + 1e-9 * abs(stride_nats),
+                    f"DP path for K = {K} costs more than the {s} stride on its own selection table")
     t2 = time.perf_counter()
     named = {f"{s}:{K}": p for (s, K), p in paths.items()}
     if full_chain:
@@ -119,3 +133,43 @@ def nll_summary(results: Mapping[str, NLLResult], precision: int = 3) -> list[st
                 if r.full is not None else "")
         out.append(f"{r.objective}: " + "; ".join(parts) + full + ".")
     return out
+
+
+def run_nll_models(run: RunConfig, models: Mapping[str, str], train: ImageSet, test: ImageSet, *,
+                   budgets: Sequence[int], grid: str | None, full_chain: bool,
+                   noise_schedules: Mapping[str, str] | None = None, log=print) -> dict[str, NLLResult]:
+    """:func:`run_nll` for every ``objective → model spec`` with the run's settings; logs one line
+    per model (identity, schedule, T, variance rule)."""
+    results = {}
+    for objective, spec in models.items():
+        model = run.model(spec, (noise_schedules or {}).get(objective))
+        log(f"{objective}: {run.describe_model(model)}")
+        results[objective] = run_nll(model, train, test, objective=objective, budgets=budgets, grid=grid,
+                                     variance=run.variance, full_chain=full_chain, cache_dir=run.cache,
+                                     **run.settings())
+    return results
+
+
+def nll_figure(result: NLLResult, dataset: str, paper: Mapping[tuple[str, str], Mapping] | None = None):
+    """Test bits/dim against K for one objective (±1 SE), with the paper's values when given."""
+    overlay = ({s: paper[(result.objective, s)] for s in ("even", "quadratic", "dp") if (result.objective, s) in paper}
+               if paper else None)
+    return plot_bpd_vs_budget(scores_by_stride(result.keyed_scores(), result.objective),
+                              f"{dataset} {result.objective}, {result.full.split if result.full else 'test'} split",
+                              full=result.full, paper=overlay)
+
+
+def nll_caption(results: Mapping[str, NLLResult], train: ImageSet, test: ImageSet) -> str:
+    """Provenance of an NLL table: models with hashes, data origin, split, n, grid."""
+    first = next(iter(results.values()))
+    return provenance({o: r.model for o, r in results.items()}, train, test, first.table)
+
+
+def write_nll_paths(run: RunConfig, results: Mapping[str, NLLResult], prefix: str, budgets: Sequence[int]) -> str:
+    """Write each objective's DP paths as ``PREFIX_OBJECTIVE_dp.json`` (``dp:FILE.json:K``) and
+    return them as text."""
+    lines = []
+    for objective, r in results.items():
+        write_dp_json(r.table, r.solution, budgets, run.out / f"{prefix}_{objective}_dp.json")
+        lines += [objective, format_paths(r.dp_paths(), max_nodes=20)]
+    return "\n".join(lines)

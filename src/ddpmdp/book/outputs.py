@@ -18,6 +18,7 @@ from ddpmdp.book.locations import repo_root
 from ddpmdp.book.reports import ResultTable
 
 __all__ = [
+    "write_text",
     "format_paths",
     "write_dp_json",
     "write_result_table",
@@ -83,14 +84,14 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]])
 
 
 def write_result_table(table: ResultTable | tuple[list[str], list[list[str]]], name: str,
-                       out_dir: str | os.PathLike) -> dict[str, Path]:
+                       out_dir: str | os.PathLike, *, caption: str = "") -> dict[str, Path]:
     """Write a result table for the book under ``out_dir``:
 
     * ``NAME.csv`` — tidy records, one per cell, numeric bpd and SE (:meth:`ResultTable.to_csv`);
     * ``NAME.md`` — the Markdown table with its caption (:meth:`ResultTable.to_markdown`);
     * ``NAME_wide.csv`` — the display layout (cells "bpd ± SE") for ``csv-table :file:``;
-    * ``NAME_caption.md`` — the caption alone (units, split, image count, SE kind, flags), for
-      the book to include under the table.
+    * ``NAME_caption.md`` — the caption alone (units, split, image count, SE kind, flags), followed
+      by ``caption`` (e.g. :func:`ddpmdp.book.summaries.provenance`), for the book to include.
 
     A plain ``(header, rows)`` pair (e.g. :meth:`SampleQualityResult.fid_table`) is written as
     ``NAME_wide.csv`` and a Markdown ``NAME.md`` only. Returns the paths by kind."""
@@ -104,15 +105,29 @@ def write_result_table(table: ResultTable | tuple[list[str], list[list[str]]], n
         text = table.to_markdown()
         paths["md"].write_text(text)
         paths["caption"] = out / f"{name}_caption.md"
-        paths["caption"].write_text(text.rstrip("\n").rsplit("\n\n", 1)[-1] + "\n")
+        paths["caption"].write_text(text.rstrip("\n").rsplit("\n\n", 1)[-1] + (f" {caption}" if caption else "") + "\n")
         header, rows = table.wide_rows()
     else:
         header, rows = table
         paths["md"] = out / f"{name}.md"
         paths["md"].write_text(markdown_table(header, rows))
+        if caption:
+            paths["caption"] = out / f"{name}_caption.md"
+            paths["caption"].write_text(caption + "\n")
     paths["wide"] = out / f"{name}_wide.csv"
     _write_csv(paths["wide"], header, rows)
     return paths
+
+
+def write_text(markdown: str, name: str, out_dir: str | os.PathLike) -> Path:
+    """Write generated prose as ``out_dir/NAME.md`` (atomically); returns the path."""
+    from ddpmdp.fileio import atomic_write
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.md"
+    atomic_write(path, lambda tmp: tmp.write_text(markdown))
+    return path
 
 
 def save_figure(fig, name: str, out_dir: str | os.PathLike, *, dpi: int | None = None) -> Path:

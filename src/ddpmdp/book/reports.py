@@ -153,8 +153,10 @@ class ResultTable:
 
     def wide_rows(self) -> tuple[list[str], list[list[str]]]:
         """Header and rows of the wide layout (objective × stride by K, then "All"), cells "bpd ± SE"
-        with "‡" where a DP gain lies within 2 SE of a baseline."""
+        with "‡" where DP's difference from a baseline lies within 2 SE and "†" where DP is worse
+        than a baseline by more than 2 SE."""
         within = {(f.objective, f.K) for f in self.flags if f.within}
+        losses = {(f.objective, f.K) for f in self.flags if f.status == "loss"}
         dp_names = {f.dp for f in self.flags}
         head = ["Objective", "Stride"] + [f"K={K}" for K in self.budgets] + (["All"] if self.full else [])
         rows, seen = [], set()
@@ -162,7 +164,9 @@ class ResultTable:
             row = [obj if obj not in seen else "", stride]
             for K in self.budgets:
                 c = self.cells.get((obj, stride, K))
-                mark = " ‡" if stride in dp_names and (obj, K) in within else ""
+                mark = ""
+                if stride in dp_names:
+                    mark = " †" if (obj, K) in losses else (" ‡" if (obj, K) in within else "")
                 row.append(c.text(self.precision) + mark if c else "—")
             if self.full:
                 row.append(self.full[obj][1].text(self.precision) if obj in self.full and obj not in seen else "")
@@ -174,6 +178,7 @@ class ResultTable:
         """A Markdown table with cells "bpd ± SE" and a caption naming units, split, image
         count, the full chain's T and the DP flags (‡: gain over a baseline within 2 SE)."""
         within = {(f.objective, f.K) for f in self.flags if f.within}
+        losses = {(f.objective, f.K) for f in self.flags if f.status == "loss"}
         head, rows = self.wide_rows()
         lines = ([f"**{self.title}**", ""] if self.title else []) + [
             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -185,8 +190,10 @@ class ResultTable:
         kinds = sorted({c.se_kind for c in self.cells.values() if c.se_kind})
         if kinds:
             caption.append("SE: " + "; ".join(kinds) + ".")
-        if within:
-            n_sigma = self.flags[0].n_sigma
+        n_sigma = self.flags[0].n_sigma if self.flags else 2.0
+        if losses:
+            caption.append(f"† DP is worse than at least one baseline at this K by more than {n_sigma:g} SE.")
+        if within - losses:
             caption.append(f"‡ DP's difference from at least one baseline at this K is within {n_sigma:g} SE "
                            "(not significant); see the flag list.")
         return "\n".join(lines) + "\n\n" + " ".join(caption) + "\n"

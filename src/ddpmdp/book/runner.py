@@ -43,11 +43,11 @@ from typing import Any
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.book.locations import repo_root
 
-__all__ = ["NOTEBOOKS", "NotebookFailed", "NotebookRun", "notebook_names", "load_params", "prepare",
+__all__ = ["NOTEBOOKS", "BOOK_OUTPUTS", "NotebookFailed", "NotebookRun", "notebook_names", "load_params", "prepare",
            "notebook_parameters", "normalise", "execute", "run_all", "main"]
 
 NOTEBOOKS: tuple[str, ...] = ("embedded_models", "cifar10_nll", "imagenet64_nll", "mc_ablation", "sample_quality",
-                              "samples_and_schedules")
+                              "samples_and_schedules", "optimal_variance")
 """The book's notebooks in execution order (further ``notebooks/*.py`` files run after them)."""
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -214,6 +214,12 @@ def _rewrite(path: Path) -> None:
         nbformat.write(normalise(nb), path)
 
 
+BOOK_OUTPUTS: dict[str, Any] = {"out_dir": "book/_generated", "write_book": True, "cache_dir": "runs/cache"}
+"""What a run into ``notebooks/executed/`` (the book's run) passes to every notebook that has these
+parameters and whose parameter file does not set them: a notebook's own default writes beside it
+and never into the book (:mod:`ddpmdp.book.run_config`)."""
+
+
 def run_all(names: Sequence[str] | None = None, *, params_file: str | os.PathLike | None = None,
             params_dir: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None,
             out_dir: str | os.PathLike = "notebooks/executed", root: Path | None = None,
@@ -245,6 +251,10 @@ def run_all(names: Sequence[str] | None = None, *, params_file: str | os.PathLik
         params.update(copy.deepcopy(dict(overrides or {})))
         if overrides:
             source += " + overrides"
+        target_dir = Path(out_dir) if Path(out_dir).is_absolute() else root / out_dir
+        if target_dir.resolve() == (root / "notebooks" / "executed").resolve():
+            known = notebook_parameters(prepare(root / "notebooks" / f"{name}.py"))
+            params = {**{k: v for k, v in BOOK_OUTPUTS.items() if k in known}, **params}
         target = (Path(out_dir) if Path(out_dir).is_absolute() else root / out_dir) / f"{name}.ipynb"
         log(f"[{i}/{len(names)}] {name}: parameters from {source} -> {_show(target)}", flush=True)
         run = execute(name, parameters=params, out_dir=out_dir, root=root)

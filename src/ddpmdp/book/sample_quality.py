@@ -134,7 +134,7 @@ def run_sample_quality(model: DiffusionModel, table: ElboTable, reference: Image
     require(not unknown, f"unknown sampler(s) {unknown}: use {list(SAMPLERS)}")
     variance = default_variance(model, variance)
     T = model.schedule.T
-    shape = tuple(getattr(model, "image_shape", None) or reference.images.shape[1:])
+    shape = tuple(model.image_shape or reference.images.shape[1:])
     t0 = time.perf_counter()
     kinds = {SAMPLERS[s][0] for s in samplers}
     sols = {}
@@ -189,7 +189,7 @@ def shared_noise_grids(model: DiffusionModel, paths: Mapping[int, Mapping[str, n
     from ddpmdp.sampling import sample
 
     variance = default_variance(model, variance)
-    shape = tuple(getattr(model, "image_shape", None) or (real.images.shape[1:] if real is not None else ()))
+    shape = tuple(model.image_shape or (real.images.shape[1:] if real is not None else ()))
     require(len(shape) == 3, "the model does not declare its image shape; pass real images")
     out: dict[str, dict[str, np.ndarray]] = {}
     for K in sorted(paths):

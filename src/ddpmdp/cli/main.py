@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,7 @@ import numpy as np
 from ddpmdp.version import __version__
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.path_specs import parse_path_spec
+from ddpmdp.models.adapter import check_image_shape
 
 __all__ = ["main"]
 
@@ -187,11 +189,18 @@ def _cmd_sample(args) -> int:
     from ddpmdp.sampling import sample
     from ddpmdp.data.image_io import save_grid
 
+    require(args.n >= 1, f"--n must be >= 1, got {args.n}")
+    for target in [args.out] + ([args.npz] if args.npz else []):  # fail before the work, not after it
+        folder = Path(target).parent if str(Path(target).parent) else Path(".")
+        require(folder.is_dir(), f"output folder {str(folder)!r} of {target} does not exist; nothing was sampled")
+        require(os.access(folder, os.W_OK), f"output folder {str(folder)!r} of {target} is not writable; "
+                "nothing was sampled")
     model = _load_model(args)
     nodes = parse_path_spec(args.schedule, model.schedule.T)
-    require(args.n >= 1, f"--n must be >= 1, got {args.n}")
-    shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else getattr(model, "image_shape", None)
+    shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else model.image_shape
     require(shape is not None and len(shape) == 3, "give --shape C,H,W (the model does not declare its image shape)")
+    assert shape is not None
+    check_image_shape(model, shape, "--shape")
     imgs = sample(model, nodes, args.n, shape, method=args.sampler, variance=_variance(args, model), eta=args.eta,
                   clip=args.clip, seed=args.seed, device=args.device, batch_size=args.batch_size,
                   progress=not args.quiet)
@@ -225,16 +234,18 @@ def _cmd_models(args) -> int:
             w = csv.DictWriter(f, fieldnames=MODEL_TABLE_COLUMNS)
             w.writeheader()
             for r in rows:
-                w.writerow({k: (f"{v:.3f}" if isinstance(v, float) and k.startswith("heldout_bpd") else v)
-                            for k, v in r.items()})
+                w.writerow({k: (f"{v:.3f}" if isinstance(v, float) and "_bpd" in k else v) for k, v in r.items()})
     if args.json:
         print(json.dumps(rows))
     else:
         for r in rows:
             bpd = (f"{r['heldout_bpd']:.3f} ± {r['heldout_bpd_se']:.3f} bits/dim on {r['heldout_images']} "
                    f"{r['heldout_split']} images" if r["heldout_bpd"] is not None else "not measured")
+            lossless = ("" if r["lossless100_bpd"] is None else
+                        f"; lossless-100 {r['lossless100_bpd']:.3f} ± {r['lossless100_bpd_se']:.3f}, JPEG-100 "
+                        f"{r['jpeg100_bpd']:.3f} ± {r['jpeg100_bpd_se']:.3f}")
             print(f"{r['name']:<18s} {r['objective']:<7s} {r['schedule']:<12s} {r['variance']:<14s} "
-                  f"{'ready' if r['available'] else 'no weights':<10s} full chain: {bpd}")
+                  f"{'ready' if r['available'] else 'no weights':<10s} full chain: {bpd}{lossless}")
     return 0
 
 
@@ -322,10 +333,18 @@ def _flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line, ``ddpmdp: UserWarning: …`` (Python's default adds a line of source)."""
+    return f"ddpmdp: {category.__name__}: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for user errors, with one line on stderr)."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.formatwarning = one_line_warning
     _flush_denormals()
     try:
         return int(args.func(args) or 0)

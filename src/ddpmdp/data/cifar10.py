@@ -204,3 +204,36 @@ def cifar10_spec(argument: str, data_dir: Path | None) -> ImageSet:
     require(bool(argument), "the cifar10 data spec needs a split: cifar10:train or cifar10:test")
     return load_cifar10(argument, data_dir)
 
+
+LOSSLESS_FILE = "cifar10_test_first100_lossless.npz"
+"""The first 100 CIFAR-10 test images with the exact official pixels (``data`` uint8 (100, 3072)
+in the official row layout, ``labels``, ``indices``), beside the JPEG-derived copy."""
+LOSSLESS_SHA256 = "664f3a9eafd7f834b707da6b4329570dc3cda899a63b8c9233cb2e859ae6e228"
+
+
+def load_cifar10_lossless100(data_dir: str | Path | None = None) -> ImageSet:
+    """The 100 lossless CIFAR-10 test images (:data:`LOSSLESS_FILE` under the data folder), as
+    uint8 (100, 3, 32, 32), split ``test``. Compare with ``cifar10:test`` restricted to its first
+    100 images (the same images decoded from a JPEG copy) to measure what the JPEG copy changes."""
+    root = data_root(data_dir)
+    require(root is not None, f"set $DDPMDP_DATA (or --data-dir) to the folder that holds {LOSSLESS_FILE}")
+    assert root is not None
+    path = root / LOSSLESS_FILE
+    require(path.is_file(), f"{path} does not exist: the lossless CIFAR-10 test images are a local file "
+            "(the first 100 official test images); they are not downloaded")
+    with np.load(path, allow_pickle=False) as z:
+        require("data" in z.files, f"{path}: expected a 'data' array (100, 3072) in the CIFAR-10 row layout")
+        data = np.asarray(z["data"])
+    require(data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072,
+            f"{path}: 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
+    notes = []
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    if sha != LOSSLESS_SHA256:
+        notes.append(f"{path.name} differs from the project's shared file (sha256 {sha[:16]}…)")
+    return ImageSet(data.reshape(-1, 3, 32, 32), "cifar10-lossless100:test", "test", notes)
+
+
+def cifar10_lossless_spec(argument: str, data_dir: Path | None) -> ImageSet:
+    require(argument in ("", "test"), "the cifar10-lossless100 data spec has only the test split: "
+            "cifar10-lossless100 or cifar10-lossless100:test")
+    return load_cifar10_lossless100(data_dir)

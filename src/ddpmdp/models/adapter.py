@@ -25,6 +25,7 @@ __all__ = [
     "Numerics",
     "TimeInput",
     "state_dict_hash",
+    "check_image_shape",
 ]
 
 TimeInput = Literal["iddpm", "ho", "node"]
@@ -109,6 +110,15 @@ class DiffusionModel(Protocol):
         ...
 
 
+def check_image_shape(model: DiffusionModel, shape: tuple[int, ...], what: str = "the data") -> None:
+    """Refuse, before any work, images whose (C, H, W) differ from the shape a fixed-size model
+    was built for (``model.image_shape``; None accepts any shape)."""
+    want = model.image_shape
+    if want is not None and tuple(int(s) for s in shape) != tuple(want):
+        raise DdpmdpError(f"{what} has images of shape {tuple(int(s) for s in shape)} (C, H, W), but the model "
+                          f"{model.identity} was built for {tuple(want)}; use data of that size or another model")
+
+
 def state_dict_hash(module: torch.nn.Module) -> str:
     """sha256 over the sorted (name, dtype, shape, bytes) of a module's state_dict (16 hex digits)."""
     h = hashlib.sha256()
@@ -119,8 +129,14 @@ def state_dict_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def network_time(schedule: Schedule, t: int, time_input: TimeInput | Callable[[int], float]) -> float:
-    """The scalar the network receives at node t (see :data:`TimeInput`)."""
+def network_time(schedule: Schedule, t: int | torch.Tensor, time_input: TimeInput | Callable[[int], float]
+                 ) -> float | torch.Tensor:
+    """The scalar the network receives at node t (see :data:`TimeInput`); for an int64 tensor of
+    nodes (B,) (training) a float32 tensor (B,) with the same rounding as the scalar form."""
+    if isinstance(t, torch.Tensor):
+        require(isinstance(time_input, str), "a per-image time tensor needs a named time input (iddpm, ho, node)")
+        return torch.tensor([network_time(schedule, int(n), time_input) for n in t.tolist()],
+                            dtype=torch.float64, device=t.device).float()
     if callable(time_input):
         return float(time_input(t))
     if time_input == "iddpm":

@@ -253,12 +253,15 @@ def embedded_models() -> dict[str, dict[str, Any]]:
 
 
 MODEL_TABLE_COLUMNS = ("name", "objective", "schedule", "T", "variance", "parameters", "steps", "train_minutes",
-                       "heldout_bpd", "heldout_bpd_se", "heldout_split", "heldout_images", "available")
+                       "heldout_bpd", "heldout_bpd_se", "heldout_split", "heldout_images", "lossless100_bpd",
+                       "lossless100_bpd_se", "jpeg100_bpd", "jpeg100_bpd_se", "available")
 
 
 def model_table() -> list[dict[str, Any]]:
     """One row per embedded model, read from its card: objective, diffusion, size, training and the
-    held-out full-chain bits/dim ± SE with the split and number of images it was measured on."""
+    held-out full-chain bits/dim ± SE with the split and number of images it was measured on;
+    ``lossless100``/``jpeg100`` the full chain on the 100 lossless CIFAR-10 test images and on
+    their JPEG-decoded copies (None where not measured)."""
     rows = []
     for name, entry in embedded_models().items():
         card = entry["card"] or {}
@@ -268,6 +271,8 @@ def model_table() -> list[dict[str, Any]]:
                      "train_minutes": round(card["wall_seconds"] / 60, 1) if "wall_seconds" in card else None,
                      "heldout_bpd": held.get("bpd"), "heldout_bpd_se": held.get("bpd_se"),
                      "heldout_split": held.get("data"), "heldout_images": held.get("n_images"),
+                     **{f"{k}_{q}": (card.get(f"held_out_{k}") or {}).get(q) for k in ("lossless100", "jpeg100")
+                        for q in ("bpd", "bpd_se")},
                      "available": entry["available"]})
     return rows
 

@@ -22,8 +22,10 @@ from ddpmdp.fileio import atomic_write
 from ddpmdp.models.nets.iddpm_unet import IDDPMConfig, IDDPMUNet
 from ddpmdp.training.cards import heldout_full_chain, model_card, save_weights_fp16
 from ddpmdp.training.config import CHECKPOINT_FORMAT, RESUMABLE_CHANGES, TrainConfig, checkpoint_path, validate_config
-from ddpmdp.training.losses import compute_losses, network_time_tensor, q_sample_batch
+from ddpmdp.training.losses import compute_losses
 from ddpmdp.training.samplers import LossSecondMomentResampler, UniformSampler
+from ddpmdp.elbo_terms import q_sample
+from ddpmdp.models.adapter import network_time
 
 __all__ = [
     "train",
@@ -141,8 +143,8 @@ class TrainingRun:
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
         dropout_seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))
         t_dev, w = t.to(self.device), w.to(self.device)
-        x_t = q_sample_batch(self.schedule, x0, t_dev, eps)
-        tau = network_time_tensor(self.schedule, t).to(self.device)
+        x_t = q_sample(self.schedule, x0, t_dev, eps)
+        tau = network_time(self.schedule, t, "iddpm").to(self.device)  # type: ignore[union-attr]
         done = self.step - self.start_step
         lr = cfgt.lr * min(1.0, (done + 1) / cfgt.warmup_steps) if cfgt.warmup_steps > 0 else cfgt.lr
         for g in self.opt.param_groups:

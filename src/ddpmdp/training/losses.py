@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ddpmdp.elbo_terms import abar_tensor, decoder_term, kl_row, predict_x0
+from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0
 from ddpmdp.errors import require
 from ddpmdp.schedules import Schedule
 from ddpmdp.training.config import HYBRID_LAMBDA, OBJECTIVES
@@ -45,9 +45,7 @@ from ddpmdp.training.config import HYBRID_LAMBDA, OBJECTIVES
 __all__ = [
     "LossTerms",
     "compute_losses",
-    "network_time_tensor",
-    "q_sample_batch",
-]
+        ]
 
 
 # ---- losses -------------------------------------------------------------------------
@@ -61,20 +59,6 @@ class LossTerms:
     L_t: torch.Tensor | None
     vlb: torch.Tensor | None
     loss: torch.Tensor
-
-
-def network_time_tensor(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
-    """improved-diffusion's rescaled time τ = (t − 1)·1000/T per image, float32 (B,) (same rounding
-    as :func:`ddpmdp.models.adapter.network_time` with ``time_input='iddpm'``)."""
-    return ((t - 1).double() * 1000.0 / schedule.T).float()
-
-
-def q_sample_batch(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε with a node per image; x0, eps (B, C, H, W), t int64 (B,)."""
-    abar = abar_tensor(schedule, "cpu")[t.cpu()]
-    a = abar.sqrt().float().to(x0.device).view(-1, 1, 1, 1)
-    b = (1.0 - abar).sqrt().float().to(x0.device).view(-1, 1, 1, 1)
-    return a * x0 + b * eps
 
 
 def compute_losses(schedule: Schedule, objective: str, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
