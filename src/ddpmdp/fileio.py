@@ -32,7 +32,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """``write(tmp_path)``, fsync, rename over ``path``, fsync the folder."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")

@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from ddpmdp.errors import require
 from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.book.locations import repo_root
 from ddpmdp.strides import even_stride, quadratic_stride
+from ddpmdp.variances import VarianceRule
 
 __all__ = [
     "load_data",
@@ -90,9 +92,9 @@ def load_experiment_model(spec: str, *, noise_schedule: str | None = None, devic
         return load_model(spec, device=device, data_dir=data_dir, schedule=noise_schedule)
 
 
-def default_variance(model: DiffusionModel, variance: str | None = None) -> str:
+def default_variance(model: DiffusionModel, variance: str | None = None) -> VarianceRule:
     """``variance`` if given, else ``learned_range`` for learned-variance models and ``fixed_large`` otherwise."""
-    return variance or model.variance
+    return cast(VarianceRule, variance or model.variance)  # a rule name; consumers call check_rule
 
 
 def describe_model(model: DiffusionModel, variance: str | None = None) -> str:
@@ -119,7 +121,7 @@ def grid_with_strides(grid: str | None, budgets: Sequence[int]) -> str:
     return f"{grid}+even:{Ks}+quadratic:{Ks}"
 
 
-def cached_table(model: DiffusionModel, data: ImageSet, *, variance: str, grid: str | None = None,
+def cached_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, grid: str | None = None,
                  clip: bool = True, seed: int = 0, batch_size: int = 32, device: str = "cpu",
                  cache_dir: str | os.PathLike | None = None) -> tuple[ElboTable, bool]:
     """The L(t, s) table of ``model`` on ``data``; returns ``(table, loaded_from_cache)``.

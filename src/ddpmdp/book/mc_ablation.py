@@ -19,6 +19,7 @@ from ddpmdp.book.reports import ResultTable, bpd_table
 from ddpmdp.book.summaries import provenance
 from ddpmdp.book.inputs import default_variance, solve_table, table_grid
 from ddpmdp.batches import image_batches
+from ddpmdp.variances import VarianceRule
 
 __all__ = [
     "nested_tables",
@@ -28,7 +29,7 @@ __all__ = [
 
 
 # ---- Monte Carlo ablation ---------------------------------------------------------------------
-def nested_tables(model: DiffusionModel, data: ImageSet, sizes: Sequence[int], *, variance: str,
+def nested_tables(model: DiffusionModel, data: ImageSet, sizes: Sequence[int], *, variance: VarianceRule,
                   grid: str | None = None, clip: bool = True, seed: int = 0, batch_size: int = 32,
                   device: str = "cpu") -> dict[int, ElboTable]:
     """Tables from the first n images of ``data`` for every n in ``sizes``, in one pass over
@@ -46,8 +47,8 @@ def nested_tables(model: DiffusionModel, data: ImageSet, sizes: Sequence[int], *
     for n in sizes:
         while stats.n < n:
             batch = next(batches)
-            stats.add_(accumulate_batch(model, batch.x0, batch.keys, nodes, variance, clip, seed))  # type: ignore[arg-type]
-        snap = TableStats(nodes, *(v.detach().clone().cpu() for v in stats.tensors().values()), n=stats.n)
+            stats.add_(accumulate_batch(model, batch.x0, batch.keys, nodes, variance, clip, seed))
+        snap = TableStats(nodes, **{k: v.detach().clone().cpu() for k, v in stats.tensors().items()}, n=stats.n)
         meta = table_meta(model, data.subset(n), nodes, variance, clip, seed, None)
         meta["grid"] = grid or "all"
         out[n] = ElboTable.from_stats(snap, data.dims, meta)

@@ -69,5 +69,5 @@ def model_samples(model: DiffusionModel, path: str, n: int, *, method: Literal["
     require(shape is not None, "the model does not declare its image shape")
     assert shape is not None
     nodes = parse_path_spec(path, model.schedule.T)
-    return sample(model, nodes, n, shape, method=method, variance=default_variance(model, variance),  # type: ignore[arg-type]
+    return sample(model, nodes, n, shape, method=method, variance=default_variance(model, variance),
                   clip=clip, seed=seed, device=device, batch_size=batch_size)

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import functools
 
 from matplotlib import rc_context
 from matplotlib.axes import Axes
+from matplotlib.collections import QuadMesh
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 from ddpmdp.table import ElboTable
@@ -123,14 +126,14 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
         Ks, y, se = _curve(d)
         allK += Ks.tolist()
         ax.errorbar(Ks, y, yerr=np.nan_to_num(se), marker="o", ms=4, capsize=3, color=_colour(stride, i), label=stride)
-    for i, (stride, d) in enumerate((paper or {}).items()):
-        pts = sorted((int(k), v) for k, v in d.items() if k != "all")
+    for i, (stride, pd) in enumerate((paper or {}).items()):
+        pts = sorted((int(k), v) for k, v in pd.items() if k != "all")
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], ls=":", marker="s", mfc="none", ms=5,
                     color=_colour(stride, i), label=f"{stride} (paper)")
             allK += [p[0] for p in pts]
-        if "all" in d:
-            ax.axhline(d["all"], color="grey", ls=":", lw=1, label="full chain (paper)")
+        if "all" in pd:
+            ax.axhline(pd["all"], color="grey", ls=":", lw=1, label="full chain (paper)")
     if full is not None:
         c = cell_of(full)
         T = full.K if isinstance(full, PathScore) else None
@@ -171,6 +174,7 @@ def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Seque
     ax = fig.add_subplot()
     steps = np.diff(nodes)
     uniform = bool(np.all(steps[:-1] == steps[0])) and steps[-1] <= steps[0]
+    im: AxesImage | QuadMesh
     if uniform and G > 512:
         h = 0.5 * steps[0]
         im = ax.imshow(M, norm=norm, cmap="viridis", interpolation="nearest", aspect="auto", origin="upper",
@@ -310,7 +314,7 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
     two = bpd is not None and any(s in results for s in bpd)
     fig = Figure(dpi=FIGURE_DPI, figsize=TWO_PANEL_SIZE if two else (6.4, 4.4), layout="constrained")
     axes = fig.subplots(1, 2 if two else 1)
-    ax = axes[0] if two else axes
+    ax: Axes = cast(np.ndarray, axes)[0] if two else axes
     allK: list[int] = []
     ylabel = f"{metric_label}\n(squared feature distance, lower is better{', log scale' if ylog else ''})"
     for i, (sampler, d) in enumerate(results.items()):
@@ -328,7 +332,7 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
     ax.legend()
     if two:
         assert bpd is not None
-        ax2 = axes[1]
+        ax2 = cast(np.ndarray, axes)[1]
         for i, (sampler, d) in enumerate(results.items()):
             if sampler not in bpd:
                 continue

@@ -171,8 +171,8 @@ def run_sample_quality(model: DiffusionModel, table: ElboTable, reference: Image
             scored = evaluate_paths(model, test, named, variance=variance, clip=clip, batch_size=batch_size,
                                     seed=seed, device=device)
             for key, sc in scored.items():
-                s, K = key.rsplit("|", 1)
-                bpd.setdefault(s, {})[int(K)] = sc
+                s, k = key.rsplit("|", 1)
+                bpd.setdefault(s, {})[int(k)] = sc
     t3 = time.perf_counter()
     return SampleQualityResult(fid, bpd, paths, full, extractor.describe(), int(n_samples), len(reference),
                                {"reference features": t1 - t0, "sampling + features": t2 - t1, "bits/dim": t3 - t2})

@@ -61,7 +61,7 @@ def nll_summary_markdown(results: Mapping[str, Any], precision: int = 3) -> str:
     lines = []
     for objective, r in results.items():
         Ks = sorted({K for (_, K) in r.scores})
-        by = {"gain": [], "tie": [], "loss": []}
+        by: dict[str, list[int]] = {"gain": [], "tie": [], "loss": []}
         worst: dict[str, tuple[int, float, float]] = {}
         for K in Ks:
             dp = r.scores[("dp", K)]

@@ -23,6 +23,7 @@ default would invite mixing them up). Files are looked up under
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import shutil
 import tarfile
@@ -160,7 +161,7 @@ def download_cifar10(root: Path, *, url: str | None = None, md5: str | None = No
     return root / FOLDER
 
 
-def load_cifar10(split: str, data_dir: str | Path | None = None, *, download: bool = True,
+def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
                  urlopen: Callable[..., Any] | None = None) -> ImageSet:
     """CIFAR-10 ``train`` (50,000 images, batches 1..5 in order) or ``test`` (10,000) as an
     :class:`ImageSet` of uint8 (N, 3, 32, 32); see the module docstring for checks and notes."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -124,7 +125,7 @@ class ProxyTrainingReport:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def load_cifar10_labelled(split: str, data_dir: str | Path | None = None, *, download: bool = True
+def load_cifar10_labelled(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
                           ) -> tuple[ImageSet, np.ndarray]:
     """CIFAR-10 images **and labels**: (ImageSet uint8 (N, 3, 32, 32), int64 (N,) in 0..9).
 
@@ -267,7 +268,7 @@ def load_proxy_extractor(path: str | Path, *, device: str | torch.device = "cpu"
     return ProxyExtractor(net, file_sha256(p), device=device, report=report)
 
 
-def proxy_extractor(cache_dir: str | Path, data_dir: str | Path | None = None, *, seed: int = 0,
+def proxy_extractor(cache_dir: str | Path, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
                     train_if_missing: bool = True, device: str | torch.device = "cpu", progress: bool = False,
                     **train_kwargs: Any) -> ProxyExtractor:
     """The proxy extractor cached under ``cache_dir`` (``proxy_cnn_seed{seed}.pt`` plus its

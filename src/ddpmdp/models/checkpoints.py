@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -261,7 +261,7 @@ def ho_info(config: HoUNetConfig, weights: Path | None, sha: str | None, md5: st
     }
     if md5 in PESSER_MD5:
         info["known_file"] = PESSER_MD5[md5]
-    return info
+    return cast(ModelInfo, info)  # ModelInfo plus the extra "known_file" key
 
 
 def load_ho(path: str | Path | None = None, *, device: str = "cpu", seed: int = RANDOM_SEED,

@@ -86,5 +86,5 @@ class GaussianDataModel:
         x0 = mu + ((xt - np.sqrt(a) * mu) @ U * g) @ U.T
         eps = (xt - np.sqrt(a) * x0) / np.sqrt(1.0 - a)
         eps = eps.reshape(x_t.shape).to(x_t.dtype)
-        v = torch.full_like(eps, self.v) if self.learned_variance else None
+        v = torch.full_like(eps, self.v) if self.learned_variance and self.v is not None else None
         return ModelOutput(eps, v)

@@ -38,8 +38,10 @@ class RunState(Protocol):
     step_seconds: float
     loss_avg: float
     init_card: dict[str, Any] | None
-    net: torch.nn.Module
     sampler: Any
+
+    @property
+    def net(self) -> torch.nn.Module: ...  # read-only, so a run may hold a Module subclass
 
 
 # ---- files --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +91,7 @@ class HoUNetConfig:
             if key in cfg and cfg[key] != allowed and not (key == "mid_block_scale_factor" and cfg[key] == 1.0):
                 raise DdpmdpError(f"{source}: {key} = {cfg[key]!r} is not supported by the Ho-DDPM UNet "
                                   f"(expected {allowed!r}); load this model through module:callable instead")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for f in cls.__dataclass_fields__:
             if f in cfg and cfg[f] is not None or f == "attention_head_dim" and f in cfg:
                 v = cfg[f]
@@ -309,25 +310,25 @@ class HoUNet(nn.Module):
         skips = [h]
         for blk in self.down_blocks:
             attns = getattr(blk, "attentions", None)
-            for j, res in enumerate(blk.resnets):
+            for j, res in enumerate(cast(nn.ModuleList, blk.resnets)):
                 h = res(h, emb)
                 if attns is not None:
                     h = attns[j](h)
                 skips.append(h)
             if hasattr(blk, "downsamplers"):
-                h = blk.downsamplers[0](h)
+                h = cast(nn.ModuleList, blk.downsamplers)[0](h)
                 skips.append(h)
         h = self.mid_block.resnets[0](h, emb)
-        h = self.mid_block.attentions[0](h)
+        h = cast(nn.ModuleList, self.mid_block.attentions)[0](h)
         h = self.mid_block.resnets[1](h, emb)
         for blk in self.up_blocks:
             attns = getattr(blk, "attentions", None)
-            for j, res in enumerate(blk.resnets):
+            for j, res in enumerate(cast(nn.ModuleList, blk.resnets)):
                 h = res(torch.cat([h, skips.pop()], dim=1), emb)
                 if attns is not None:
                     h = attns[j](h)
             if hasattr(blk, "upsamplers"):
-                h = blk.upsamplers[0](h)
+                h = cast(nn.ModuleList, blk.upsamplers)[0](h)
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 
 

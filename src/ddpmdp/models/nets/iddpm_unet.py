@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,26 +109,26 @@ class IDDPMConfig:
 
         return parse_schedule(self.schedule_spec)
 
-    def with_(self, **changes: object) -> "IDDPMConfig":
+    def with_(self, **changes: Any) -> "IDDPMConfig":
         """A copy with some fields changed (e.g. ``learn_sigma=False``)."""
         return replace(self, **changes)
 
 
-_FULL_CIFAR = dict(image_size=32, model_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=3,
+_FULL_CIFAR: dict[str, Any] = dict(image_size=32, model_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=3,
                    attention_resolutions=(16, 8), num_heads=4, learn_sigma=True, dropout=0.3,
                    diffusion_steps=4000, noise_schedule="cosine")
-_FULL_IN64 = dict(image_size=64, model_channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
+_FULL_IN64: dict[str, Any] = dict(image_size=64, model_channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
                   attention_resolutions=(16, 8), num_heads=4, learn_sigma=True, dropout=0.0,
                   diffusion_steps=4000, noise_schedule="cosine")
 # Small CPU models of the same class. Channels stay multiples of 32 (GroupNorm(32)); the
 # channel count grows only at low resolution, where a parameter costs few FLOPs.
 # cifar10-small: 2,829,926 parameters (ε+v head), 0.38 GFLOP per 32×32 image; one forward pass
 # on a batch of 32 is ≈ 12 GFLOP (tens of ms on a 2-core AVX-512 CPU).
-_SMALL_CIFAR = dict(image_size=32, model_channels=32, channel_mult=(1, 1, 2, 4), num_res_blocks=1,
+_SMALL_CIFAR: dict[str, Any] = dict(image_size=32, model_channels=32, channel_mult=(1, 1, 2, 4), num_res_blocks=1,
                     attention_resolutions=(8,), num_heads=2, dropout=0.1,
                     diffusion_steps=1000, noise_schedule="cosine")
 # imagenet64-small: 2,951,782 parameters, 1.13 GFLOP per 64×64 image (the 64×64 level dominates).
-_SMALL_IN64 = dict(image_size=64, model_channels=32, channel_mult=(1, 1, 1, 2, 4), num_res_blocks=1,
+_SMALL_IN64: dict[str, Any] = dict(image_size=64, model_channels=32, channel_mult=(1, 1, 1, 2, 4), num_res_blocks=1,
                    attention_resolutions=(8,), num_heads=2, dropout=0.1,
                    diffusion_steps=1000, noise_schedule="cosine")
 
