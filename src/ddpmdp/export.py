@@ -190,9 +190,9 @@ diffusion = SpacedDiffusion(
     model_mean_type=gd.ModelMeanType.EPSILON,
     model_var_type=gd.ModelVarType.{var},
     loss_type=gd.LossType.MSE,
-    rescale_timesteps=True,  # as the model was trained
+    rescale_timesteps=True,  # as the model was trained (improved-diffusion's releases: True)
 )
-samples = diffusion.p_sample_loop(model, (16, 3, 32, 32), clip_denoised=True)
+samples = diffusion.p_sample_loop(model, (16, 3, 32, 32), clip_denoised=True)  # your model's (C, H, W)
 """
 
 
@@ -203,7 +203,7 @@ import k_diffusion as K
 sigmas = torch.tensor({sigmas}, dtype=torch.float64)
 # model_wrap = K.external.OpenAIDenoiser(model, diffusion, quantize=True)   # improved-diffusion
 # model_wrap = K.external.DiscreteEpsDDPMDenoiser(unet_eps, alphas_cumprod, quantize=True)
-x = torch.randn((16, 3, 32, 32)) * sigmas[0]
+x = torch.randn((16, 3, 32, 32)) * sigmas[0]  # your model's (C, H, W)
 samples = K.sampling.sample_euler_ancestral(model_wrap, x, sigmas.float())
 """
 

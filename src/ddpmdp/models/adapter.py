@@ -236,5 +236,5 @@ def check_image_shape(model: DiffusionModel, shape, what: str) -> None:
     want = model.image_shape
     got = tuple(int(x) for x in shape)
     if want is not None and tuple(want) != got:
-        raise DdpmdpError(f"{what} has shape {got[0]}×{got[1]}×{got[2]} (C×H×W) but the model {model.identity} "
+        raise DdpmdpError(f"{what}: images of {got[0]}×{got[1]}×{got[2]} (C×H×W), but the model {model.identity} "
                           f"was built for {want[0]}×{want[1]}×{want[2]}; use data (or --shape) of the model's size")
