@@ -170,3 +170,26 @@ def test_ho_and_diffusers_give_the_same_eps_on_the_ho_layout(tmp_path):
     for node in (1, 500, 1000):
         assert torch.allclose(ho(x, node).eps, dif(x, node).eps, atol=1e-5)
     assert ho.schedule == dif.schedule and ho.variance == dif.variance == "fixed_large"
+
+
+# ---- the β of every supported scheduler config -----------------------------------------------
+@pytest.mark.parametrize("config", [
+    dict(num_train_timesteps=1000),
+    dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+    dict(num_train_timesteps=4000, beta_schedule="squaredcos_cap_v2"),
+    dict(num_train_timesteps=50, trained_betas=list(np.linspace(1e-3, 0.2, 50))),
+    dict(num_train_timesteps=200, beta_start=2e-4, beta_end=0.05),
+])
+def test_schedules_match_diffusers_own_alphas_cumprod(config):
+    from diffusers import DDPMScheduler
+
+    from ddpmdp.models.diffusers_folder import diffusers_schedule
+
+    ours = diffusers_schedule(dict(config))
+    theirs = DDPMScheduler(**config).alphas_cumprod.double().numpy()
+    assert ours.T == config["num_train_timesteps"]
+    np.testing.assert_allclose(ours.alphas_cumprod[1:], theirs, rtol=2e-5)  # diffusers: float32 β and cumprod
+    if config.get("beta_schedule") == "squaredcos_cap_v2":
+        assert ours == cosine_schedule(4000)
+    if len(config) == 1:
+        assert ours == linear_schedule(1000)

@@ -62,6 +62,11 @@ def test_table_solve_export_then_diffusers_samples_the_path(tmp_path, folder, da
 
     as_json = json.loads(ddpmdp("export", f"{solved}:6", "--to", "diffusers", "--json", cwd=tmp_path))
     assert as_json["timesteps"] == [n - 1 for n in nodes[:0:-1]] and as_json["variance"] == "fixed_large"
+    # k-diffusion: the schedule comes from the table's metadata (linear:50)
+    sig = json.loads(ddpmdp("export", f"{solved}:6", "--to", "k-diffusion", "--json", cwd=tmp_path))["sigmas"]
+    assert sigmas_to_nodes(sig, linear_schedule(T)).tolist() == nodes
+    from ddpmdp.export import export
+    assert export(f"{solved}:6", "iddpm")["use_timesteps"] == [n - 1 for n in nodes[1:]]
     # the same path with ddpmdp's own sampler
     ddpmdp("sample", "--model", spec, "--schedule", f"dp:{solved}:6", "--n", 4, "--out", tmp_path / "s.png",
            "--quiet", cwd=tmp_path)

@@ -32,7 +32,7 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.schedules import Schedule, node_to_diffusers_timestep
 from ddpmdp.strides import validate_path
 
-__all__ = ["SolvedPath", "read_solved", "diffusers_timesteps", "iddpm_use_timesteps", "k_diffusion_sigmas",
+__all__ = ["export", "SolvedPath", "read_solved", "diffusers_timesteps", "iddpm_use_timesteps", "k_diffusion_sigmas",
            "sigmas_to_nodes", "export_path", "render_text", "TARGETS"]
 
 Target = Literal["diffusers", "iddpm", "k-diffusion"]
@@ -256,6 +256,14 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
         out["sigmas"] = sig
         out["snippet"] = _k_snippet(sig)
     return out
+
+
+def export(solved: str, to: str, *, schedule: Schedule | None = None, model_dir: str | None = None,
+           pipeline: bool = False) -> dict[str, Any]:
+    """``ddpmdp export SOLVED.json:K --to TARGET --json`` as a function, e.g.
+    ``export("solved.json:16", "diffusers")["timesteps"]`` or
+    ``export("solved.json:16", "k-diffusion", schedule=linear_schedule(1000))["sigmas"]``."""
+    return export_path(read_solved(solved), to, schedule=schedule, model_dir=model_dir, pipeline=pipeline)
 
 
 def render_text(result: dict[str, Any]) -> str:
