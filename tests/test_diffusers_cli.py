@@ -39,6 +39,7 @@ def data(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_table_solve_export_then_diffusers_samples_the_path(tmp_path, folder, data):
     """(d) The whole route from the command line, and the exported snippet run as written."""
     spec = f"diffusers:{folder}"
@@ -70,6 +71,9 @@ def test_table_solve_export_then_diffusers_samples_the_path(tmp_path, folder, da
     # the same path with ddpmdp's own sampler
     ddpmdp("sample", "--model", spec, "--schedule", f"dp:{solved}:6", "--n", 4, "--out", tmp_path / "s.png",
            "--quiet", cwd=tmp_path)
+    scores = json.loads(ddpmdp("evaluate", "--model", spec, "--data", data, "--n-images", 4, "--schedule",
+                               f"dp:{solved}:3", "--schedule", "even:3", "--json", "--quiet", cwd=tmp_path))
+    assert set(scores) == {f"dp:{solved}:3", "even:3"} and all(np.isfinite(v["bpd"]) for v in scores.values())
 
 
 def test_export_iddpm_and_k_diffusion_from_a_solve_output(tmp_path, capsys):

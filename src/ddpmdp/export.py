@@ -246,6 +246,7 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
         out["model_var_type"] = rule
         out["notes"].append("SpacedDiffusion respaces beta as 1 - abar_t/abar_s between kept indices and adds no "
                             "noise at its last step: the ddpmdp sampler edge for edge")
+        out["notes"].append("DDIM: the same SpacedDiffusion's ddim_sample_loop follows this path too")
         out["snippet"] = _iddpm_snippet(use, rule, path, schedule)
     else:
         require(schedule is not None, "k-diffusion sigmas need the noise schedule: pass --model SPEC or "
