@@ -116,7 +116,7 @@ def k_diffusion_sigmas(nodes, schedule: Schedule) -> list[float]:
     """σ = √((1 − ᾱ)/ᾱ) at t_K, …, t₁ (descending), then 0 — k-diffusion's ``sigmas``."""
     n = np.asarray(nodes, dtype=np.int64)
     require(int(n[-1]) <= schedule.T, f"node {int(n[-1])} is beyond this schedule's T = {schedule.T}")
-    a = schedule.abar(n[n >= 1][::-1])
+    a = np.asarray(schedule.abar(n[n >= 1][::-1]), dtype=np.float64)
     return [float(s) for s in np.sqrt((1.0 - a) / a)] + [0.0]
 
 
@@ -124,7 +124,7 @@ def sigmas_to_nodes(sigmas, schedule: Schedule, *, float32: bool = True) -> np.n
     """The nodes a σ list stands for, as k-diffusion reads it (``DiscreteSchedule.sigma_to_t`` with
     ``quantize=True``: the 0-based t of the nearest log σ, over ᾱ in float32 as ``OpenAIDenoiser``
     keeps it); ascending with 0 for the trailing σ = 0."""
-    a = schedule.alphas_cumprod[1:].astype(np.float32 if float32 else np.float64)
+    a: np.ndarray = schedule.alphas_cumprod[1:].astype(np.float32 if float32 else np.float64)
     log_table = np.log(np.sqrt((1 - a) / a)).astype(np.float64)
     s = np.asarray([x for x in sigmas if x > 0], dtype=np.float64)
     t = np.abs(np.log(s)[None, :] - log_table[:, None]).argmin(axis=0)

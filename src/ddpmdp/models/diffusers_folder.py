@@ -117,6 +117,13 @@ def diffusers_schedule(cfg: dict[str, Any], where: str = "scheduler config") -> 
                       "squaredcos_cap_v2 or trained_betas")
 
 
+def _weights_file(unet_dir: Path) -> Path:
+    for name in WEIGHT_NAMES:
+        if (unet_dir / name).is_file():
+            return unet_dir / name
+    raise DdpmdpError(f"{unet_dir} has no {' or '.join(WEIGHT_NAMES)}; save the weights into it")
+
+
 def _unet_config(unet_dir: Path) -> dict[str, Any]:
     cfg = _read_json(unet_dir / "config.json")
     cls = cfg.get("_class_name", "UNet2DModel")
@@ -165,8 +172,7 @@ def load_diffusers(path: str | Path, *, device: str = "cpu", numerics: Numerics 
     in_ch, out_ch = int(cfg.get("in_channels", 3)), int(cfg.get("out_channels", 3))
     prediction, rule, output = _model_kind(sched, sched_file, in_ch, out_ch)
     schedule = diffusers_schedule(sched, str(sched_file))
-    weights = next((unet_dir / n for n in WEIGHT_NAMES if (unet_dir / n).is_file()), None)
-    require(weights is not None, f"{unet_dir} has no {' or '.join(WEIGHT_NAMES)}; save the weights into it")
+    weights = _weights_file(unet_dir)
 
     def build() -> torch.nn.Module:
         return UNet2DModel.from_config(cfg)
