@@ -49,7 +49,7 @@ def test_a_data_set_of_another_image_size_is_refused_before_any_work():
     wrong = random_images(2, shape=(3, 16, 16))
     calls = []
     m.net.register_forward_hook(lambda *a: calls.append(1))
-    with pytest.raises(DdpmdpError, match=r"shape \(3, 16, 16\).*built for \(3, 8, 8\)"):
+    with pytest.raises(DdpmdpError, match=r"3×16×16 \(C×H×W\).*built for 3×8×8"):
         estimate_table(m, wrong, variance="learned_range")
     with pytest.raises(DdpmdpError, match="built for"):
         evaluate_paths(m, wrong, {"p": np.array([0, 5, 10])}, variance="learned_range")

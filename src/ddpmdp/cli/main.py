@@ -5,6 +5,7 @@
     ddpmdp evaluate TABLE.npz --schedule PATH [--json]               bpd ± SE from a held-out table
     ddpmdp evaluate --model SPEC --data SPEC --schedule PATH         direct K-pass evaluation, fresh noise
     ddpmdp sample   --model SPEC --schedule PATH --n N --out X.png   samples along a path
+    ddpmdp export   SOLVED.json:K --to diffusers|iddpm|k-diffusion   a path for other samplers
     ddpmdp model-info SPEC [--json]                                  architecture facts and fingerprints
     ddpmdp models [--json] [--csv FILE]                              the embedded models and their cards
     ddpmdp train    --name NAME --data SPEC --objective simple|hybrid|vlb --out DIR   small DDPMs
@@ -42,7 +43,7 @@ def _budgets(text: str) -> list[int]:
 
 def _model_args(p: argparse.ArgumentParser, schedule_alias: bool = False) -> None:
     p.add_argument("--model", required=True, help="model spec: module:callable, gaussian:DATA, iddpm:PRESET[:PATH], "
-                   "ho[:PATH], or an embedded model name")
+                   "ho[:PATH], diffusers:DIR, or an embedded model name")
     names = ["--noise-schedule", "--schedule"] if schedule_alias else ["--noise-schedule"]
     p.add_argument(*names, dest="noise_schedule", default=None,
                    help="for an nn.Module model: linear:T, cosine:T or a .npy of ᾱ")
@@ -93,6 +94,7 @@ def _cmd_table(args) -> int:
     if args.split and data.split not in (args.split, "unspecified"):
         raise DdpmdpError(f"--split {args.split} but the data spec {args.data!r} is the {data.split} split")
     data = data.subset(args.n_images)
+    check_image_shape(model, data.images.shape[1:], f"data {data.identity}")
     nodes = None
     if args.grid:
         from ddpmdp.grids import parse_grid
@@ -158,6 +160,7 @@ def _cmd_evaluate(args) -> int:
                 "evaluate needs TABLE.npz, or --model and --data for a direct evaluation")
         model = _load_model(args)
         data = load_images(args.data, args.data_dir).subset(args.n_images)
+        check_image_shape(model, data.images.shape[1:], f"data {data.identity}")
         paths = {spec: parse_path_spec(spec, model.schedule.T) for spec in args.schedule}
         scores = evaluate_paths(model, data, paths, variance=_variance(args, model), clip=args.clip,
                                 batch_size=args.batch_size, seed=args.seed, device=args.device,
@@ -307,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ddpmdp.cli.train import add_parser as _add_train
 
     _add_train(sub)
+    from ddpmdp.cli.export import add_parser as _add_export
+
+    _add_export(sub)
     from ddpmdp.cli.reproduce import add_parser as _add_reproduce
 
     _add_reproduce(sub)

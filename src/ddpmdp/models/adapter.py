@@ -8,6 +8,7 @@ mapping, so callers only ever speak in nodes.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Protocol, TypedDict, runtime_checkable
 
@@ -24,9 +25,15 @@ __all__ = [
     "ModelInfo",
     "Numerics",
     "TimeInput",
+    "Prediction",
+    "check_image_shape",
     "state_dict_hash",
     "check_image_shape",
 ]
+
+Prediction = Literal["epsilon", "v", "sample"]
+"""What the network's first C channels predict: ε (``epsilon``), v = √ᾱ·ε − √(1−ᾱ)·x₀ (``v``,
+diffusers' ``v_prediction``) or x₀ (``sample``). The adapter converts v and x₀ to ε exactly."""
 
 TimeInput = Literal["iddpm", "ho", "node"]
 """How a node n reaches the network: ``iddpm`` → float (n − 1)·1000/T (improved-diffusion's
@@ -114,9 +121,10 @@ def check_image_shape(model: DiffusionModel, shape: tuple[int, ...], what: str =
     """Refuse, before any work, images whose (C, H, W) differ from the shape a fixed-size model
     was built for (``model.image_shape``; None accepts any shape)."""
     want = model.image_shape
-    if want is not None and tuple(int(s) for s in shape) != tuple(want):
-        raise DdpmdpError(f"{what} has images of shape {tuple(int(s) for s in shape)} (C, H, W), but the model "
-                          f"{model.identity} was built for {tuple(want)}; use data of that size or another model")
+    got = tuple(int(s) for s in shape)
+    if want is not None and got != tuple(want):
+        raise DdpmdpError(f"{what} has images of {'×'.join(map(str, got))} (C×H×W), but the model {model.identity} "
+                          f"was built for {'×'.join(map(str, want))}; use data (or --shape) of the model's size")
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -159,6 +167,10 @@ class TorchModelAdapter:
     or float64 for references that hold on any CPU), bf16 autocast (forward pass only; outputs
     are float32) and the channels-last memory format. ``variance`` defaults to
     :func:`~ddpmdp.variances.default_rule`; ``info`` is the model-info dictionary.
+
+    ``prediction`` (:data:`Prediction`) says what the first C channels are; ``v`` and ``sample``
+    outputs are converted to ε at node t exactly: ε = √ᾱ_t·v + √(1 − ᾱ_t)·x_t, or
+    ε = (x_t − √ᾱ_t·x̂₀)/√(1 − ᾱ_t).
     """
 
     def __init__(
@@ -173,8 +185,12 @@ class TorchModelAdapter:
         numerics: Numerics = Numerics(),
         variance: VarianceRule | None = None,
         info: ModelInfo | None = None,
+        prediction: Prediction = "epsilon",
     ) -> None:
         require(output in ("eps", "eps+v"), f"output must be 'eps' or 'eps+v', got {output!r}")
+        require(prediction in ("epsilon", "v", "sample"),
+                f"prediction must be 'epsilon', 'v' or 'sample', got {prediction!r}")
+        self.prediction: Prediction = prediction
         require(numerics.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {numerics.dtype!r}")
         require(not (numerics.bf16 and numerics.dtype == "float64"), "bf16 autocast and float64 exclude each other")
         self.numerics = numerics
@@ -218,6 +234,15 @@ class TorchModelAdapter:
                    " (is this a learned-variance model? use --output eps+v)")
             )
         out = out.to(self.dtype)  # float32 after bf16 autocast; float64 when asked
+        eps = self._to_eps(out[:, :C], x_in, t)
         if self.learned_variance:
-            return ModelOutput(out[:, :C], (out[:, C:] + 1.0) * 0.5)
-        return ModelOutput(out, None)
+            return ModelOutput(eps, (out[:, C:] + 1.0) * 0.5)
+        return ModelOutput(eps, None)
+
+    def _to_eps(self, pred: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        if self.prediction == "epsilon":
+            return pred
+        a = float(self.schedule.abar(t))
+        if self.prediction == "v":
+            return math.sqrt(a) * pred + math.sqrt(1.0 - a) * x_t
+        return (x_t - math.sqrt(a) * pred) / math.sqrt(1.0 - a)

@@ -48,6 +48,8 @@ def model_info(spec: str, data_dir: str | Path | None = None, *, schedule: str |
         sha, md5 = file_digests(weights)
         return ho_info(config, weights, sha, md5, fmt, arg)
     model = load_model(spec, data_dir=data_dir, schedule=schedule, output=output, time_input=time_input)
+    if prefix == "diffusers":  # the loader fills the model-info dictionary from the folder's configs
+        return model.info
     require(isinstance(model, TorchModelAdapter), f"model-info describes network models (iddpm:, ho:, "
             f"module:callable); {spec!r} gives a {type(model).__name__}")
     assert isinstance(model, TorchModelAdapter)

@@ -7,7 +7,7 @@
   wrapped with ``schedule`` (``linear:T``, ``cosine:T`` or a ``.npy`` of ᾱ),
   ``output`` (``eps`` or ``eps+v``) and ``time_input``;
 * further prefixes registered with :func:`register_model_spec`
-  (``iddpm:PRESET[:PATH]``, ``ho[:PATH]``, embedded model names).
+  (``iddpm:PRESET[:PATH]``, ``ho[:PATH]``, ``diffusers:DIR``, embedded model names).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torch
 from ddpmdp.data.specs import load_images
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.models.checkpoints import ho_spec, iddpm_spec
+from ddpmdp.models.diffusers_folder import diffusers_spec
 from ddpmdp.models.embedded import EMBEDDED, embedded_spec
 from ddpmdp.models.adapter import DiffusionModel, Numerics, TorchModelAdapter
 from ddpmdp.models.gaussian_data import GaussianDataModel
@@ -34,6 +35,7 @@ ModelLoader = Callable[..., DiffusionModel]
 _LOADERS: dict[str, ModelLoader] = {
     "iddpm": iddpm_spec,
     "ho": ho_spec,
+    "diffusers": diffusers_spec,
     **{name: embedded_spec(name) for name in EMBEDDED},
 }
 

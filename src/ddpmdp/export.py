@@ -1,0 +1,276 @@
+"""Hand a solved path to the samplers people use: diffusers, improved-diffusion, k-diffusion.
+
+A path of ``ddpmdp solve --json`` (``SOLVED.json:K``) is nodes 0 = t₀ < … < t_K = T (``method.md``
+§1.3: node 0 is the data, node n ≥ 1 is diffusers'/improved-diffusion's 0-based timestep n − 1).
+
+* **diffusers** — ``DDPMScheduler.set_timesteps(timesteps=[t_K − 1, …, t₁ − 1])`` (strictly
+  descending, 0-based). Its ``step`` takes β of a jump from the ratio of ᾱ at consecutive listed
+  timesteps, so ``fixed_small``, ``fixed_large`` and ``learned_range`` are the ddpmdp rules on every
+  edge t → s ≥ 1. On the last listed timestep t₁ − 1 the scheduler adds noise when t₁ > 1
+  (``fixed_large``: σ² = 1 − ᾱ_{t₁}; ``fixed_small``: σ² clamped to 1e-20; ``learned_range``:
+  exp(v·log(1 − ᾱ_{t₁}) + (1 − v)·log 1e-20)); ddpmdp's decoder returns x̂₀ without noise, which the
+  snippet reproduces by taking ``pred_original_sample`` at the last step. ``DDIMScheduler`` cannot take
+  custom timesteps: sample DDIM along the path with ``ddpmdp sample --sampler ddim``.
+* **improved-diffusion** — ``SpacedDiffusion(use_timesteps={t₁ − 1, …, t_K − 1}, …)`` respaces β the
+  same way and adds no noise at its last step: the ddpmdp sampler, edge for edge.
+* **k-diffusion** — σ_n = √((1 − ᾱ_n)/ᾱ_n) at t_K, …, t₁, then 0. Its samplers use no DDPM variance
+  rule (``OpenAIDenoiser`` drops the learned-variance channel), which the output says.
+
+A variance rule a target cannot express (``analytic``, ``optimal``, or different rules on different
+edges) is named in the output's ``not_expressible`` list, never dropped silently.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.schedules import Schedule, node_to_diffusers_timestep
+from ddpmdp.strides import validate_path
+
+__all__ = ["export", "SolvedPath", "read_solved", "diffusers_timesteps", "iddpm_use_timesteps", "k_diffusion_sigmas",
+           "sigmas_to_nodes", "export_path", "render_text", "TARGETS"]
+
+Target = Literal["diffusers", "iddpm", "k-diffusion"]
+TARGETS: tuple[str, ...] = ("diffusers", "iddpm", "k-diffusion")
+_SCHEDULER_RULES = ("fixed_small", "fixed_large", "learned_range")
+_DDIM_NOTE = ("DDIM: diffusers' DDIMScheduler cannot take custom timesteps; sample this path with DDIM "
+              "through ddpmdp's own sampler: ddpmdp sample --sampler ddim --schedule dp:{spec}")
+
+
+@dataclass(frozen=True)
+class SolvedPath:
+    """One budget of a solve output: its nodes and the variance rule of each edge (decoder last)."""
+
+    source: str
+    K: int
+    T: int
+    nodes: np.ndarray
+    edge_variances: tuple[str, ...]
+    table: str | None
+    meta: dict[str, Any]
+
+    @property
+    def variance(self) -> str | list[str]:
+        """The one rule of every edge, or the per-edge list (edges t_K→t_{K−1} first) when they differ."""
+        rules = list(dict.fromkeys(self.edge_variances))
+        return rules[0] if len(rules) == 1 else list(self.edge_variances)
+
+
+def _edge_rules(entry: dict[str, Any], top: str | None, K: int, where: str) -> tuple[str, ...]:
+    if isinstance(entry.get("variances"), list):
+        rules = [str(r) for r in entry["variances"]]
+    elif isinstance(entry.get("edges"), list):
+        rules = [str(e.get("variance") or e.get("rule") or top) if isinstance(e, dict) else str(e)
+                 for e in entry["edges"]]
+    elif entry.get("variance"):
+        rules = [str(entry["variance"])] * K
+    else:
+        require(top is not None, f"{where}: no variance rule (neither the budget nor the file names one)")
+        rules = [str(top)] * K
+    require(len(rules) == K, f"{where}: {len(rules)} per-edge variance rules for K = {K} edges")
+    return tuple(rules)
+
+
+def read_solved(spec: str) -> SolvedPath:
+    """``SOLVED.json:K`` (the output of ``ddpmdp solve --json``) → :class:`SolvedPath`."""
+    file, _, k = str(spec).rpartition(":")
+    require(bool(file) and k.isdigit(), f"{spec!r}: expected SOLVED.json:K (a file of ddpmdp solve --json and a "
+            "budget in it), e.g. solved.json:16")
+    path = Path(file)
+    require(path.is_file(), f"solved-paths file {file!r} does not exist (write it with ddpmdp solve --json)")
+    try:
+        solved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DdpmdpError(f"{file}: not a JSON file of ddpmdp solve --json ({exc})") from None
+    require(isinstance(solved, dict) and isinstance(solved.get("budgets"), dict),
+            f"{file}: not an output of ddpmdp solve --json (no 'budgets')")
+    entry = solved["budgets"].get(str(int(k)))
+    require(isinstance(entry, dict), f"{file}: no budget K = {k} in this solve output "
+            f"(it has {sorted(int(b) for b in solved['budgets'])})")
+    T = int(solved.get("T", -1))
+    nodes = validate_path(entry["nodes"], T)
+    K = len(nodes) - 1
+    rules = _edge_rules(entry, solved.get("variance"), K, f"{file}:{k}")
+    return SolvedPath(f"{file}:{int(k)}", K, T, nodes, rules, solved.get("table"),
+                      {key: v for key, v in solved.items() if key != "budgets"})
+
+
+# ---- the three formats ----------------------------------------------------------------
+def diffusers_timesteps(nodes) -> list[int]:
+    """Nodes 0 < t₁ < … < t_K → diffusers' strictly descending 0-based timesteps [t_K − 1, …, t₁ − 1]."""
+    n = np.asarray(nodes, dtype=np.int64)
+    return [int(x) for x in node_to_diffusers_timestep(n[n >= 1])[::-1]]
+
+
+def iddpm_use_timesteps(nodes) -> list[int]:
+    """improved-diffusion's ``use_timesteps`` (0-based indices t − 1 of the nodes t ≥ 1), sorted."""
+    return sorted(diffusers_timesteps(nodes))
+
+
+def k_diffusion_sigmas(nodes, schedule: Schedule) -> list[float]:
+    """σ = √((1 − ᾱ)/ᾱ) at t_K, …, t₁ (descending), then 0 — k-diffusion's ``sigmas``."""
+    n = np.asarray(nodes, dtype=np.int64)
+    require(int(n[-1]) <= schedule.T, f"node {int(n[-1])} is beyond this schedule's T = {schedule.T}")
+    a = np.asarray(schedule.abar(n[n >= 1][::-1]), dtype=np.float64)
+    return [float(s) for s in np.sqrt((1.0 - a) / a)] + [0.0]
+
+
+def sigmas_to_nodes(sigmas, schedule: Schedule, *, float32: bool = True) -> np.ndarray:
+    """The nodes a σ list stands for, as k-diffusion reads it (``DiscreteSchedule.sigma_to_t`` with
+    ``quantize=True``: the 0-based t of the nearest log σ, over ᾱ in float32 as ``OpenAIDenoiser``
+    keeps it); ascending with 0 for the trailing σ = 0."""
+    a: np.ndarray = schedule.alphas_cumprod[1:].astype(np.float32 if float32 else np.float64)
+    log_table = np.log(np.sqrt((1 - a) / a)).astype(np.float64)
+    s = np.asarray([x for x in sigmas if x > 0], dtype=np.float64)
+    t = np.abs(np.log(s)[None, :] - log_table[:, None]).argmin(axis=0)
+    return np.concatenate([[0], np.sort(t + 1)]).astype(np.int64)
+
+
+# ---- variances the targets cannot express ---------------------------------------------
+def _not_expressible(path: SolvedPath, target: str) -> list[str]:
+    rules = list(dict.fromkeys(path.edge_variances))
+    if target == "k-diffusion":
+        return [f"variance {', '.join(rules)}: k-diffusion's samplers use no DDPM variance rule (their own "
+                "ancestral/ODE steps decide the noise; OpenAIDenoiser drops a learned-variance channel)"]
+    out = [f"variance {r!r} on {path.edge_variances.count(r)} edge(s): {target} has no such rule "
+           f"({', '.join(_SCHEDULER_RULES)} only)" for r in rules if r not in _SCHEDULER_RULES]
+    if len(rules) > 1:
+        out.append(f"per-edge variances {list(path.edge_variances)}: {target} applies one variance rule to "
+                   "the whole chain")
+    return out
+
+
+def _scheduler_rule(path: SolvedPath) -> str | None:
+    rules = [r for r in dict.fromkeys(path.edge_variances) if r in _SCHEDULER_RULES]
+    return rules[0] if len(rules) == 1 and len(set(path.edge_variances)) == 1 else None
+
+
+# ---- snippets -------------------------------------------------------------------------
+def _diffusers_snippet(ts: list[int], rule: str | None, model_dir: str | None, pipeline: bool) -> str:
+    d = json.dumps(model_dir or "path/to/diffusers-folder")
+    sub_u, sub_s = (', subfolder="unet"', ', subfolder="scheduler"') if pipeline else ("", "")
+    vt = f'variance_type="{rule}", ' if rule else ""
+    return f"""import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+timesteps = {ts}
+unet = UNet2DModel.from_pretrained({d}{sub_u}).eval()
+scheduler = DDPMScheduler.from_pretrained({d}{sub_s}, {vt}clip_sample=True, thresholding=False)
+scheduler.set_timesteps(timesteps=timesteps)
+generator = torch.Generator().manual_seed(0)
+size = unet.config.sample_size
+x = torch.randn((16, unet.config.in_channels, size, size), generator=generator)
+for t in scheduler.timesteps:
+    with torch.no_grad():
+        model_output = unet(x, t).sample
+    out = scheduler.step(model_output, t, x, generator=generator)
+    # ddpmdp's decoder: the last step returns x0_hat without noise
+    x = out.pred_original_sample if t == scheduler.timesteps[-1] else out.prev_sample
+images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+"""
+
+
+def _iddpm_snippet(use: list[int], rule: str | None, path: SolvedPath, schedule: Schedule | None) -> str:
+    name = (schedule.name.partition(":")[0] if schedule is not None else "") or "linear"
+    kind = name if name in ("linear", "cosine") else "linear  # use your model's beta schedule"
+    var = {"fixed_small": "FIXED_SMALL", "fixed_large": "FIXED_LARGE", "learned_range": "LEARNED_RANGE"}.get(
+        rule or "", "LEARNED_RANGE  # set your model's variance type")
+    return f"""from improved_diffusion import gaussian_diffusion as gd
+from improved_diffusion.respace import SpacedDiffusion
+
+use_timesteps = {use}
+diffusion = SpacedDiffusion(
+    use_timesteps=use_timesteps,
+    betas=gd.get_named_beta_schedule("{kind}", {path.T}),
+    model_mean_type=gd.ModelMeanType.EPSILON,
+    model_var_type=gd.ModelVarType.{var},
+    loss_type=gd.LossType.MSE,
+    rescale_timesteps=True,  # as the model was trained (improved-diffusion's releases: True)
+)
+samples = diffusion.p_sample_loop(model, (16, 3, 32, 32), clip_denoised=True)  # your model's (C, H, W)
+"""
+
+
+def _k_snippet(sigmas: list[float]) -> str:
+    return f"""import torch
+import k_diffusion as K
+
+sigmas = torch.tensor({sigmas}, dtype=torch.float64)
+# model_wrap = K.external.OpenAIDenoiser(model, diffusion, quantize=True)   # improved-diffusion
+# model_wrap = K.external.DiscreteEpsDDPMDenoiser(unet_eps, alphas_cumprod, quantize=True)
+x = torch.randn((16, 3, 32, 32)) * sigmas[0]  # your model's (C, H, W)
+samples = K.sampling.sample_euler_ancestral(model_wrap, x, sigmas.float())
+"""
+
+
+def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = None, model_dir: str | None = None,
+                pipeline: bool = False) -> dict[str, Any]:
+    """A JSON-ready export of one solved path for ``target`` (diffusers, iddpm or k-diffusion).
+
+    ``schedule`` (ᾱ) is needed for k-diffusion's σ; ``model_dir`` fills the diffusers snippet's folder
+    (``pipeline``: a pipeline folder with ``unet/`` and ``scheduler/``)."""
+    require(target in TARGETS, f"unknown export target {target!r}: use diffusers, iddpm or k-diffusion")
+    if schedule is not None:
+        require(schedule.T == path.T, f"{path.source} was solved for T = {path.T}, but the schedule has "
+                f"T = {schedule.T}")
+        want = path.meta.get("schedule_hash")
+        require(want is None or want == schedule.fingerprint(), f"{path.source}: the table's schedule "
+                f"({path.meta.get('schedule')}) is not this schedule ({schedule.describe()})")
+    rule = _scheduler_rule(path)
+    out: dict[str, Any] = {"target": target, "source": path.source, "K": path.K, "T": path.T,
+                           "nodes": [int(n) for n in path.nodes], "variance": path.variance,
+                           "not_expressible": _not_expressible(path, target), "notes": []}
+    if target == "diffusers":
+        ts = diffusers_timesteps(path.nodes)
+        out["timesteps"] = ts
+        out["variance_type"] = rule
+        t1 = int(path.nodes[1])
+        if t1 > 1:
+            large = f" = {1 - float(schedule.abar(t1)):.4g}" if schedule is not None else ""
+            out["notes"].append(
+                f"decoder: the last listed timestep is {t1 - 1} > 0, where DDPMScheduler.step still adds noise "
+                f"(fixed_large: sigma^2 = 1 - abar_{t1}{large}; fixed_small: 1e-20; learned_range: "
+                "exp(v*log(1 - abar) + (1 - v)*log(1e-20)), small unless v is near 1); "
+                "ddpmdp's decoder returns x0_hat without noise, so the snippet takes out.pred_original_sample "
+                "at the last step")
+        out["notes"].append(_DDIM_NOTE.format(spec=path.source))
+        out["snippet"] = _diffusers_snippet(ts, rule, model_dir, pipeline)
+    elif target == "iddpm":
+        use = iddpm_use_timesteps(path.nodes)
+        out["use_timesteps"] = use
+        out["model_var_type"] = rule
+        out["notes"].append("SpacedDiffusion respaces beta as 1 - abar_t/abar_s between kept indices and adds no "
+                            "noise at its last step: the ddpmdp sampler edge for edge")
+        out["notes"].append("DDIM: the same SpacedDiffusion's ddim_sample_loop follows this path too")
+        out["snippet"] = _iddpm_snippet(use, rule, path, schedule)
+    else:
+        require(schedule is not None, "k-diffusion sigmas need the noise schedule: pass --model SPEC or "
+                "--noise-schedule linear:T|cosine:T|FILE.npy")
+        sig = k_diffusion_sigmas(path.nodes, schedule)  # type: ignore[arg-type]
+        require(np.array_equal(sigmas_to_nodes(sig, schedule), path.nodes),  # type: ignore[arg-type]
+                "internal: the sigma list does not map back to the same nodes")
+        out["sigmas"] = sig
+        out["snippet"] = _k_snippet(sig)
+    return out
+
+
+def export(solved: str, to: str, *, schedule: Schedule | None = None, model_dir: str | None = None,
+           pipeline: bool = False) -> dict[str, Any]:
+    """``ddpmdp export SOLVED.json:K --to TARGET --json`` as a function, e.g.
+    ``export("solved.json:16", "diffusers")["timesteps"]`` or
+    ``export("solved.json:16", "k-diffusion", schedule=linear_schedule(1000))["sigmas"]``."""
+    return export_path(read_solved(solved), to, schedule=schedule, model_dir=model_dir, pipeline=pipeline)
+
+
+def render_text(result: dict[str, Any]) -> str:
+    """The export as commented Python: the list, the notes, the variances not carried over, the snippet."""
+    lines = [f"# ddpmdp path {result['source']} (K = {result['K']}, T = {result['T']}) for {result['target']}",
+             f"# nodes: {','.join(map(str, result['nodes']))}; variance: {result['variance']}"]
+    lines += [f"# NOT EXPRESSIBLE: {m}" for m in result["not_expressible"]]
+    lines += [f"# note: {m}" for m in result["notes"]]
+    return "\n".join(lines) + "\n\n" + result["snippet"]
