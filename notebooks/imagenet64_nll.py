@@ -101,33 +101,20 @@ results = book.run_nll_models(run, models, train, test, budgets=budgets, grid=gr
 # Each line names the model, its noise schedule, $T$ and the variance rule used in the table, the evaluation and the DP.
 
 # %% tags=["nbval-ignore-output"]
-for objective, r in results.items():
-    print(f"{objective}: {book.format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+print({objective: book.format_seconds(r.seconds) for objective, r in results.items()})
 
 # %% [markdown]
-# These are wall times on the machine that executed the notebook; the table dominates unless it came from the cache.
+# Wall times of the stages on the machine that executed the notebook.
 #
-# ## Table 4 layout
+# ## Table 4 layout, paired differences and what they say
 
 # %%
-table = book.nll_table(results, budgets=budgets, title="64×64 test bits/dim")
-run.table(table, "imagenet64_nll", caption=book.nll_caption(results, train, test))
+display(*book.nll_report(run, results, train, test, name="imagenet64_nll", title="64×64 test bits/dim",
+                         budgets=budgets))
 
 # %% [markdown]
-# Each cell is the mean over test images of $L_\text{prior} + \sum_i L(t_i, t_{i-1})$ in bits/dim, with its standard error; the caption names the models, the data and the grid.
-# A ‡ marks a DP cell within 2 SE of a baseline, a † one that is worse than a baseline by more than 2 SE.
-
-# %%
-run.text(book.flags_markdown(table.flags), "imagenet64_nll_flags")
-
-# %% [markdown]
-# Negative differences mean the DP path has the better (lower) bound; the SEs are paired, because all strides were scored on the same images and noise.
-
-# %%
-run.text(book.nll_summary_markdown(results), "imagenet64_nll_summary")
-
-# %% [markdown]
-# The DP path is optimal for the training table (its grid holds every node of both strides), so on held-out data it can lose to a stride only by the table's Monte Carlo error; the summary above says where that happens in this run.
+# The table gives test bits/dim ± SE (‡: DP within 2 SE of a stride, †: DP worse by more than 2 SE), the list below it every paired difference, and the last paragraph, generated from them, where the DP path gains.
+# A 64×64 image has four times the dimensions of a CIFAR-10 image, so the same budget spreads its steps over a longer per-pixel cost.
 #
 # ## Bits/dim against the budget
 

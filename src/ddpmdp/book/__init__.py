@@ -15,147 +15,45 @@ paths are chosen from it, and every reported number is a direct held-out evaluat
 Nothing in the paper's core imports this package.
 """
 
-from ddpmdp.book.run_config import RunConfig, resolve_out_dir, OUTPUTS_FOLDER
-from ddpmdp.book.inputs import (
-    load_data,
-    describe_data,
-    load_experiment_model,
-    default_variance,
-    describe_model,
-    table_grid,
-    grid_with_strides,
-    cached_table,
-    solve_table,
-    stride_paths,
-    by_budget,
+from ddpmdp.book import (
+    run_config,
+    inputs,
+    nll,
+    mc_ablation,
+    sample_quality,
+    model_cards,
+    summaries,
+    outputs,
+    reports,
+    plotting,
+    sample_figures,
 )
-from ddpmdp.book.nll import (
-    NLLResult,
-    run_nll,
-    nll_table,
-    nll_summary,
-    run_nll_models,
-    nll_figure,
-    nll_caption,
-    write_nll_paths,
-)
-from ddpmdp.book.mc_ablation import nested_tables, MCAblationResult, run_mc_ablation
-from ddpmdp.book.sample_quality import (
-    mse_reweighted_cost,
-    fid_extractor,
-    SAMPLERS,
-    SampleQualityResult,
-    run_sample_quality,
-    shared_noise_grids,
-)
-from ddpmdp.book.model_cards import EMBEDDED_CAPTION, embedded_card_table, model_samples
-from ddpmdp.book.summaries import (
-    verdict,
-    provenance,
-    nll_summary_markdown,
-    mc_ablation_summary_markdown,
-    sample_quality_summary_markdown,
-    ranges,
-)
-from ddpmdp.book.outputs import (
-    write_text,
-    format_paths,
-    write_dp_json,
-    write_result_table,
-    markdown_table,
-    save_figure,
-    slug,
-    relative,
-    format_seconds,
-)
-from ddpmdp.book.reports import (
-    ScoreLike,
-    Cell,
-    cell_of,
-    ResultTable,
-    bpd_table,
-    GainFlag,
-    flag_dp_gains,
-    flags_markdown,
-    scores_by_stride,
-    PAPER_BUDGETS,
-    PAPER_TABLE3,
-    PAPER_TABLE4,
-    PAPER_TABLE5,
-    FULL,
-)
-from ddpmdp.book.plotting import plot_bpd_vs_budget, plot_table_heatmap, plot_dp_timesteps, plot_mc_ablation, plot_fid
-from ddpmdp.book.sample_figures import sample_grid_figure, tile_images
+from ddpmdp.book.run_config import *  # noqa: F401,F403
+from ddpmdp.book.inputs import *  # noqa: F401,F403
+from ddpmdp.book.nll import *  # noqa: F401,F403
+from ddpmdp.book.mc_ablation import *  # noqa: F401,F403
+from ddpmdp.book.sample_quality import *  # noqa: F401,F403
+from ddpmdp.book.model_cards import *  # noqa: F401,F403
+from ddpmdp.book.summaries import *  # noqa: F401,F403
+from ddpmdp.book.outputs import *  # noqa: F401,F403
+from ddpmdp.book.reports import *  # noqa: F401,F403
+from ddpmdp.book.plotting import *  # noqa: F401,F403
+from ddpmdp.book.sample_figures import *  # noqa: F401,F403
 
 __all__ = [
-    "RunConfig",
-    "resolve_out_dir",
-    "OUTPUTS_FOLDER",
-    "load_data",
-    "describe_data",
-    "load_experiment_model",
-    "default_variance",
-    "describe_model",
-    "table_grid",
-    "grid_with_strides",
-    "cached_table",
-    "solve_table",
-    "stride_paths",
-    "by_budget",
-    "NLLResult",
-    "run_nll",
-    "nll_table",
-    "nll_summary",
-    "run_nll_models",
-    "nll_figure",
-    "nll_caption",
-    "write_nll_paths",
-    "nested_tables",
-    "MCAblationResult",
-    "run_mc_ablation",
-    "mse_reweighted_cost",
-    "fid_extractor",
-    "SAMPLERS",
-    "SampleQualityResult",
-    "run_sample_quality",
-    "shared_noise_grids",
-    "EMBEDDED_CAPTION",
-    "embedded_card_table",
-    "model_samples",
-    "verdict",
-    "provenance",
-    "nll_summary_markdown",
-    "mc_ablation_summary_markdown",
-    "sample_quality_summary_markdown",
-    "ranges",
-    "write_text",
-    "format_paths",
-    "write_dp_json",
-    "write_result_table",
-    "markdown_table",
-    "save_figure",
-    "slug",
-    "relative",
-    "format_seconds",
-    "ScoreLike",
-    "Cell",
-    "cell_of",
-    "ResultTable",
-    "bpd_table",
-    "GainFlag",
-    "flag_dp_gains",
-    "flags_markdown",
-    "scores_by_stride",
-    "PAPER_BUDGETS",
-    "PAPER_TABLE3",
-    "PAPER_TABLE4",
-    "PAPER_TABLE5",
-    "FULL",
-    "plot_bpd_vs_budget",
-    "plot_table_heatmap",
-    "plot_dp_timesteps",
-    "plot_mc_ablation",
-    "plot_fid",
-    "sample_grid_figure",
-    "tile_images",
+    name
+    for module in (
+        run_config,
+        inputs,
+        nll,
+        mc_ablation,
+        sample_quality,
+        model_cards,
+        summaries,
+        outputs,
+        reports,
+        plotting,
+        sample_figures,
+    )
+    for name in module.__all__
 ]

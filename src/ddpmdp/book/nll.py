@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,8 @@ from ddpmdp.book.plotting import plot_bpd_vs_budget
 from ddpmdp.book.reports import scores_by_stride
 from ddpmdp.book.run_config import RunConfig
 from ddpmdp.book.summaries import provenance
+from ddpmdp.book.reports import flags_markdown
+from ddpmdp.book.summaries import nll_summary_markdown
 
 __all__ = [
     "NLLResult",
@@ -33,6 +36,7 @@ __all__ = [
     "nll_figure",
     "nll_caption",
     "write_nll_paths",
+    "nll_report",
 ]
 
 
@@ -173,3 +177,14 @@ def write_nll_paths(run: RunConfig, results: Mapping[str, NLLResult], prefix: st
         write_dp_json(r.table, r.solution, budgets, run.out / f"{prefix}_{objective}_dp.json")
         lines += [objective, format_paths(r.dp_paths(), max_nodes=20)]
     return "\n".join(lines)
+
+
+def nll_report(run: RunConfig, results: Mapping[str, NLLResult], train: ImageSet, test: ImageSet, *, name: str,
+               title: str, budgets: Sequence[int]) -> list[Any]:
+    """Write and return, for display, the Table-3 layout with its provenance caption
+    (``NAME``), the paired DP-versus-stride differences (``NAME_flags``) and the generated
+    summary (``NAME_summary``)."""
+    table = nll_table(results, budgets=budgets, title=title)
+    return [run.table(table, name, caption=nll_caption(results, train, test)),
+            run.text(flags_markdown(table.flags), f"{name}_flags"),
+            run.text(nll_summary_markdown(results), f"{name}_summary")]
