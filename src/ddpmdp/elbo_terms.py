@@ -22,7 +22,8 @@ from ddpmdp.gaussians import discretized_gaussian_log_likelihood
 from ddpmdp.schedules import Schedule
 from ddpmdp.variances import VarianceRule, decoder_log_variance
 
-__all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size"]
+__all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size",
+           "kl_scalar", "decoder_nll_scalar", "edge_term"]
 
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
@@ -196,3 +197,46 @@ def decoder_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: 
     log_scale = 0.5 * logvar if torch.is_tensor(logvar) else torch.full_like(x0_hat, 0.5 * logvar)
     ll = discretized_gaussian_log_likelihood(x0.double(), x0_hat.double(), log_scale.double())
     return -ll.flatten(1).sum(1)
+
+
+def kl_scalar(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int, sigma2: float) -> torch.Tensor:
+    """L(t, s) for 1 ≤ s < t with a given scalar σ² (``method.md`` §5.2), r = β̃_{t,s}/σ²:
+    (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²)·‖x₀ − x̂₀‖². (B,) float64 nats per image."""
+    d = x0[0].numel()
+    c, _ = schedule.posterior_coefficients(t, s)
+    r = float(schedule.beta_tilde(t, s)) / sigma2
+    m = (x0 - x0_hat).double().pow(2).flatten(1).sum(1)
+    return 0.5 * d * (r - 1.0 - math.log(r)) + float(c) ** 2 / (2.0 * sigma2) * m
+
+
+def decoder_nll_scalar(x0: torch.Tensor, x0_hat: torch.Tensor, sigma2s) -> torch.Tensor:
+    """−Σ_j log P(x₀ⱼ | x̂₀ⱼ, σ²) for each scalar σ² in ``sigma2s`` (the decoder candidates): the
+    discretised Gaussian of :func:`ddpmdp.gaussians.discretized_gaussian_log_likelihood` (same CDF
+    approximation and 1e-12 clamp) with one log per pixel instead of three. (B, len(sigma2s)) float64."""
+    x = x0.flatten(1).double()
+    centered = x - x0_hat.flatten(1).double()
+    lo_edge, hi_edge = x < -0.999, x > 0.999
+    plus, minus = centered + 1.0 / 255.0, centered - 1.0 / 255.0
+    k = math.sqrt(2.0 / math.pi)
+    out = torch.empty(x.shape[0], len(sigma2s), dtype=torch.float64, device=x.device)
+    for i, v in enumerate(np.asarray(sigma2s, dtype=np.float64).ravel()):
+        inv = 1.0 / math.sqrt(float(v))
+        zp, zm = plus * inv, minus * inv
+        cdf_p = 0.5 * (1.0 + torch.tanh(k * (zp + 0.044715 * zp ** 3)))
+        cdf_m = 0.5 * (1.0 + torch.tanh(k * (zm + 0.044715 * zm ** 3)))
+        prob = torch.where(lo_edge, cdf_p, torch.where(hi_edge, 1.0 - cdf_m, cdf_p - cdf_m))
+        out[:, i] = -torch.log(prob.clamp(min=1e-12)).sum(1, dtype=torch.float64)
+    return out
+
+
+def edge_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int, rule: VarianceRule,
+              sigma2: float | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+    """The term of one edge t → s, (B,) float64 nats per image: with a given scalar ``sigma2`` (a
+    schedule's recorded σ², any scalar rule) :func:`kl_scalar` / :func:`decoder_nll_scalar`; without
+    one, ``rule``'s own variance (:func:`kl_row` / :func:`decoder_term`)."""
+    if sigma2 is not None and math.isfinite(sigma2):
+        return decoder_nll_scalar(x0, x0_hat, [sigma2])[:, 0] if s == 0 else kl_scalar(schedule, x0, x0_hat, t, s,
+                                                                                            sigma2)
+    if s == 0:
+        return decoder_term(schedule, x0, x0_hat, t, rule, v)
+    return kl_row(schedule, x0, x0_hat, t, np.array([s]), rule, v)[:, 0]
