@@ -20,7 +20,7 @@ import torch
 
 from ddpmdp.gaussians import discretized_gaussian_log_likelihood
 from ddpmdp.schedules import Schedule
-from ddpmdp.variances import VarianceRule, decoder_log_variance
+from ddpmdp.variances import VarianceRule, decoder_log_variance, decoder_variance
 
 __all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size",
            "kl_scalar", "decoder_nll_scalar", "edge_term"]
@@ -193,6 +193,8 @@ def decoder_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: 
                  v: torch.Tensor | None = None) -> torch.Tensor:
     """L(t, 0) = −Σ_j log P(x₀ⱼ | x̂₀ⱼ, σ²_dec(t)): the discretised-Gaussian decoder term with the
     ddpmdp convention (:mod:`ddpmdp.variances`). (B,) float64 nats per image."""
+    if rule in ("fixed_small", "fixed_large"):  # scalar: the one implementation the candidate sums use
+        return decoder_nll_scalar(x0, x0_hat, [decoder_variance(schedule, t, rule)])[:, 0]
     logvar = decoder_log_variance(schedule, t, rule, v)
     log_scale = 0.5 * logvar if torch.is_tensor(logvar) else torch.full_like(x0_hat, 0.5 * logvar)
     ll = discretized_gaussian_log_likelihood(x0.double(), x0_hat.double(), log_scale.double())

@@ -50,7 +50,7 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.schedules import Schedule
 
 __all__ = ["VarianceRule", "VARIANCE_RULES", "check_rule", "default_rule", "edge_log_variance",
-           "decoder_log_variance", "DECODER_CONVENTION", "SCALAR_RULES", "DERIVED_RULES",
+           "decoder_log_variance", "decoder_variance", "DECODER_CONVENTION", "SCALAR_RULES", "DERIVED_RULES",
            "N_DECODER_CANDIDATES", "decoder_candidates", "candidate_grid", "analytic_covariance", "sums_rule",
            "ANALYTIC_CLIP"]
 
@@ -132,6 +132,15 @@ def edge_log_variance(schedule: Schedule, t: int, s, rule: VarianceRule, v: torc
         raise DdpmdpError(f"variance rule {rule} takes its σ² from a selection table: use a schedule written by "
                           "ddpmdp solve --json (dp:SOLVED.json:K), which records each edge's σ²")
     raise DdpmdpError(f"unknown variance rule {rule!r}")
+
+
+def decoder_variance(schedule: Schedule, t: int, rule: str) -> float:
+    """σ²_dec(t) of a fixed rule, exactly the value of its decoder candidate (:func:`decoder_candidates`)."""
+    c = decoder_candidates(schedule, t)
+    if rule == "fixed_small":
+        return float(c[0])
+    require(rule == "fixed_large", f"decoder_variance is for fixed_small and fixed_large, not {rule!r}")
+    return float(c[0] if t == 1 else c[-1])
 
 
 def decoder_log_variance(schedule: Schedule, t: int, rule: VarianceRule, v: torch.Tensor | None = None):
