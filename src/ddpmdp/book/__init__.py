@@ -38,6 +38,7 @@ from ddpmdp.book.sample_quality import (
     shared_noise_grids,
 )
 from ddpmdp.book.model_cards import embedded_card_table, model_samples
+from ddpmdp.book import optimal_variance  # noqa: F401  (issue 13: analytic/optimal variances)
 from ddpmdp.book.outputs import (
     format_paths,
     write_dp_json,

@@ -25,7 +25,8 @@ from ddpmdp.rescore import rescore
 from ddpmdp.table import ElboTable
 
 __all__ = ["ANALYTIC_DPM_TABLE1", "OptimalVarianceResult", "run_optimal_variance", "variance_table",
-           "paired_gains", "gain_lines", "sigma_along_path", "plot_sigma_along_path", "anchor_markdown"]
+           "paired_gains", "gain_lines", "sigma_along_path", "plot_sigma_along_path", "anchor_markdown", "curves",
+           "must_show_lines"]
 
 ANALYTIC_DPM_TABLE1: dict[str, dict[int, float]] = {
     "CIFAR10 (LS) ET DDPM σ²=β": {10: 6.99, 25: 6.11, 50: 5.44, 100: 4.86, 200: 4.39, 400: 4.07, 1000: 3.75},
@@ -157,3 +158,24 @@ def anchor_markdown() -> str:
     return "\n".join(rows)
 
 
+
+
+def curves(r: OptimalVarianceResult, strides: Sequence[str] = ("dp",), extra: Sequence[tuple[str, str]] = ()
+           ) -> dict[str, dict[int, PathScore]]:
+    """``{"rule stride": {K: score}}`` for :func:`ddpmdp.book.plotting.plot_bpd_vs_budget`: every rule's
+    ``strides`` plus the (rule, stride) pairs in ``extra``."""
+    out: dict[str, dict[int, PathScore]] = {}
+    for (rule, stride, K), sc in r.scores.items():
+        if stride in strides or (rule, stride) in extra:
+            out.setdefault(f"{rule} {stride}", {})[K] = sc
+    return out
+
+
+def must_show_lines(r: OptimalVarianceResult) -> list[str]:
+    """The comparisons issue 13 asks for: optimal (and analytic) against fixed_large on DP paths, and
+    for a learned-variance model optimal and best against learned_range."""
+    pairs = [(("optimal", "dp"), ("fixed_large", "dp")), (("analytic", "dp"), ("fixed_large", "dp")),
+             (("optimal", "dp"), ("analytic", "dp"))]
+    if "learned_range" in r.rules:
+        pairs += [(("optimal", "dp"), ("learned_range", "dp")), (("best", "dp"), ("learned_range", "dp"))]
+    return [line for a, b in pairs for line in gain_lines(r, a, b)]
