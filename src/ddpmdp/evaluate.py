@@ -93,7 +93,7 @@ def path_from_table(table: ElboTable, nodes) -> PathScore:
 
 def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
                    paths: dict[str, np.ndarray | InferenceSchedule], *,
-                   variance: VarianceRule, clip: bool = True, batch_size: int = 32, seed: int = 0,
+                   variance: VarianceRule | None = None, clip: bool = True, batch_size: int = 32, seed: int = 0,
                    device: str | torch.device = "cpu", progress: bool = False) -> dict[str, PathScore]:
     """Direct held-out evaluation of several paths with shared forward passes.
 
@@ -109,6 +109,7 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
         validate_images(data)
         data = ImageSet(data, "array")
     sched = model.schedule
+    variance = variance or model.variance
     require(len(paths) >= 1, "give at least one path")
     schedules = {name: as_schedule(p) for name, p in paths.items()}
     if any(not sc.has_variances for sc in schedules.values()):

@@ -60,13 +60,14 @@ def _walk(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], see
 
 @torch.no_grad()
 def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
-                     variance: VarianceRule, clip: bool = True, seed: int = 0,
+                     variance: VarianceRule | None = None, clip: bool = True, seed: int = 0,
                      device: str | torch.device = "cpu", index_offset: int = 0,
                      on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space. ``nodes``
     may be an :class:`~ddpmdp.inference_schedule.InferenceSchedule` with per-edge variances: each
     edge then uses its recorded σ² (or the network's v on a learned-range edge)."""
     sch = as_schedule(nodes)
+    variance = variance or model.variance
     if not sch.has_variances:
         check_rule(variance, model.learned_variance)
         require(variance not in DERIVED_RULES, f"variance rule {variance} needs the per-edge σ² of a solved "
