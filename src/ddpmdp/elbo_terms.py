@@ -222,7 +222,8 @@ def decoder_nll_scalar(x0: torch.Tensor, x0_hat: torch.Tensor, sigma2s) -> torch
     k = math.sqrt(2.0 / math.pi)
     out = torch.empty(x.shape[0], len(sigma2s), dtype=torch.float64, device=x.device)
     for i, v in enumerate(np.asarray(sigma2s, dtype=np.float64).ravel()):
-        inv = 1.0 / math.sqrt(float(v))
+        # 1/σ as exp(−½·log σ²), the same float as discretized_gaussian_log_likelihood's inv_std
+        inv = torch.exp(-torch.full((1,), 0.5 * math.log(float(v)), dtype=torch.float64, device=x.device))
         zp, zm = plus * inv, minus * inv
         cdf_p = 0.5 * (1.0 + torch.tanh(k * (zp + 0.044715 * zp ** 3)))
         cdf_m = 0.5 * (1.0 + torch.tanh(k * (zm + 0.044715 * zm ** 3)))

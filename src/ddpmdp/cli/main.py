@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--float32", action="store_true", help="store L and L_se as float32")
     t.set_defaults(func=_cmd_table)
 
-    s = sub.add_parser("solve", help="ELBO-optimal paths for every budget from a table")
+    s = sub.add_parser("solve", help="ELBO-optimal paths for every budget from a table; --json records each "
+                       "edge's variance rule and σ² (used by evaluate and sample with dp:FILE.json:K)")
     s.add_argument("table")
     s.add_argument("--budgets", required=True, help="comma-separated budgets, e.g. 8,16,32")
     s.add_argument("--json", action="store_true")
