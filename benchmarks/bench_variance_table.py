@@ -3,10 +3,10 @@
 Issue 13 target: ≤ 1.10. Both tables run the same network on the same (batch, node) inputs; the
 ``optimal`` pass adds Γ_t and the decoder NLL of the 8 decoder candidates per node (no extra
 forward pass). Timings are interleaved pairs; the ratio printed is the median of the paired ratios.
-On a shared, loaded machine the pairs scatter widely (0.65–1.38 seen on 2 busy cores): use an idle
-machine and several repeats. The extra arithmetic is 8 discretised-Gaussian NLLs per (image, node)
-in float64, about 36 ms per 32 CIFAR-10 images per node on one CPU thread against a ≈ 240 ms forward
-pass of the embedded 2M-parameter UNet, i.e. an expected ratio near 1.10–1.15 on such a CPU.
+On a shared, loaded machine the pairs scatter widely: use an idle machine and several repeats.
+The extra arithmetic is 8 discretised-Gaussian NLLs per (image, node) in float64 (in-place, one log
+per pixel). Measured on 2 busy CPU cores, cifar10-simple, batch 32, grid stride 25, 5 pairs:
+median 1.050 (pairs 0.905–1.134).
 Run: ``python benchmarks/bench_variance_table.py`` (``--model cifar10-simple --grid-stride 20``
 for a trained embedded model; ``--device cuda`` on a GPU).
 """

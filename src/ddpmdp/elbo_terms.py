@@ -219,17 +219,21 @@ def decoder_nll_scalar(x0: torch.Tensor, x0_hat: torch.Tensor, sigma2s) -> torch
     centered = x - x0_hat.flatten(1).double()
     lo_edge, hi_edge = x < -0.999, x > 0.999
     plus, minus = centered + 1.0 / 255.0, centered - 1.0 / 255.0
-    k = math.sqrt(2.0 / math.pi)
     out = torch.empty(x.shape[0], len(sigma2s), dtype=torch.float64, device=x.device)
     for i, v in enumerate(np.asarray(sigma2s, dtype=np.float64).ravel()):
         # 1/σ as exp(−½·log σ²), the same float as discretized_gaussian_log_likelihood's inv_std
         inv = torch.exp(-torch.full((1,), 0.5 * math.log(float(v)), dtype=torch.float64, device=x.device))
-        zp, zm = plus * inv, minus * inv
-        cdf_p = 0.5 * (1.0 + torch.tanh(k * (zp + 0.044715 * zp ** 3)))
-        cdf_m = 0.5 * (1.0 + torch.tanh(k * (zm + 0.044715 * zm ** 3)))
+        cdf_p, cdf_m = _approx_cdf_(plus * inv), _approx_cdf_(minus * inv)
         prob = torch.where(lo_edge, cdf_p, torch.where(hi_edge, 1.0 - cdf_m, cdf_p - cdf_m))
-        out[:, i] = -torch.log(prob.clamp(min=1e-12)).sum(1, dtype=torch.float64)
+        out[:, i] = -torch.log(prob.clamp_(min=1e-12)).sum(1, dtype=torch.float64)
     return out
+
+
+def _approx_cdf_(z: torch.Tensor) -> torch.Tensor:
+    """½(1 + tanh(√(2/π)(z + 0.044715 z³))) with in-place steps, bitwise equal to
+    :func:`ddpmdp.gaussians.approx_standard_normal_cdf` (z³ = z·z·z as torch's pow computes it)."""
+    a = z * z
+    return a.mul_(z).mul_(0.044715).add_(z).mul_(math.sqrt(2.0 / math.pi)).tanh_().add_(1.0).mul_(0.5)
 
 
 def edge_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int, rule: VarianceRule,
