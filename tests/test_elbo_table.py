@@ -62,9 +62,9 @@ def test_row_from_one_pass_equals_direct_kl(rule, clip):
         np.testing.assert_allclose(row.numpy(), direct.numpy(), rtol=2e-5, atol=2e-5)
         # decoder cell: discretised Gaussian with the documented decoder variance
         if rule == "fixed_small" or (rule == "fixed_large" and t == 1):
-            logvar = torch.full_like(x0, math.log(sched.beta_tilde_min))
+            logvar = torch.full_like(x0, math.log(sched.beta_tilde_min), dtype=torch.float64)
         elif rule == "fixed_large":
-            logvar = torch.full_like(x0, math.log(1 - sched.alphas_cumprod[t]))
+            logvar = torch.full_like(x0, math.log(1 - sched.alphas_cumprod[t]), dtype=torch.float64)
         else:
             logvar = out.v * math.log(1 - sched.alphas_cumprod[t]) + (1 - out.v) * math.log(sched.beta_tilde_min)
         want = -discretized_gaussian_log_likelihood(x0.double(), x0_hat.double(), 0.5 * logvar.double())

@@ -20,9 +20,10 @@ import torch
 
 from ddpmdp.gaussians import discretized_gaussian_log_likelihood
 from ddpmdp.schedules import Schedule
-from ddpmdp.variances import VarianceRule, decoder_log_variance
+from ddpmdp.variances import VarianceRule, decoder_log_variance, decoder_variance
 
-__all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size"]
+__all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size",
+           "kl_scalar", "decoder_nll_scalar", "edge_term"]
 
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, t: int | torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -200,7 +201,57 @@ def decoder_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: 
                  v: torch.Tensor | None = None) -> torch.Tensor:
     """L(t, 0) = −Σ_j log P(x₀ⱼ | x̂₀ⱼ, σ²_dec(t)): the discretised-Gaussian decoder term with the
     ddpmdp convention (:mod:`ddpmdp.variances`). (B,) float64 nats per image."""
+    if rule in ("fixed_small", "fixed_large"):  # scalar: the one implementation the candidate sums use
+        return decoder_nll_scalar(x0, x0_hat, [decoder_variance(schedule, t, rule)])[:, 0]
     logvar = decoder_log_variance(schedule, t, rule, v)
     log_scale = 0.5 * logvar if torch.is_tensor(logvar) else torch.full_like(x0_hat, 0.5 * logvar)
     ll = discretized_gaussian_log_likelihood(x0.double(), x0_hat.double(), log_scale.double())
     return -ll.flatten(1).sum(1)
+
+
+def kl_scalar(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int, sigma2: float) -> torch.Tensor:
+    """L(t, s) for 1 ≤ s < t with a given scalar σ² (``method.md`` §5.2), r = β̃_{t,s}/σ²:
+    (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²)·‖x₀ − x̂₀‖². (B,) float64 nats per image."""
+    d = x0[0].numel()
+    c, _ = schedule.posterior_coefficients(t, s)
+    r = float(schedule.beta_tilde(t, s)) / sigma2
+    m = (x0 - x0_hat).double().pow(2).flatten(1).sum(1)
+    return 0.5 * d * (r - 1.0 - math.log(r)) + float(c) ** 2 / (2.0 * sigma2) * m
+
+
+def decoder_nll_scalar(x0: torch.Tensor, x0_hat: torch.Tensor, sigma2s) -> torch.Tensor:
+    """−Σ_j log P(x₀ⱼ | x̂₀ⱼ, σ²) for each scalar σ² in ``sigma2s`` (the decoder candidates): the
+    discretised Gaussian of :func:`ddpmdp.gaussians.discretized_gaussian_log_likelihood` (same CDF
+    approximation and 1e-12 clamp) with one log per pixel instead of three. (B, len(sigma2s)) float64."""
+    x = x0.flatten(1).double()
+    centered = x - x0_hat.flatten(1).double()
+    lo_edge, hi_edge = x < -0.999, x > 0.999
+    plus, minus = centered + 1.0 / 255.0, centered - 1.0 / 255.0
+    out = torch.empty(x.shape[0], len(sigma2s), dtype=torch.float64, device=x.device)
+    for i, v in enumerate(np.asarray(sigma2s, dtype=np.float64).ravel()):
+        # 1/σ as exp(−½·log σ²), the same float as discretized_gaussian_log_likelihood's inv_std
+        inv = torch.exp(-torch.full((1,), 0.5 * math.log(float(v)), dtype=torch.float64, device=x.device))
+        cdf_p, cdf_m = _approx_cdf_(plus * inv), _approx_cdf_(minus * inv)
+        prob = torch.where(lo_edge, cdf_p, torch.where(hi_edge, 1.0 - cdf_m, cdf_p - cdf_m))
+        out[:, i] = -torch.log(prob.clamp_(min=1e-12)).sum(1, dtype=torch.float64)
+    return out
+
+
+def _approx_cdf_(z: torch.Tensor) -> torch.Tensor:
+    """½(1 + tanh(√(2/π)(z + 0.044715 z³))) with in-place steps, bitwise equal to
+    :func:`ddpmdp.gaussians.approx_standard_normal_cdf` (z³ = z·z·z as torch's pow computes it)."""
+    a = z * z
+    return a.mul_(z).mul_(0.044715).add_(z).mul_(math.sqrt(2.0 / math.pi)).tanh_().add_(1.0).mul_(0.5)
+
+
+def edge_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int, rule: VarianceRule,
+              sigma2: float | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+    """The term of one edge t → s, (B,) float64 nats per image: with a given scalar ``sigma2`` (a
+    schedule's recorded σ², any scalar rule) :func:`kl_scalar` / :func:`decoder_nll_scalar`; without
+    one, ``rule``'s own variance (:func:`kl_row` / :func:`decoder_term`)."""
+    if sigma2 is not None and math.isfinite(sigma2):
+        return decoder_nll_scalar(x0, x0_hat, [sigma2])[:, 0] if s == 0 else kl_scalar(schedule, x0, x0_hat, t, s,
+                                                                                            sigma2)
+    if s == 0:
+        return decoder_term(schedule, x0, x0_hat, t, rule, v)
+    return kl_row(schedule, x0, x0_hat, t, np.array([s]), rule, v)[:, 0]

@@ -26,13 +26,14 @@ import torch
 from ddpmdp.data.images import ImageSet, validate_images
 from ddpmdp.table import ElboTable
 from ddpmdp.progress import progress_bar
-from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
+from ddpmdp.elbo_terms import edge_term, predict_x0, prior_term, q_sample
+from ddpmdp.inference_schedule import InferenceSchedule, as_schedule
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.gaussians import nats_to_bpd
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_EVAL, keyed_normal
 from ddpmdp.strides import validate_path
-from ddpmdp.variances import VarianceRule, check_rule
+from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule
 from ddpmdp.batches import batch_ranges, image_batches
 
 __all__ = ["PathScore", "path_from_table", "evaluate_paths", "paired_difference"]
@@ -67,14 +68,22 @@ class PathScore:
 
 
 def path_from_table(table: ElboTable, nodes) -> PathScore:
-    """Σ of the table's cells along ``nodes`` (all in the table's grid) plus the prior, in bits/dim."""
-    nodes = validate_path(nodes, table.T)
+    """Σ of the table's cells along ``nodes`` (all in the table's grid) plus the prior, in bits/dim.
+    ``nodes`` may be an :class:`InferenceSchedule` with per-edge variances: its σ² (fixed on the
+    selection split) are then applied to this table's statistics (:func:`ddpmdp.rescore.schedule_cells`)."""
+    sch = as_schedule(nodes)
+    nodes = validate_path(sch.nodes, table.T)
     pos = np.searchsorted(table.nodes, nodes)
     ok = (pos < len(table.nodes)) & (table.nodes[np.minimum(pos, len(table.nodes) - 1)] == nodes)
     require(bool(ok.all()), f"path nodes {nodes[~ok][:5].tolist()} are not in the table's grid "
             f"(grid stride {table.meta.get('grid_stride')}); snap the path or build a finer table")
-    terms = table.L[pos[1:], pos[:-1]]
-    ses = table.L_se[pos[1:], pos[:-1]]
+    if sch.has_variances:
+        from ddpmdp.rescore import schedule_cells
+
+        terms, ses = schedule_cells(table, pos, sch.rules, sch.sigma2)
+    else:
+        terms = table.L[pos[1:], pos[:-1]]
+        ses = table.L_se[pos[1:], pos[:-1]]
     nats = float(terms.sum() + table.prior)
     nats_se = float(ses.sum() + table.prior_se)
     return PathScore(nodes, float(nats_to_bpd(nats, table.dims)), float(nats_to_bpd(nats_se, table.dims)), nats,
@@ -82,27 +91,39 @@ def path_from_table(table: ElboTable, nodes) -> PathScore:
                      "table: conservative bound sum of per-cell SEs (cells covary through x0)", terms)
 
 
-def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray, paths: dict[str, np.ndarray], *,
-                   variance: VarianceRule, clip: bool = True, batch_size: int = 32, seed: int = 0,
+def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
+                   paths: dict[str, np.ndarray | InferenceSchedule], *,
+                   variance: VarianceRule | None = None, clip: bool = True, batch_size: int = 32, seed: int = 0,
                    device: str | torch.device = "cpu", progress: bool = False) -> dict[str, PathScore]:
     """Direct held-out evaluation of several paths with shared forward passes.
 
     For every batch and every node t in the union of the paths (t > 0): fresh noise keyed
     by (seed, image, t) in the evaluation stream, one forward pass, and for each path that
-    contains t the term L(t, predecessor). Model calls: ⌈N/B⌉ × (number of distinct nodes > 0 in
+    contains t the term L(t, predecessor). A path given as an :class:`InferenceSchedule` with
+    per-edge variances uses its recorded rule and σ² on each edge; plain nodes use ``variance``.
+    Model calls: ⌈N/B⌉ × (number of distinct nodes > 0 in
     the union of the paths).
     Returns a :class:`PathScore` per path with per-image totals and the exact SE.
     """
     if isinstance(data, np.ndarray):
         validate_images(data)
         data = ImageSet(data, "array")
-    check_rule(variance, model.learned_variance)
     check_image_shape(model, data.images.shape[1:], f"the data {data.identity}")
     sched = model.schedule
+    variance = variance or model.variance
     require(len(paths) >= 1, "give at least one path")
-    paths = {name: validate_path(p, sched.T) for name, p in paths.items()}
+    schedules = {name: as_schedule(p) for name, p in paths.items()}
+    if any(not sc.has_variances for sc in schedules.values()):
+        check_rule(variance, model.learned_variance)
+        require(variance not in DERIVED_RULES, f"variance rule {variance} takes its σ² from a selection table: "
+                "pass schedules from ddpmdp solve --json (InferenceSchedule), which record each edge's σ²")
+    for sc in schedules.values():
+        if sc.has_variances and "learned_range" in sc.rules:
+            check_rule("learned_range", model.learned_variance)
+    paths = {name: validate_path(sc.nodes, sched.T) for name, sc in schedules.items()}
     union = np.unique(np.concatenate(list(paths.values())))[1:]
-    preds = {name: {int(p[i]): int(p[i - 1]) for i in range(1, len(p))} for name, p in paths.items()}
+    preds = {name: {int(p[i]): schedules[name].edge(int(p[i])) for i in range(1, len(p))}
+             for name, p in paths.items()}
     N = len(data)
     totals = {name: torch.zeros(N, dtype=torch.float64) for name in paths}
     terms = {name: torch.zeros(len(p) - 1, dtype=torch.float64) for name, p in paths.items()}
@@ -123,9 +144,8 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray, paths: di
             for name, pr in preds.items():
                 if t not in pr:
                     continue
-                s = pr[t]
-                val = (decoder_term(sched, x0, x0_hat, t, variance, out.v) if s == 0
-                       else kl_row(sched, x0, x0_hat, t, np.array([s]), variance, out.v)[:, 0]).cpu()
+                s, rule, sigma2 = pr[t]
+                val = edge_term(sched, x0, x0_hat, t, s, rule or variance, sigma2, out.v).cpu()
                 totals[name][lo:hi] += val
                 k = int(np.searchsorted(paths[name], t)) - 1
                 terms[name][k] += val.sum()

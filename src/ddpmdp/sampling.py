@@ -24,7 +24,8 @@ from ddpmdp.errors import require
 from ddpmdp.strides import validate_path
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_SAMPLE, keyed_normal
-from ddpmdp.variances import VarianceRule, check_rule, edge_log_variance
+from ddpmdp.inference_schedule import as_schedule
+from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule, edge_log_variance
 
 __all__ = ["sample_ancestral", "sample_ddim", "sample", "to_uint8"]
 
@@ -59,21 +60,31 @@ def _walk(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], see
 
 @torch.no_grad()
 def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
-                     variance: VarianceRule, clip: bool = True, seed: int = 0,
+                     variance: VarianceRule | None = None, clip: bool = True, seed: int = 0,
                      device: str | torch.device = "cpu", index_offset: int = 0,
                      on_step: Callable[[], None] | None = None) -> torch.Tensor:
-    """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space."""
-    check_rule(variance, model.learned_variance)
+    """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space. ``nodes``
+    may be an :class:`~ddpmdp.inference_schedule.InferenceSchedule` with per-edge variances: each
+    edge then uses its recorded σ² (or the network's v on a learned-range edge)."""
+    sch = as_schedule(nodes)
+    variance = variance or model.variance
+    if not sch.has_variances:
+        check_rule(variance, model.learned_variance)
+        require(variance not in DERIVED_RULES, f"variance rule {variance} needs the per-edge σ² of a solved "
+                "schedule (dp:SOLVED.json:K)")
     check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
 
     def step(x, x0_hat, out, t, s, z):
         c, e = sched.posterior_coefficients(t, s)
-        logvar = edge_log_variance(sched, t, s, variance, out.v)
+        _, rule, sigma2 = sch.edge(t)
+        if sigma2 is not None:
+            return float(c) * x0_hat + float(e) * x + math.sqrt(sigma2) * z()
+        logvar = edge_log_variance(sched, t, s, rule or variance, out.v)
         std = torch.exp(0.5 * logvar) if torch.is_tensor(logvar) else math.exp(0.5 * float(logvar))
         return float(c) * x0_hat + float(e) * x + std * z()
 
-    return _walk(model, nodes, n, shape, seed, device, index_offset, clip, on_step, step)
+    return _walk(model, sch.nodes, n, shape, seed, device, index_offset, clip, on_step, step)
 
 
 @torch.no_grad()
@@ -105,7 +116,7 @@ def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
     from ddpmdp.progress import progress_bar
 
     outs = []
-    K = len(np.asarray(nodes)) - 1
+    K = as_schedule(nodes).K
     bar = progress_bar(-(-n // batch_size) * K, batch_size, progress, "sample")
     for lo in range(0, n, batch_size):
         m = min(batch_size, n - lo)
@@ -113,7 +124,7 @@ def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
             x = sample_ancestral(model, nodes, m, shape, variance=variance, clip=clip, seed=seed, device=device,
                                  index_offset=lo, on_step=bar.update)
         else:
-            x = sample_ddim(model, nodes, m, shape, eta=eta, clip=clip, seed=seed, device=device, index_offset=lo,
+            x = sample_ddim(model, as_schedule(nodes).nodes, m, shape, eta=eta, clip=clip, seed=seed, device=device, index_offset=lo,
                             on_step=bar.update)
         outs.append(to_uint8(x))
     bar.close()

@@ -40,7 +40,10 @@ FORMAT = "ddpmdp-table-1"
 class TableStats:
     """Running sums over images. ``s1[i, j]``/``s2[i, j]``: Σ L and Σ L² over images of the
     cell (nodes[i] → nodes[j]); ``prior_s1/s2`` likewise for L_prior; ``mse_s1/s2[i]``:
-    Σ‖x₀ − x̂₀‖² and its square at nodes[i] (for MSE-reweighted costs); ``n``: images."""
+    Σ‖x₀ − x̂₀‖² and its square at nodes[i] (M(t), for scalar rules and MSE-reweighted costs);
+    ``gamma_s1/s2[i]``: Σ‖ε_θ‖²/d and its square (Γ_t, Analytic-DPM); ``dec_s1/s2[i, c]``: Σ of
+    the decoder NLL with σ² = decoder candidate c at nodes[i] (width 0 when not accumulated);
+    ``n``: images. The cells in ``s1``/``s2`` are those of the table's ``sums_variance``."""
 
     nodes: np.ndarray
     s1: torch.Tensor
@@ -49,16 +52,23 @@ class TableStats:
     mse_s2: torch.Tensor
     prior_s1: torch.Tensor
     prior_s2: torch.Tensor
+    gamma_s1: torch.Tensor
+    gamma_s2: torch.Tensor
+    dec_s1: torch.Tensor
+    dec_s2: torch.Tensor
     n: int = 0
 
     @classmethod
-    def zeros(cls, nodes: np.ndarray, device: str | torch.device = "cpu") -> "TableStats":
+    def zeros(cls, nodes: np.ndarray, device: str | torch.device = "cpu", n_decoder: int = 0) -> "TableStats":
         G = len(nodes)
         z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
-        return cls(np.asarray(nodes), z(G, G), z(G, G), z(G), z(G), z(()), z(()), 0)
+        return cls(np.asarray(nodes), z(G, G), z(G, G), z(G), z(G), z(()), z(()), z(G), z(G),
+                   z(G, n_decoder), z(G, n_decoder), 0)
 
-    FIELDS = ("s1", "s2", "mse_s1", "mse_s2", "prior_s1", "prior_s2")
-    """The summed tensors, in constructor order; stored in files as ``sum_NAME`` plus ``sum_n``."""
+    FIELDS = ("s1", "s2", "mse_s1", "mse_s2", "prior_s1", "prior_s2", "gamma_s1", "gamma_s2", "dec_s1", "dec_s2")
+    """The summed tensors, in constructor order; stored in files as ``sum_NAME`` plus ``sum_n``.
+    Files written before Γ and the decoder candidates existed read them as zeros of width 0
+    (``gamma`` then reports NaN)."""
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k) for k in self.FIELDS}
@@ -72,8 +82,13 @@ class TableStats:
     @classmethod
     def from_arrays(cls, arrays: Any, nodes: np.ndarray, device: str | torch.device = "cpu") -> "TableStats":
         """The one reader: the inverse of :meth:`to_arrays` (``arrays``: an open ``.npz`` or a dict)."""
-        return cls(np.asarray(nodes), *(torch.from_numpy(np.asarray(arrays[f"sum_{k}"])).to(device)
-                                         for k in cls.FIELDS), n=int(arrays["sum_n"]))
+        G = len(nodes)
+        files = set(getattr(arrays, "files", None) or arrays.keys())
+        legacy = {"gamma_s1": (G,), "gamma_s2": (G,), "dec_s1": (G, 0), "dec_s2": (G, 0)}
+        vals = [torch.from_numpy(np.asarray(arrays[f"sum_{k}"])) if f"sum_{k}" in files
+                else torch.full(legacy[k], np.nan if k.startswith("gamma") else 0.0, dtype=torch.float64)
+                for k in cls.FIELDS]
+        return cls(np.asarray(nodes), *(v.to(device) for v in vals), n=int(arrays["sum_n"]))
 
     def add_(self, other: "TableStats") -> "TableStats":
         for k, v in self.tensors().items():
@@ -109,6 +124,8 @@ class ElboTable:
     dims: int
     meta: dict[str, Any]
     stats: TableStats | None = field(default=None, repr=False)
+    sigma2: np.ndarray | None = field(default=None, repr=False)
+    edge_rule: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def T(self) -> int:
@@ -127,12 +144,32 @@ class ElboTable:
         return cls(L, L_se, np.asarray(stats.nodes, dtype=np.int64), float(prior), float(prior_se), int(dims), meta,
                    stats.to("cpu"))
 
+    def sums_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """L and L_se of the cells summed in the raw sums (rule ``meta['sums_variance']``)."""
+        require(self.stats is not None, "this table has no raw sums")
+        L, L_se = _mean_se(self.stats.s1.numpy(), self.stats.s2.numpy(), self.stats.n)
+        lower = np.tril(np.ones_like(L, dtype=bool), k=-1)
+        return np.where(lower, L, np.inf), np.where(lower, L_se, np.nan)
+
     def mse(self) -> tuple[np.ndarray, np.ndarray]:
         """E‖x₀ − x̂₀(x_t, t)‖² per grid node and its SE ((G,) each; NaN at node 0)."""
         require(self.stats is not None, "this table has no raw sums")
         m, se = _mean_se(self.stats.mse_s1.numpy(), self.stats.mse_s2.numpy(), self.stats.n)
         m[0] = se[0] = np.nan
         return m, se
+
+    def gamma(self) -> tuple[np.ndarray, np.ndarray]:
+        """Γ_t = E‖ε_θ(x_t, t)‖²/d per grid node and its SE ((G,) each; NaN at node 0)."""
+        require(self.stats is not None, "this table has no raw sums")
+        m, se = _mean_se(self.stats.gamma_s1.numpy(), self.stats.gamma_s2.numpy(), self.stats.n)
+        m[0] = se[0] = np.nan
+        return m, se
+
+    def decoder_candidate_nll(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean decoder NLL (nats per image) per grid node and decoder candidate, and its SE, (G, N)."""
+        require(self.stats is not None and self.stats.dec_s1.shape[1] > 0,
+                "this table has no decoder-candidate sums: rebuild it with --variance analytic, optimal or best")
+        return _mean_se(self.stats.dec_s1.numpy(), self.stats.dec_s2.numpy(), self.stats.n)
 
     def bpd(self, nats):
         """Convert nats per image to bits/dim for this table's d."""
@@ -150,6 +187,8 @@ class ElboTable:
         )
         if self.stats is not None:
             arrays.update(self.stats.to_arrays())
+        if self.sigma2 is not None:
+            arrays.update(sigma2=self.sigma2, edge_rule=self.edge_rule)
         atomic_savez(path, arrays)
 
 
@@ -188,7 +227,9 @@ def load_table(path: str | os.PathLike) -> ElboTable:
         if "sum_s1" in files:
             stats = TableStats.from_arrays(z, nodes)
             require(stats.n == int(meta["n_images"]), f"{path}: n_images in metadata differs from the sums")
-        return ElboTable(L, L_se, nodes, float(z["prior"]), float(z["prior_se"]), int(z["dims"]), meta, stats)
+        extra = {k: z[k] for k in ("sigma2", "edge_rule") if k in files}
+        return ElboTable(L, L_se, nodes, float(z["prior"]), float(z["prior_se"]), int(z["dims"]), meta, stats,
+                         **extra)
 
 
 def table_meta(model: DiffusionModel, data: ImageSet, nodes: np.ndarray, rule: str, clip: bool, seed: int,
@@ -203,4 +244,6 @@ def table_meta(model: DiffusionModel, data: ImageSet, nodes: np.ndarray, rule: s
         "version": __version__, "units": UNITS, "noise": "keyed by (seed, image index, t), stream table",
         "network_bf16": model.numerics.bf16, "network_channels_last": model.numerics.channels_last,
         "network_dtype": model.numerics.dtype,
+        "abar_grid": [float(a) for a in model.schedule.abar(np.asarray(nodes))],
+        "beta_tilde_min": float(model.schedule.beta_tilde_min),
     }

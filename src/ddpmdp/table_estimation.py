@@ -36,9 +36,11 @@ from ddpmdp.fileio import atomic_savez
 from ddpmdp.progress import progress_bar
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
-from ddpmdp.variances import VarianceRule, check_rule
+from ddpmdp.variances import (DERIVED_RULES, N_DECODER_CANDIDATES, VarianceRule, check_rule, decoder_candidates,
+                               sums_rule)
+from ddpmdp.rescore import attach_variances
 from ddpmdp.data.images import validate_images
-from ddpmdp.elbo_terms import decoder_term, kl_row, predict_x0, prior_term, q_sample
+from ddpmdp.elbo_terms import decoder_nll_scalar, decoder_term, kl_row, predict_x0, prior_term, q_sample
 from ddpmdp.noise import STREAM_TABLE, keyed_normal
 from ddpmdp.batches import batch_ranges, image_batches
 
@@ -51,12 +53,17 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
     """Table sums for one batch: one forward pass per grid node t > 0.
 
     x0: float32 (B, C, H, W) in [−1, 1] on the model's device; index: int64 (B,) global
-    image indices (the noise keys). Raises :class:`DdpmdpError` naming the node if the
+    image indices (the noise keys). The cells summed in ``s1``/``s2`` use
+    :func:`ddpmdp.variances.sums_rule`; every pass also sums M(t) and Γ_t, and for the derived rules
+    (``analytic``, ``optimal``, ``best``) the decoder NLL of each decoder candidate — all from the
+    same forward pass (``method.md`` §5.5). Raises :class:`DdpmdpError` naming the node if the
     model returns NaN or inf (checked once after the loop, so no host sync per node).
     """
     sched = model.schedule
-    stats = TableStats.zeros(nodes, x0.device)
-    B = x0.shape[0]
+    derived = rule in DERIVED_RULES
+    rule = sums_rule(rule, model.learned_variance)
+    stats = TableStats.zeros(nodes, x0.device, N_DECODER_CANDIDATES if derived else 0)
+    B, d = x0.shape[0], x0[0].numel()
     nonfinite = torch.zeros(len(nodes), dtype=torch.bool, device=x0.device)
     nodes_dev = torch.as_tensor(np.asarray(nodes), dtype=torch.int64, device=x0.device)
     for i in range(1, len(nodes)):
@@ -75,6 +82,11 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
         mse = (x0 - x0_hat).double().pow(2).flatten(1).sum(1)
         stats.mse_s1[i] = mse.sum()
         stats.mse_s2[i] = mse.pow(2).sum()
+        gam = out.eps.double().pow(2).flatten(1).sum(1) / d
+        stats.gamma_s1[i], stats.gamma_s2[i] = gam.sum(), gam.pow(2).sum()
+        if derived:
+            dec = decoder_nll_scalar(x0, x0_hat, decoder_candidates(sched, t))
+            stats.dec_s1[i], stats.dec_s2[i] = dec.sum(0), dec.pow(2).sum(0)
         if on_node is not None:
             on_node()
     if bool(nonfinite.any()):
@@ -179,7 +191,7 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
         require(resume, f"{ppath.name} holds a partial run: pass --resume to continue it, or delete it to start over")
         stats, done = _load_progress(ppath, grid, config, device)
     else:
-        stats, done = TableStats.zeros(grid, device), 0
+        stats, done = TableStats.zeros(grid, device, N_DECODER_CANDIDATES if variance in DERIVED_RULES else 0), 0
     n_batches = len(batch_ranges(len(data), batch_size))
     mine = [b for b in range(n_batches) if b % world == rank]
     todo = [b for b in mine if b >= done]
@@ -209,8 +221,8 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
         stats.n = int(n.item())
     meta = table_meta(model, data, grid, variance, clip, seed, None if nodes is not None else grid_stride)
     meta.update(wall_seconds=round(time.time() - t0, 3), world_size=world, batch_size=int(batch_size),
-                grid=grid_spec)
-    table = ElboTable.from_stats(stats, data.dims, meta)
+                grid=grid_spec, sums_variance=sums_rule(variance, model.learned_variance))
+    table = attach_variances(ElboTable.from_stats(stats, data.dims, meta), variance)
     if rank == 0 and out is not None:
         table.save(out, float32=float32)
     if world > 1:

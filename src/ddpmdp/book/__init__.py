@@ -27,6 +27,7 @@ from ddpmdp.book import (
     reports,
     plotting,
     sample_figures,
+    optimal_variance,
 )
 from ddpmdp.book.run_config import *  # noqa: F401,F403
 from ddpmdp.book.inputs import *  # noqa: F401,F403
@@ -39,6 +40,7 @@ from ddpmdp.book.outputs import *  # noqa: F401,F403
 from ddpmdp.book.reports import *  # noqa: F401,F403
 from ddpmdp.book.plotting import *  # noqa: F401,F403
 from ddpmdp.book.sample_figures import *  # noqa: F401,F403
+from ddpmdp.book.optimal_variance import *  # noqa: F401,F403
 
 __all__ = [
     name
@@ -54,6 +56,7 @@ __all__ = [
         reports,
         plotting,
         sample_figures,
+        optimal_variance,
     )
     for name in module.__all__
 ]

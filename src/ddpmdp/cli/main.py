@@ -1,7 +1,8 @@
 """The ``ddpmdp`` command line.
 
     ddpmdp table    --model SPEC --data SPEC --out TABLE.npz [...]   estimate L(t, s) (selection: train split)
-    ddpmdp solve    TABLE.npz --budgets 8,16,32 [--json]             ELBO-optimal paths for every budget
+    ddpmdp solve    TABLE.npz --budgets 8,16,32 [--json]             ELBO-optimal paths (and per-edge σ²)
+    ddpmdp rescore  TABLE.npz --variance RULE --out NEW.npz          another rule's table, no network
     ddpmdp evaluate TABLE.npz --schedule PATH [--json]               bpd ± SE from a held-out table
     ddpmdp evaluate --model SPEC --data SPEC --schedule PATH         direct K-pass evaluation, fresh noise
     ddpmdp sample   --model SPEC --schedule PATH --n N --out X.png   samples along a path
@@ -26,8 +27,9 @@ import numpy as np
 
 from ddpmdp.version import __version__
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.path_specs import parse_path_spec
+from ddpmdp.path_specs import parse_schedule_spec
 from ddpmdp.models.adapter import check_image_shape
+from ddpmdp.variances import VARIANCE_RULES
 
 __all__ = ["main"]
 
@@ -56,8 +58,10 @@ def _model_args(p: argparse.ArgumentParser, schedule_alias: bool = False) -> Non
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variance", choices=["fixed_small", "fixed_large", "learned_range"], default=None,
-                   help="variance rule (default: learned_range for learned-variance models, else fixed_large)")
+    p.add_argument("--variance", choices=list(VARIANCE_RULES), default=None,
+                   help="variance rule (default: learned_range for learned-variance models, else fixed_large); "
+                   "analytic, optimal and best are estimated by `table` and then travel with dp:SOLVED.json:K "
+                   "schedules, whose per-edge σ² evaluate and sample use")
     p.add_argument("--clip", dest="clip", action="store_true", default=True, help="clip x̂₀ to [-1, 1] (default)")
     p.add_argument("--no-clip", dest="clip", action="store_false")
     p.add_argument("--batch-size", type=int, default=32)
@@ -117,6 +121,7 @@ def _cmd_table(args) -> int:
 
 
 def _cmd_solve(args) -> int:
+    from ddpmdp.cli.rescore import schedule_entry
     from ddpmdp.dp import solve
     from ddpmdp.table import load_table
 
@@ -132,7 +137,8 @@ def _cmd_solve(args) -> int:
     for K in ks:
         nodes = sol.path(K)
         nats = float(sol.costs[K] + table.prior)
-        result["budgets"][str(K)] = {"nodes": [int(n) for n in nodes], "nats": nats, "bpd": float(table.bpd(nats))}
+        result["budgets"][str(K)] = {"nodes": [int(n) for n in nodes], "nats": nats, "bpd": float(table.bpd(nats)),
+                                     **schedule_entry(table, nodes)}
     if args.json:
         print(json.dumps(result))
     else:
@@ -151,7 +157,7 @@ def _cmd_evaluate(args) -> int:
 
         require(args.model is None, "give either TABLE.npz or --model/--data (direct evaluation), not both")
         table = load_table(args.table)
-        scores = {spec: path_from_table(table, parse_path_spec(spec, table.T)) for spec in args.schedule}
+        scores = {spec: path_from_table(table, parse_schedule_spec(spec, table.T)) for spec in args.schedule}
     else:
         from ddpmdp.data.specs import load_images
         from ddpmdp.evaluate import evaluate_paths
@@ -161,7 +167,7 @@ def _cmd_evaluate(args) -> int:
         model = _load_model(args)
         data = load_images(args.data, args.data_dir).subset(args.n_images)
         check_image_shape(model, data.images.shape[1:], f"data {data.identity}")
-        paths = {spec: parse_path_spec(spec, model.schedule.T) for spec in args.schedule}
+        paths = {spec: parse_schedule_spec(spec, model.schedule.T) for spec in args.schedule}
         scores = evaluate_paths(model, data, paths, variance=_variance(args, model), clip=args.clip,
                                 batch_size=args.batch_size, seed=args.seed, device=args.device,
                                 progress=not args.quiet)
@@ -199,12 +205,14 @@ def _cmd_sample(args) -> int:
         require(os.access(folder, os.W_OK), f"output folder {str(folder)!r} of {target} is not writable; "
                 "nothing was sampled")
     model = _load_model(args)
-    nodes = parse_path_spec(args.schedule, model.schedule.T)
+    schedule = parse_schedule_spec(args.schedule, model.schedule.T)
+    nodes = schedule.nodes
     shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else model.image_shape
     require(shape is not None and len(shape) == 3, "give --shape C,H,W (the model does not declare its image shape)")
     assert shape is not None
     check_image_shape(model, shape, "--shape")
-    imgs = sample(model, nodes, args.n, shape, method=args.sampler, variance=_variance(args, model), eta=args.eta,
+    imgs = sample(model, schedule if args.sampler == "ancestral" else nodes, args.n, shape, method=args.sampler,
+                  variance=_variance(args, model), eta=args.eta,
                   clip=args.clip, seed=args.seed, device=args.device, batch_size=args.batch_size,
                   progress=not args.quiet)
     save_grid(imgs, args.out)
@@ -272,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--float32", action="store_true", help="store L and L_se as float32")
     t.set_defaults(func=_cmd_table)
 
-    s = sub.add_parser("solve", help="ELBO-optimal paths for every budget from a table")
+    s = sub.add_parser("solve", help="ELBO-optimal paths for every budget from a table; --json records each "
+                       "edge's variance rule and σ² (used by evaluate and sample with dp:FILE.json:K)")
     s.add_argument("table")
     s.add_argument("--budgets", required=True, help="comma-separated budgets, e.g. 8,16,32")
     s.add_argument("--json", action="store_true")
@@ -314,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_export(sub)
     from ddpmdp.cli.reproduce import add_parser as _add_reproduce
+    from ddpmdp.cli.rescore import add_parser as _add_rescore
+
+    _add_rescore(sub)
 
     _add_reproduce(sub)
 

@@ -1,0 +1,171 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (nb-optimal-variance)=
+# # Beyond the paper: analytic and optimal variances, and the jointly optimal schedule
+#
+# ## Overview
+#
+# Watson et al. search over timesteps only; the variances stay fixed or learned.
+# For any isotropic variance a table cell is a closed form of one statistic per node, $M(t) = \mathbb{E}\lVert x_0 - \hat x_0(x_t, t)\rVert^2$, so a single table pass gives every scalar rule, including the variance that is KL-optimal for the network's own mean:
+# $\sigma^{*2}_{t,s} = \tilde\beta_{t,s} + c^2_{t,s} M(t)/d$, whose cell is $\tfrac d2 \log(1 + c^2_{t,s} M(t)/(d\tilde\beta_{t,s}))$ (see the method chapter).
+#
+# **What you'll compute**
+#
+# - one table pass per model on **training** images, and from it the tables of `fixed_small`, `fixed_large`, `learned_range` (learned-variance models), `analytic` (Analytic-DPM), `optimal` and the per-edge `best`;
+# - the even, quadratic and DP schedules of every rule, each edge with the $\sigma^2$ its rule fixed on the training table, scored on **held-out** images in one paired evaluation;
+# - bits/dim against $K$, and the $\sigma^2$ the optimal rule chooses along a DP path against $\tilde\beta$ and $\beta$.
+#
+# All logic lives in {py:mod}`ddpmdp.book.optimal_variance`; this notebook only calls it.
+#
+# :::{admonition} Re-run on your checkpoint
+# :class: tip
+# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
+#
+# ```bash
+# papermill optimal_variance.ipynb my_optimal_variance.ipynb -y '{models: {L_hybrid: "iddpm:cifar10-hybrid:cifar10_uncond_50M_500K.pt"}, n_table_images: 256, n_eval_images: 256}'
+# ```
+#
+# Outputs go to `ddpmdp-outputs/optimal_variance/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook optimal_variance.ipynb` lists every parameter with its type.
+# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
+# :::
+
+# %% tags=["parameters"]
+models: dict = {"L_simple": "cifar10-simple", "L_hybrid": "cifar10-hybrid"}  # name -> model spec (embedded name, iddpm:PRESET[:PATH], ho:DIR, gaussian:DATA, module:callable); fixed- and learned-variance models both work
+noise_schedules: dict = {}  # name -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
+train_data: str = "cifar10:train"  # data spec of the selection split: tables, DP paths and every σ² come from it
+test_data: str = "cifar10:test"  # data spec of the held-out split: every reported number uses it, nothing is re-estimated on it
+data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
+n_table_images: int = 16  # training images in the table (M(t), Γ_t and the decoder candidates are estimated on them)
+n_eval_images: int = 16  # test images scored per schedule (paired: all schedules see the same images and noise)
+grid: str = "log:60+even:8,16,32+quadratic:8,16,32"  # DP search grid; it must contain even:K and quadratic:K of every budget so that their σ² come from the table
+budgets: list = [8, 16, 32]  # step budgets K
+sigma_budget: int = 16  # the K whose DP path's σ² are plotted against fixed_small and fixed_large
+full_chain: bool = False  # also score the full T-step chain under the model's default rule (T forward passes per test image)
+show_anchor: bool = False  # print Analytic-DPM's Table 1 (their models) as the labelled external anchor
+clip: bool = True  # clip x0_hat to [-1, 1] in table, evaluation and sampling
+device: str = "cpu"  # cpu or cuda
+dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
+batch_size: int = 16  # images per forward pass
+seed: int = 0  # noise seed (table and evaluation draw from separate noise streams)
+num_threads: int = 2  # torch CPU threads
+cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across notebooks (None: no cache)
+out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/optimal_variance beside the notebook)
+write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
+# %% [markdown]
+# We'll need the package's experiment drivers, the plotting and report helpers, and IPython's display helpers.
+
+# %%
+from IPython.display import display
+
+from ddpmdp import book
+
+run = book.RunConfig.from_parameters("optimal_variance", globals())
+print("outputs go to", run.where())
+
+# %% [markdown]
+# Tables and figures land in the folder printed above.
+#
+# ## Data
+#
+# The selection split feeds the table and fixes every $\sigma^2$; the held-out split is only scored.
+
+# %%
+train = run.data(train_data, n_table_images)
+test = run.data(test_data, n_eval_images)
+print(run.describe(train))
+print(run.describe(test))
+
+# %% [markdown]
+# The notes say where the images differ from the official files.
+#
+# ## One table pass, every rule, one paired evaluation
+#
+# {py:func}`ddpmdp.book.optimal_variance.run_optimal_variance` builds one table per model (rule `optimal`, or `best` for learned-variance models: the same forward passes also sum $M(t)$, $\Gamma_t$ and the decoder candidates), derives every other rule's table without the network, solves each DP, and scores all schedules on the test images.
+
+# %%
+results = {}
+for name, spec in models.items():
+    model = run.model(spec, noise_schedules.get(name))
+    print(f"{name}: {book.describe_model(model)}")
+    results[name] = book.run_optimal_variance(model, train, test, name=name, budgets=budgets, grid=grid,
+                                              full_chain=full_chain, cache_dir=run.cache, **run.settings())
+
+# %% [markdown]
+# Each line names the model, its noise schedule, $T$ and its default variance rule; the rules compared below all come from that one table.
+
+# %% tags=["nbval-ignore-output"]
+for name, r in results.items():
+    print(f"{name}: {book.format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+
+# %% [markdown]
+# These are wall times on the machine that executed the notebook; deriving the extra rules costs no forward pass, only the evaluation grows with the number of schedules.
+#
+# ## Held-out bits/dim per rule and stride
+
+# %%
+for name, r in results.items():
+    table = book.variance_table(r, budgets=budgets, title=f"{name}: test bits/dim per variance rule")
+    display(run.table(table, f"optimal_variance_{name}",
+                      caption=book.provenance({name: r.model}, train, test, r.tables[next(iter(r.tables))])))
+
+# %% [markdown]
+# Rows are variance rule × stride; every schedule's $\sigma^2$ were fixed on the training table, and all cells of one model are paired.
+# The paired comparisons between rules follow.
+
+# %% [markdown]
+# ## Which variance wins, and by how much
+
+# %%
+run.text("".join(f"- {line}\n" for r in results.values() for line in book.must_show_lines(r)), "optimal_variance_summary")
+
+# %% [markdown]
+# Each line is a paired difference of held-out bits/dim (negative: the first schedule is better) with its SE; "beyond 2 SE" marks differences larger than twice their SE.
+# `optimal` minimises every cell over isotropic variances for the network's own mean, so on the training table it cannot lose to `fixed_large` or `analytic`; on held-out data it can only lose by selection noise.
+# The sentences are written to `optimal_variance_summary.md`, which the results chapter includes.
+
+# %% [markdown]
+# ## Bits/dim against the budget
+
+# %%
+for name, r in results.items():
+    fig = book.plot_bpd_vs_budget(book.curves(r, ("dp",), extra=[("fixed_large", "even")]),
+                                  f"{name}: DP per variance rule, test split", full=r.full, ylog=True)
+    display(run.figure(fig, f"optimal_variance_{name}_bpd"))
+
+# %% [markdown]
+# The curves are the DP schedules of each rule (the even `fixed_large` stride for reference); the gap between `fixed_large` and `optimal` is the value of choosing the variance together with the path.
+
+# %% [markdown]
+# ## The σ² along a DP path
+
+# %%
+for name, r in results.items():
+    fig = book.plot_sigma_along_path(r, "best" if "best" in r.rules else "optimal", sigma_budget)
+    display(run.figure(fig, f"optimal_variance_{name}_sigma"))
+
+# %% [markdown]
+# Each marker is one edge $t \to s$ of the DP path; the optimal $\sigma^2 = \tilde\beta + c^2 M(t)/d$ always lies above $\tilde\beta$ (the `fixed_small` line); where it lies against $\beta$ (the `fixed_large` line) depends on how good the network's $\hat x_0$ is at that $t$.
+# On a learned-variance model the `best` schedule uses the learned variance on the edges where it wins; those edges have no single $\sigma^2$ and are left out of the curve.
+
+# %% [markdown]
+# ## External anchor: Analytic-DPM Table 1
+
+# %%
+if show_anchor:
+    display(run.text(book.anchor_markdown(), "optimal_variance_anchor"))
+else:
+    print("anchor not shown (show_anchor = False)")
+
+# %% [markdown]
+# Analytic-DPM's numbers are on their own CIFAR-10 models (T = 1000), so they anchor the size of the effect (the OT rows, analytic against σ² = β), not individual cells.
