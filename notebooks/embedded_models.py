@@ -37,6 +37,7 @@ sampler = "ancestral"  # ancestral (the model's own variance rule) or ddim (eta 
 n_samples = 36  # samples per model
 clip = True  # clip x0_hat to [-1, 1] while sampling
 device = "cpu"  # cpu or cuda
+dtype = "float32"  # network precision: float32 (the book), or float64 (the smoke runs: digits that do not depend on the CPU)
 batch_size = 36  # images per forward pass
 seed = 0  # noise seed (the same for every model)
 num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
@@ -75,7 +76,7 @@ display(Markdown(ex.markdown_table(header, rows, title="Embedded models (held-ou
 # With 24 to 64 images the standard errors are a few hundredths of a bit per dimension.
 
 # %%
-loaded = {name: ex.load_experiment_model(name, device=device) for name in models}
+loaded = {name: ex.load_experiment_model(name, device=device, dtype=dtype) for name in models}
 for name, model in loaded.items():
     card = model.card
     print(f"{name}: {card['description']}")

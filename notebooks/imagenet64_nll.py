@@ -41,6 +41,7 @@ variance = None  # fixed_small, fixed_large or learned_range (None: the model's 
 clip = True  # clip x0_hat to [-1, 1] in table, evaluation and sampling
 paper_overlay = False  # draw the paper's Table 4 values (only meaningful for the paper's checkpoint and data)
 device = "cpu"  # cpu or cuda
+dtype = "float32"  # network precision: float32 (the book), or float64 (the smoke runs: digits that do not depend on the CPU)
 batch_size = 32  # images per forward pass
 seed = 0  # noise seed (table and evaluation draw from separate noise streams)
 num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
@@ -83,7 +84,7 @@ print(ex.describe_data(test, data_dir))
 results = {}
 for objective, spec in models.items():
     model = ex.load_experiment_model(spec, noise_schedule=noise_schedules.get(objective), device=device,
-                                     data_dir=data_dir)
+                                     dtype=dtype, data_dir=data_dir)
     print(f"{objective}: {ex.describe_model(model, variance)}")
     results[objective] = ex.run_nll(model, train, test, objective=objective, budgets=budgets, grid=grid,
                                     variance=variance, clip=clip, full_chain=full_chain, batch_size=batch_size,

@@ -37,6 +37,7 @@ budgets = [8, 16, 32, 64]  # step budgets K (at most the grid size minus one)
 variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
 clip = True  # clip x0_hat to [-1, 1]
 device = "cpu"  # cpu or cuda
+dtype = "float32"  # network precision: float32 (the book), or float64 (the smoke runs: digits that do not depend on the CPU)
 batch_size = 32  # images per forward pass
 seed = 0  # noise seed
 num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
@@ -67,7 +68,8 @@ results = {}
 for label, spec in models.items():
     train = ex.load_data(data[label][0], max(table_sizes), data_dir=data_dir)
     test = ex.load_data(data[label][1], n_eval_images, data_dir=data_dir)
-    model = ex.load_experiment_model(spec, noise_schedule=noise_schedules.get(label), device=device, data_dir=data_dir)
+    model = ex.load_experiment_model(spec, noise_schedule=noise_schedules.get(label), device=device, dtype=dtype,
+                                     data_dir=data_dir)
     print(f"{label}: {ex.describe_model(model, variance)}")
     print(ex.describe_data(train, data_dir))
     print(ex.describe_data(test, data_dir))

@@ -45,6 +45,7 @@ proxy_steps = None  # cap on the proxy classifier's training steps (None: the de
 variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
 clip = True  # clip x0_hat to [-1, 1]
 device = "cpu"  # cpu or cuda
+dtype = "float32"  # network precision: float32 (the book), or float64 (the smoke runs: digits that do not depend on the CPU)
 batch_size = 64  # images per forward pass
 seed = 0  # noise seed; every sampler of one budget starts from the same x_T
 num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
@@ -73,7 +74,7 @@ print("outputs go to", ex.relative(out))
 # ## Model, data and the selection table
 
 # %%
-model = ex.load_experiment_model(model_spec, noise_schedule=noise_schedule, device=device, data_dir=data_dir)
+model = ex.load_experiment_model(model_spec, noise_schedule=noise_schedule, device=device, dtype=dtype, data_dir=data_dir)
 train = ex.load_data(train_data, n_table_images, data_dir=data_dir)
 reference = ex.load_data(train_data, n_reference, data_dir=data_dir)
 test = ex.load_data(test_data, n_eval_images, data_dir=data_dir) if n_eval_images else None

@@ -39,6 +39,7 @@ full_chain = True  # add a grid from the full T-step chain
 variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
 clip = True  # clip x0_hat to [-1, 1]
 device = "cpu"  # cpu or cuda
+dtype = "float32"  # network precision: float32 (the book), or float64 (the smoke runs: digits that do not depend on the CPU)
 batch_size = 64  # images per forward pass
 seed = 0  # noise seed; shared by all schedules of one budget
 num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
@@ -70,7 +71,7 @@ print("outputs go to", ex.relative(out))
 
 # %%
 start = time.perf_counter()
-model = ex.load_experiment_model(model_spec, noise_schedule=noise_schedule, device=device, data_dir=data_dir)
+model = ex.load_experiment_model(model_spec, noise_schedule=noise_schedule, device=device, dtype=dtype, data_dir=data_dir)
 train = ex.load_data(train_data, n_table_images, data_dir=data_dir)
 print(ex.describe_model(model, variance))
 print(ex.describe_data(train, data_dir))

@@ -96,18 +96,27 @@ def describe_data(ds: ImageSet, data_dir: str | os.PathLike | None = None) -> st
 
 
 def load_experiment_model(spec: str, *, noise_schedule: str | None = None, device: str = "cpu",
-                          data_dir: str | os.PathLike | None = None) -> DiffusionModel:
+                          data_dir: str | os.PathLike | None = None, dtype: str = "float32") -> DiffusionModel:
     """A model adapter from a model spec (:func:`ddpmdp.model_specs.load_model`): an embedded
     model name, ``iddpm:PRESET[:PATH]``, ``ho[:PATH]``, ``gaussian:DATA`` or ``module:callable``.
     ``noise_schedule`` (``linear:T``, ``cosine:T``, a ``.npy`` of ᾱ) is for the specs that need
-    or accept one. Loader warnings are suppressed (data notes travel with the data instead)."""
+    or accept one. Loader warnings are suppressed (data notes travel with the data instead).
+    ``dtype`` ``"float64"`` runs the network in float64 (the smoke runs: their printed digits then
+    do not depend on the CPU, ``tests/README.md``)."""
     from .model_specs import load_model
+    from .models import TorchModelAdapter
 
+    require(dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {dtype!r}")
     if device.startswith("cuda"):
         require(torch.cuda.is_available(), f"device {device!r}: CUDA is not available here; use device='cpu'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_model(spec, device=device, data_dir=data_dir, schedule=noise_schedule)
+        model = load_model(spec, device=device, data_dir=data_dir, schedule=noise_schedule)
+    if dtype != "float32":
+        require(isinstance(model, TorchModelAdapter), f"dtype {dtype!r} needs a network model; {spec!r} is a "
+                f"{type(model).__name__}")
+        model.to_dtype(getattr(torch, dtype))
+    return model
 
 
 def default_variance(model: DiffusionModel, variance: str | None = None) -> str:

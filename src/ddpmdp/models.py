@@ -107,6 +107,7 @@ class TorchModelAdapter:
         self.image_shape = image_shape
         self.bf16 = bf16
         self.channels_last = channels_last
+        self.dtype = torch.float32
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._fingerprint: str | None = None
@@ -116,11 +117,18 @@ class TorchModelAdapter:
             self._fingerprint = state_dict_hash(self.net)
         return self._fingerprint
 
+    def to_dtype(self, dtype: torch.dtype) -> "TorchModelAdapter":
+        """Run the network in ``dtype`` (float32 by default): inputs are cast to it and ε̂, v come
+        back in it. float64 makes printed digits independent of the CPU's summation order."""
+        self.net, self.dtype, self._fingerprint = self.net.to(dtype), dtype, None
+        return self
+
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, t: int) -> ModelOutput:
         tt = torch.full((x_t.shape[0],), network_time(self.schedule, t, self.time_input),
-                        device=x_t.device, dtype=torch.float32)
-        x_in = x_t.contiguous(memory_format=torch.channels_last) if self.channels_last else x_t
+                        device=x_t.device, dtype=self.dtype)
+        x_in = x_t.to(self.dtype)
+        x_in = x_in.contiguous(memory_format=torch.channels_last) if self.channels_last else x_in
         with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.net(x_in, tt)
         if hasattr(out, "sample"):  # diffusers UNet2DOutput
@@ -134,7 +142,7 @@ class TorchModelAdapter:
                 + (" (is this a fixed-variance model? use --output eps)" if self.learned_variance else
                    " (is this a learned-variance model? use --output eps+v)")
             )
-        out = out.float()
+        out = out.to(self.dtype)
         if self.learned_variance:
             return ModelOutput(out[:, :C], (out[:, C:] + 1.0) * 0.5)
         return ModelOutput(out, None)
