@@ -236,3 +236,22 @@ def test_model_samples_follow_the_path_spec_and_seed(model):
     assert not np.array_equal(a, ex.model_samples(model, "even:3", 3, seed=5))
     with pytest.raises(DdpmdpError, match="path spec"):
         ex.model_samples(model, "bogus:3", 3)
+
+
+def test_float64_network_matches_float32_and_has_its_own_cache_key():
+    """``dtype="float64"`` (the smoke runs, tests/README.md): the same network and inputs in float64,
+    ε̂ and v returned in float64, equal to the float32 outputs within float32 rounding (measured: ~1e-6);
+    another fingerprint, so a cached float32 table is never reused for a float64 run."""
+    from ddpmdp.noise import keyed_normal
+
+    m32 = ex.load_experiment_model("iddpm:tiny")
+    m64 = ex.load_experiment_model("iddpm:tiny", dtype="float64")
+    x = keyed_normal(0, torch.arange(2), 700, m32.image_shape)  # float32, as the table builds x_t
+    o32, o64 = m32(x, 700), m64(x, 700)
+    assert o32.eps.dtype == o32.v.dtype == torch.float32 and o64.eps.dtype == o64.v.dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in m64.net.parameters())
+    torch.testing.assert_close(o64.eps.float(), o32.eps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(o64.v.float(), o32.v, rtol=1e-4, atol=1e-4)
+    assert m64.fingerprint() != m32.fingerprint()
+    with pytest.raises(DdpmdpError, match="dtype"):
+        ex.load_experiment_model("iddpm:tiny", dtype="float16")
