@@ -7,15 +7,18 @@ see the same x_t):
 
 * ``float64``: ``iddpm:cifar10-small`` (random weights, learned range) with its network in float64
   (``dtype="float64"``). Tolerance **1e-9 relative** per cell: float64 summation-order noise is about
-  1e-16 relative, and the random-weight network amplifies it by at most ~1e3 (float32 noise of 1e-7
-  became 2e-5 in the smoke notebooks); 1e-9 leaves four more orders of magnitude, yet any real
-  device difference (a wrong kernel, a float32 cast on one device) exceeds it by far.
+  1e-16 relative, and the random-weight network amplifies it by ~1e3 (float32 noise of 1e-7 became
+  2e-5 in the smoke notebooks); two CPU runs with other summation orders differed by 9.6e-14. 1e-9
+  leaves four orders of magnitude, yet any real device difference (a wrong kernel, a float32 cast
+  on one device) exceeds it by far.
 * ``float32``: the trained embedded ``cifar10-hybrid`` in float32 with TF32 off (cuDNN and cuBLAS
-  would otherwise round products to 10 mantissa bits). Tolerance **1e-4 relative** per cell (cells
-  below 1e-3 of the row's largest value are compared absolutely at 1e-4 of that value): float32
-  summation-order noise measured on this CPU across batch size, thread count and oneDNN on/off is
-  below 1e-5 relative (``--cpu-only`` repeats that measurement), and the devices differ only in
-  summation order, so 1e-4 is a 10× margin.
+  would otherwise round products to 10 mantissa bits). Tolerance **3e-4 relative** per cell (cells
+  below 1e-3 of their row's largest value are compared against 1e-3 of that value): the devices
+  differ only in summation order, and float32 summation-order noise measured on the 2-core CPU
+  (batch 1 against 4, 1 against 2 threads, oneDNN off; ``--cpu-only`` repeats the measurement) was
+  2.9e-5 with AVX-512 kernels and 3.2e-5 with ``ATEN_CPU_CAPABILITY=default``; 3e-4 is a 10× margin.
+  bf16 is not compared across devices (its rounding is coarse by design); the gpu tests check it
+  against float32 on the GPU.
 
 Prints one line per case and a final JSON line; exit status 1 when a case exceeds its tolerance,
 0 with a message (no measurement) when CUDA is not available and ``--cpu-only`` is not given.
@@ -33,7 +36,7 @@ from ddpmdp import experiments as ex
 from ddpmdp.datasets import ImageSet
 from ddpmdp.elbo_table import estimate_table
 
-CASES = {"float64": ("iddpm:cifar10-small", "float64", 1e-9), "float32": ("cifar10-hybrid", "float32", 1e-4)}
+CASES = {"float64": ("iddpm:cifar10-small", "float64", 1e-9), "float32": ("cifar10-hybrid", "float32", 3e-4)}
 GRID = "log:24"
 
 
@@ -55,9 +58,8 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     fin = np.isfinite(b)
     assert np.array_equal(fin, np.isfinite(a)), "the two tables differ in which cells are finite"
     scale = np.abs(np.where(fin, b, 0.0))
-    floor = 1e-3 * scale.max(axis=1, keepdims=True)
-    rel = np.abs(np.where(fin, a - b, 0.0)) / np.maximum(scale, np.maximum(floor, 1e-300))
-    return float(rel[fin].max())
+    floor = np.broadcast_to(np.maximum(1e-3 * scale.max(axis=1, keepdims=True), 1e-300), b.shape)
+    return float((np.abs(a[fin] - b[fin]) / np.maximum(scale[fin], floor[fin])).max())
 
 
 def compare(case: str, *, cpu_only: bool = False) -> dict:

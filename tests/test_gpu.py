@@ -53,8 +53,9 @@ def test_bf16_table_on_cuda_is_finite_and_close_to_float32():
     half = estimate_table(model, ag.images(), variance="learned_range", nodes=nodes, batch_size=4, device="cuda")
     fin = np.isfinite(full.L)
     assert np.array_equal(fin, np.isfinite(half.L))
-    # total ELBO of the full chain's neighbours within 5 % (bf16 has 8 mantissa bits)
-    assert np.nanmax(np.abs(half.L[fin] - full.L[fin]) / np.maximum(np.abs(full.L[fin]), 1.0)) < 0.05
+    # every cell within 5 % of float32 (bf16 keeps 8 mantissa bits; bf16 autocast on the CPU changed
+    # these cells by at most 0.3 %, median 1e-4)
+    assert np.max(np.abs(half.L[fin] - full.L[fin]) / np.maximum(np.abs(full.L[fin]), 1.0)) < 0.05
 
 
 def test_gpu_check_without_gpu_says_so_and_exits_0():
