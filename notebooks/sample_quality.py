@@ -45,7 +45,7 @@ proxy_steps = None  # cap on the proxy classifier's training steps (None: the de
 variance = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
 clip = True  # clip x0_hat to [-1, 1]
 device = "cpu"  # cpu or cuda
-dtype = "float32"  # network precision: float32 (the book), or float64 (the smoke runs: digits that do not depend on the CPU)
+dtype = "float32"  # network and FID-proxy training precision: float32 (the book), or float64 (the smoke runs: digits that do not depend on the CPU)
 batch_size = 64  # images per forward pass
 seed = 0  # noise seed; every sampler of one budget starts from the same x_T
 num_threads = 2  # torch CPU threads (1 makes CPU runs bit-reproducible)
@@ -91,7 +91,7 @@ print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.me
 
 # %%
 extractor = ex.fid_extractor(fid_features, inception_dir=inception_dir, proxy_cache=proxy_cache,
-                             proxy_steps=proxy_steps, data_dir=data_dir, device=device)
+                             proxy_steps=proxy_steps, data_dir=data_dir, device=device, dtype=dtype)
 info = extractor.describe()
 print(f"metric: {info['label']}")
 print(f"comparable to published FIDs: {info['comparable_to_published']}")

@@ -399,13 +399,16 @@ def mse_reweighted_cost(table: ElboTable) -> np.ndarray:
 
 def fid_extractor(kind: Literal["auto", "inception", "proxy"] = "auto", *,
                   inception_dir: str | os.PathLike | None = None, proxy_cache: str | os.PathLike = "runs/fid",
-                  proxy_steps: int | None = None, data_dir: str | os.PathLike | None = None, device: str = "cpu"):
+                  proxy_steps: int | None = None, data_dir: str | os.PathLike | None = None, device: str = "cpu",
+                  dtype: str = "float32"):
     """The FID feature extractor: pytorch-fid's Inception-v3 weights from ``inception_dir``
     (comparable to published FIDs) or the project's proxy classifier (:func:`ddpmdp.fid.proxy_extractor`,
     trained on CIFAR-10 on first use and cached under ``proxy_cache``; **not** comparable).
     ``auto`` takes Inception when the weights file is present, the proxy otherwise.
     ``proxy_steps`` caps the proxy's training steps (smoke runs); use a separate
-    ``proxy_cache`` for such runs, because a cached proxy is reused whatever the steps."""
+    ``proxy_cache`` for such runs, because a cached proxy is reused whatever the steps.
+    ``dtype="float64"`` trains the proxy in float64 (the smoke runs: weights that do not depend
+    on the CPU); Inception and the proxy's features run in float32 either way."""
     from .fid import INCEPTION_FILE, InceptionExtractor, proxy_extractor
 
     require(kind in ("auto", "inception", "proxy"), f"unknown FID features {kind!r}: use auto, inception or proxy")
@@ -418,6 +421,9 @@ def fid_extractor(kind: Literal["auto", "inception", "proxy"] = "auto", *,
     cache = Path(proxy_cache).expanduser()
     cache = cache if cache.is_absolute() else repo_root() / cache
     kwargs: dict[str, Any] = {} if proxy_steps is None else {"max_steps": int(proxy_steps)}
+    if dtype != "float32":
+        require(dtype == "float64", f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        kwargs["dtype"] = torch.float64
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return proxy_extractor(cache, data_dir, device=device, **kwargs)
