@@ -695,10 +695,10 @@ def load_cifar10_labelled(split: str, data_dir: str | Path | None = None, *, dow
 def classifier_accuracy(net: ProxyCNN, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 500) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of ``net`` on uint8 (N, 3, 32, 32) images."""
     net.eval()
-    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
+    device = next(net.parameters()).device
     correct = 0
     for lo in range(0, len(images), batch_size):
-        logits = net(_to_model_space(images[lo:lo + batch_size], device).to(dtype))
+        logits = net(_to_model_space(images[lo:lo + batch_size], device))
         correct += int((logits.argmax(1).cpu().numpy() == labels[lo:lo + batch_size]).sum())
     return correct / max(len(images), 1)
 
@@ -724,6 +724,7 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
         out: if given, ``state_dict`` is saved there (``torch.save``) with a ``.json`` report beside it.
         dtype: training precision; float64 makes the weights independent of the CPU's summation
             order (AdamW's first steps turn tiny float32 gradient differences into whole steps).
+            The returned and saved weights are float32 either way (rounded).
 
     Returns:
         (network in eval mode, :class:`ProxyTrainingReport`).
@@ -777,7 +778,7 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
             sched.step()
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
-        net.eval()
+        net = net.float().eval()
         seconds = time.perf_counter() - start
         test_acc = float("nan")
         if test_images is not None and test_labels is not None:
@@ -821,7 +822,7 @@ def proxy_extractor(cache_dir: str | Path, data_dir: str | Path | None = None, *
     split on first use (:func:`train_proxy_classifier`, ``train_kwargs`` passed through; about
     3 minutes on one CPU thread). An existing file is reused whatever ``train_kwargs`` say:
     delete it to retrain. ``dtype=torch.float64`` in ``train_kwargs`` trains in float64 and caches
-    ``proxy_cnn_seed{seed}_float64.pt`` (features are then extracted in float32 as always)."""
+    ``proxy_cnn_seed{seed}_float64.pt`` (its weights are stored, and used, in float32)."""
     cache = Path(cache_dir)
     dtype = train_kwargs.get("dtype", torch.float32)
     path = cache / (f"proxy_cnn_seed{seed}.pt" if dtype == torch.float32 else
