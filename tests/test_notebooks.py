@@ -7,7 +7,13 @@
   when present, ``notebooks/executed/NAME.ipynb`` (the book's default run) hold the current
   source code with outputs;
 * (slow) nbval re-executes the smoke copies and compares their outputs, sanitised by
-  ``tests/nbval_sanitize.cfg``.
+  ``tests/nbval_sanitize.cfg`` (which rounds no number: every printed digit counts);
+* (slow) the same holds with perturbed numerics (batch size 1, another thread count, oneDNN off,
+  another ATen kernel ISA), and a reference with one changed digit fails.
+
+The smoke references run their networks in float64 (``dtype: float64`` in ``params/smoke``), so
+that their printed digits do not depend on the CPU; ``tests/README.md`` explains the mechanism and
+the measurements behind it.
 
 Refresh the smoke copies after editing a notebook with ``ddpmdp reproduce --smoke`` (or
 ``python -m ddpmdp.run_notebooks --params-dir params/smoke --out notebooks/smoke``).
