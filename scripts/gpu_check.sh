@@ -57,9 +57,10 @@ tests_line=$(grep -E "passed|failed|skipped|no tests ran" "$log/gpu_tests.log" |
 ratio=$(grep -o "throughput table/bare [0-9.]*" "$log/bench_table.log" | tail -1 | awk '{print $3}')
 ratio_ok=$(awk -v r="${ratio:-0}" 'BEGIN { print (r >= 0.9) ? "meets >= 0.9" : "MISSES >= 0.9" }')
 dp_lines=$(grep -E "G=[0-9]+, k_max=" "$log/bench_dp.log" | sed 's/^/    /')
-agree_lines=$(grep -E "max relative cell difference" "$log/agreement.log" | sed 's/^/    /')
+agree_lines=$(grep -E "max relative cell difference|nothing measured" "$log/agreement.log" | sed 's/^/    /')
+case "$tests_line" in *passed*) ;; *) tests_line="$tests_line  <- NOTHING RAN ON THE GPU"; failed_tests=1 ;; esac
 
-failed=0
+failed=${failed_tests:-0}
 for s in gpu_tests bench_table bench_dp agreement; do
   read -r rc _ < "$log/$s.status"; [ "$rc" = 0 ] || failed=1
 done
