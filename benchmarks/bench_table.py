@@ -8,7 +8,8 @@ bare loop does nothing but call the network. Run: ``python benchmarks/bench_tabl
 
 Issue "scale and reliability": table throughput ÷ bare forward throughput for the public CIFAR-10
 improved-diffusion architecture (random weights) ≥ 0.9 — on a GPU:
-``python benchmarks/bench_table.py --model iddpm:cifar10-hybrid --device cuda --batch-size 256 --grid-stride 40``;
+``python benchmarks/bench_table.py --model iddpm:cifar10-hybrid --device cuda --batch-size 256 --grid-stride 40``
+(``--bf16``: the network under bfloat16 autocast in both loops, as ``ddpmdp table --bf16``; ``scripts/gpu_check.sh``);
 on this CPU: ``--model iddpm:cifar10-hybrid --batch-size 4 --grid-stride 400``.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from ddpmdp.data.images import ImageSet
 from ddpmdp.grids import make_grid
+from ddpmdp.models import Numerics
 from ddpmdp.models.specs import load_model
 from ddpmdp.table_estimation import run_table
 
@@ -42,11 +44,12 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="run one rule: fixed_large, fixed_small or learned_range")
     ap.add_argument("--model", default=None, help="another model spec, e.g. iddpm:cifar10-hybrid (the public "
                     "CIFAR-10 architecture, random weights); runs learned_range if it has a v output, else fixed_large")
+    ap.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast (both loops)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     images = ImageSet(rng.integers(0, 256, size=(args.batch_size, 3, 32, 32), dtype=np.uint8), "random", "train")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"batch {args.batch_size}, grid stride {args.grid_stride}")
+          f"batch {args.batch_size}, grid stride {args.grid_stride}{', bf16' if args.bf16 else ''}")
     cases = [("iddpm:cifar10-small-fixed", "fixed_large", 1.10), ("iddpm:cifar10-small-fixed", "fixed_small", 1.10),
              ("iddpm:cifar10-small", "learned_range", 1.30)]
     if args.model:
@@ -55,7 +58,7 @@ def main() -> None:
     for spec, rule, target in cases:
         if args.only and rule != args.only:
             continue
-        model = load_model(spec, device=args.device)
+        model = load_model(spec, device=args.device, numerics=Numerics(bf16=args.bf16))
         grid = make_grid(model.schedule.T, args.grid_stride)
         x = torch.randn(args.batch_size, 3, 32, 32, device=args.device)
         bare(model, x, grid[:5])  # warm-up: first calls, fingerprint, imports

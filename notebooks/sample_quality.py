@@ -99,7 +99,7 @@ print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.me
 
 # %%
 extractor = book.fid_extractor(fid_features, inception_dir=inception_dir, proxy_cache=proxy_cache,
-                               proxy_steps=proxy_steps, data_dir=data_dir, device=device)
+                               proxy_steps=proxy_steps, data_dir=data_dir, device=device, dtype=dtype)
 info = extractor.describe()
 print(f"metric: {info['label']}")
 print(f"comparable to published FIDs: {info['comparable_to_published']}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddpmdp.models.adapter import ModelOutput, TorchModelAdapter
+from ddpmdp.models.adapter import ModelOutput, Numerics, TorchModelAdapter
 from ddpmdp.models.gaussian_data import GaussianDataModel
 from ddpmdp.schedules import Schedule
 
@@ -32,9 +32,11 @@ class TinyNet(torch.nn.Module):
         return out
 
 
-def tiny_adapter(schedule: Schedule, channels: int = 3, learned: bool = True, seed: int = 0) -> TorchModelAdapter:
+def tiny_adapter(schedule: Schedule, channels: int = 3, learned: bool = True, seed: int = 0,
+                 image_shape: tuple[int, int, int] | None = None, dtype: str = "float32") -> TorchModelAdapter:
     return TorchModelAdapter(TinyNet(channels, learned, seed), schedule, time_input="iddpm",
-                             output="eps+v" if learned else "eps", identity=f"tiny(seed={seed})")
+                             output="eps+v" if learned else "eps", identity=f"tiny(seed={seed})",
+                             image_shape=image_shape, numerics=Numerics(dtype=dtype))  # type: ignore[arg-type]
 
 
 class Wrapper:
@@ -98,9 +100,7 @@ def cli_tiny_model():
     """A ``module:callable`` target for subprocess tests: TinyNet (learned variance) on cosine:40."""
     from ddpmdp.schedules import cosine_schedule
 
-    m = tiny_adapter(cosine_schedule(40), channels=3, learned=True, seed=7)
-    m.image_shape = (3, 8, 8)
-    return m
+    return tiny_adapter(cosine_schedule(40), channels=3, learned=True, seed=7, image_shape=(3, 8, 8))
 
 
 def cli_nan_model():

@@ -23,9 +23,7 @@ T = 20
 
 @pytest.fixture(scope="module")
 def model():
-    m = tiny_adapter(cosine_schedule(T), channels=3, learned=True, seed=3)
-    m.image_shape = (3, 8, 8)
-    return m
+    return tiny_adapter(cosine_schedule(T), channels=3, learned=True, seed=3, image_shape=(3, 8, 8))
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +226,9 @@ def test_embedded_card_table_reads_every_card():
     assert [r[0] for r in ex.embedded_card_table(["cifar10-vlb"])[1]] == ["cifar10-vlb"]
 
 
-def test_model_samples_follow_the_path_spec_and_seed(model):
+def test_model_samples_follow_the_path_spec_and_seed():
+    # float64 network: uint8 samples compared exactly across batch sizes (tests/README.md)
+    model = tiny_adapter(cosine_schedule(T), channels=3, learned=True, seed=3, image_shape=(3, 8, 8), dtype="float64")
     a = ex.model_samples(model, "quadratic:3", 3, seed=5, batch_size=2)
     b = ex.model_samples(model, "quadratic:3", 3, seed=5, batch_size=3)
     assert a.shape == (3, 3, 8, 8) and a.dtype == np.uint8
@@ -236,3 +236,24 @@ def test_model_samples_follow_the_path_spec_and_seed(model):
     assert not np.array_equal(a, ex.model_samples(model, "even:3", 3, seed=5))
     with pytest.raises(DdpmdpError, match="path spec"):
         ex.model_samples(model, "bogus:3", 3)
+
+
+def test_float64_network_matches_float32_and_has_its_own_cache_key():
+    """``dtype="float64"`` (the smoke runs, tests/README.md): the same network and inputs in float64,
+    ε̂ and v returned in float64, equal to the float32 outputs within float32 rounding (measured: ~1e-6);
+    another fingerprint, so a cached float32 table is never reused for a float64 run."""
+    from ddpmdp.models.adapter import Numerics
+    from ddpmdp.models.specs import load_model
+    from ddpmdp.noise import keyed_normal
+
+    m32 = load_model("iddpm:tiny")
+    m64 = load_model("iddpm:tiny", numerics=Numerics(dtype="float64"))
+    x = keyed_normal(0, torch.arange(2), 700, m32.image_shape)  # float32, as the table builds x_t
+    o32, o64 = m32(x, 700), m64(x, 700)
+    assert o32.eps.dtype == o32.v.dtype == torch.float32 and o64.eps.dtype == o64.v.dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in m64.net.parameters())
+    torch.testing.assert_close(o64.eps.float(), o32.eps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(o64.v.float(), o32.v, rtol=1e-4, atol=1e-4)
+    assert m64.fingerprint() != m32.fingerprint()
+    with pytest.raises(DdpmdpError, match="dtype"):
+        load_model("iddpm:tiny", numerics=Numerics(dtype="float16"))  # type: ignore[arg-type]

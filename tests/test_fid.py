@@ -267,6 +267,24 @@ def test_proxy_training_is_seeded():
         assert torch.equal(v, w), k
 
 
+def test_proxy_training_in_float64_matches_float32_and_is_cached_apart(tmp_path):
+    """dtype=float64 (the smoke runs): same training in float64 (CPU-independent), weights returned and
+    saved in float32."""
+    from ddpmdp.fid.proxy import load_proxy_extractor
+
+    x, y = _toy_classes(64, seed=9)
+    a, ra = train_proxy_classifier(x, y, epochs=1, batch_size=16, seed=3, max_steps=2)
+    b, rb = train_proxy_classifier(x, y, epochs=1, batch_size=16, seed=3, max_steps=2, dtype=torch.float64,
+                                   out=tmp_path / "p64.pt")
+    assert all(v.dtype == torch.float32 for v in b.state_dict().values() if v.is_floating_point())
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        if v.is_floating_point():
+            torch.testing.assert_close(w.float(), v, rtol=1e-3, atol=1e-4, msg=k)
+    ex = load_proxy_extractor(tmp_path / "p64.pt")
+    assert all(p.dtype == torch.float32 for p in ex.classifier.parameters())
+    assert ex.features(x[:3]).shape == (3, 128)
+
+
 def test_cifar10_labels_are_read_with_the_safe_reader(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

@@ -13,7 +13,7 @@ import torch
 from _models import gaussian_model, random_images, tiny_adapter
 from ddpmdp.cli.main import main
 from ddpmdp.data.images import to_model_space
-from ddpmdp.elbo_terms import predict_x0, q_sample
+from ddpmdp.elbo_terms import q_sample
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.evaluate import evaluate_paths, path_from_table
 from ddpmdp.inference_schedule import InferenceSchedule

@@ -43,7 +43,9 @@ def test_one_step_returns_decoder_mean_without_noise(gauss):
 
 
 def test_uint8_output_and_batch_invariance():
-    model = tiny_adapter(cosine_schedule(20), learned=True)
+    # float64 network: the uint8 images are compared exactly, and in float32 another batch split may
+    # move a pixel across a rounding boundary on some CPU (tests/README.md)
+    model = tiny_adapter(cosine_schedule(20), learned=True, dtype="float64")
     path = [0, 1, 7, 13, 20]
     full = sample(model, path, 10, (3, 8, 8), variance="learned_range", seed=4, batch_size=10)
     split = sample(model, path, 10, (3, 8, 8), variance="learned_range", seed=4, batch_size=3)

@@ -118,7 +118,8 @@ def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s
                                  float(ell.max()) * float(vf.max() - vf.min()) / 2 <= CHEB_MAX_Z) else "direct"
     if method == "chebyshev":
         return _learned_row_chebyshev(vf.double(), e2.double(), ell, delta)
-    return _learned_row_direct(vf.float(), e2.float(), ell, delta, chunk or row_chunk_size(B, d))
+    ft = torch.promote_types(vf.dtype, torch.float32)  # float32 tiles; float64 for a float64 network
+    return _learned_row_direct(vf.to(ft), e2.to(ft), ell, delta, chunk or row_chunk_size(B, d))
 
 
 CHEB_DEGREE = 40
@@ -129,10 +130,10 @@ CHEB_MAX_Z = 16.0
 
 def _learned_row_direct(v: torch.Tensor, e2: torch.Tensor, ell: torch.Tensor, delta: torch.Tensor,
                         chunk: int) -> torch.Tensor:
-    """½ Σ_j [(expm1(−v_j ℓ) + v_j ℓ) + (1 + expm1(−v_j ℓ)) Δ e_j²] on (B, S_chunk, d) float32 tiles."""
+    """½ Σ_j [(expm1(−v_j ℓ) + v_j ℓ) + (1 + expm1(−v_j ℓ)) Δ e_j²] on (B, S_chunk, d) tiles in v's dtype."""
     B, S = v.shape[0], ell.numel()
     out = torch.empty(B, S, dtype=torch.float64, device=v.device)
-    ell32 = ell.float()
+    ell32 = ell.to(v.dtype)
     e2_sum = e2.sum(-1)[:, None, None]
     for lo in range(0, S, chunk):
         hi = min(lo + chunk, S)

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from ddpmdp.data.images import ImageSet
 from ddpmdp.table import ElboTable
 from ddpmdp.errors import require
 from ddpmdp.evaluate import PathScore, evaluate_paths
 from ddpmdp.models.adapter import DiffusionModel
-from ddpmdp.book.locations import repo_root
+from ddpmdp.book.locations import find_repo_root
 from ddpmdp.book.inputs import default_variance, solve_table, stride_paths
 
 __all__ = [
@@ -58,13 +59,16 @@ def mse_reweighted_cost(table: ElboTable) -> np.ndarray:
 
 def fid_extractor(kind: Literal["auto", "inception", "proxy"] = "auto", *,
                   inception_dir: str | os.PathLike | None = None, proxy_cache: str | os.PathLike = "runs/fid",
-                  proxy_steps: int | None = None, data_dir: str | os.PathLike | None = None, device: str = "cpu"):
+                  proxy_steps: int | None = None, data_dir: str | os.PathLike | None = None, device: str = "cpu",
+                  dtype: str = "float32"):
     """The FID feature extractor: pytorch-fid's Inception-v3 weights from ``inception_dir``
     (comparable to published FIDs) or the project's proxy classifier (:func:`ddpmdp.fid.frechet.proxy_extractor`,
     trained on CIFAR-10 on first use and cached under ``proxy_cache``; **not** comparable).
     ``auto`` takes Inception when the weights file is present, the proxy otherwise.
     ``proxy_steps`` caps the proxy's training steps (smoke runs); use a separate
-    ``proxy_cache`` for such runs, because a cached proxy is reused whatever the steps."""
+    ``proxy_cache`` for such runs, because a cached proxy is reused whatever the steps.
+    ``dtype="float64"`` trains the proxy in float64 (the smoke runs: weights that do not depend
+    on the CPU); Inception and the proxy's features run in float32 either way."""
     from ddpmdp.fid.inception import INCEPTION_FILE, InceptionExtractor
     from ddpmdp.fid.proxy import proxy_extractor
 
@@ -76,8 +80,11 @@ def fid_extractor(kind: Literal["auto", "inception", "proxy"] = "auto", *,
                 "into inception_dir, or use fid_features='proxy'")
         return InceptionExtractor(weights, device=device)
     cache = Path(proxy_cache).expanduser()
-    cache = cache if cache.is_absolute() else repo_root() / cache
+    cache = cache if cache.is_absolute() else (find_repo_root() or Path.cwd()) / cache
     kwargs: dict[str, Any] = {} if proxy_steps is None else {"max_steps": int(proxy_steps)}
+    if dtype != "float32":
+        require(dtype == "float64", f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        kwargs["dtype"] = torch.float64
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return proxy_extractor(cache, data_dir, device=device, **kwargs)

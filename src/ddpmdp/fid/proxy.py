@@ -165,7 +165,8 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
                            epochs: float | None = None, batch_size: int = 128, lr: float = 3e-3,
                            weight_decay: float = 5e-4, seed: int = 0, threads: int = 1, max_steps: int | None = None,
                            out: str | Path | None = None, progress: bool = False,
-                           data_info: dict[str, Any] | None = None) -> tuple[ProxyCNN, ProxyTrainingReport]:
+                           data_info: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+                           ) -> tuple[ProxyCNN, ProxyTrainingReport]:
     """Train :class:`ProxyCNN` with cross-entropy: AdamW (``lr``, ``weight_decay``), cosine decay to 0,
     random horizontal flips, minibatches of ``batch_size`` from a seeded permutation per epoch.
 
@@ -178,6 +179,9 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
         seed: seeds the initialisation, the permutations and the flips (global RNG untouched).
         threads: torch intra-op threads during training (restored afterwards).
         out: if given, ``state_dict`` is saved there (``torch.save``) with a ``.json`` report beside it.
+        dtype: training precision; float64 makes the weights independent of the CPU's summation
+            order (AdamW's first steps turn tiny float32 gradient differences into whole steps).
+            The returned and saved weights are float32 either way (rounded).
 
     Returns:
         (network in eval mode, :class:`ProxyTrainingReport`).
@@ -204,7 +208,7 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = ProxyCNN()
+            net = ProxyCNN().to(dtype)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
         net.train()
@@ -221,7 +225,7 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
             xb = train_images[idx]
             flip = rng.random(len(idx)) < 0.5
             xb = np.where(flip[:, None, None, None], xb[..., ::-1], xb)
-            x = _to_model_space(xb)
+            x = _to_model_space(xb).to(dtype)
             y = torch.from_numpy(y_all[idx])
             logits = net(x)
             loss = F.cross_entropy(logits, y)
@@ -231,7 +235,7 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
             sched.step()
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
-        net.eval()
+        net = net.float().eval()
         seconds = time.perf_counter() - start
         test_acc = float("nan")
         if test_images is not None and test_labels is not None:
@@ -275,9 +279,12 @@ def proxy_extractor(cache_dir: str | Path, data_dir: str | os.PathLike | None = 
     ``.json`` training report), trained on the CIFAR-10 training split and scored on the test
     split on first use (:func:`train_proxy_classifier`, ``train_kwargs`` passed through; about
     3 minutes on one CPU thread). An existing file is reused whatever ``train_kwargs`` say:
-    delete it to retrain."""
+    delete it to retrain. ``dtype=torch.float64`` in ``train_kwargs`` trains in float64 and caches
+    ``proxy_cnn_seed{seed}_float64.pt`` (its weights are stored, and used, in float32)."""
     cache = Path(cache_dir)
-    path = cache / f"proxy_cnn_seed{seed}.pt"
+    dtype = train_kwargs.get("dtype", torch.float32)
+    path = cache / (f"proxy_cnn_seed{seed}.pt" if dtype == torch.float32 else
+                    f"proxy_cnn_seed{seed}_{str(dtype).removeprefix('torch.')}.pt")
     if not path.is_file():
         require(train_if_missing, f"no proxy classifier at {path}; call with train_if_missing=True")
         cache.mkdir(parents=True, exist_ok=True)

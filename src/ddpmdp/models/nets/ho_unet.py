@@ -130,11 +130,12 @@ GOOGLE_DDPM_CIFAR10_CONFIG = HoUNetConfig()
 def ho_timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = False,
                           freq_shift: float = 1.0, max_period: float = 10000.0) -> torch.Tensor:
     """diffusers ``get_timestep_embedding``: [sin, cos] (or [cos, sin] when flipped) of τ·f_i,
-    f_i = exp(−ln(max_period)·i/(half − freq_shift)); (B,) → (B, dim) float32."""
+    f_i = exp(−ln(max_period)·i/(half − freq_shift)); (B,) → (B, dim) float32 (float64 for float64 timesteps)."""
     half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device)
+    dtype = torch.promote_types(timesteps.dtype, torch.float32)
+    exponent = -math.log(max_period) * torch.arange(half, dtype=dtype, device=timesteps.device)
     freqs = torch.exp(exponent / (half - freq_shift))
-    args = timesteps.float()[:, None] * freqs[None]
+    args = timesteps.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
     if flip_sin_to_cos:
         emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
@@ -144,10 +145,10 @@ def ho_timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bo
 
 
 class _GroupNorm(nn.GroupNorm):
-    """GroupNorm evaluated in float32, cast back to the input dtype."""
+    """GroupNorm evaluated in float32 (float64 inputs: float64), cast back to the input dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        return super().forward(x.to(torch.promote_types(x.dtype, torch.float32))).type(x.dtype)
 
 
 class TimestepEmbedding(nn.Module):
@@ -202,7 +203,7 @@ class Attention(nn.Module):
         d = c // self.heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, -1, self.heads, d).transpose(1, 2).float()
+            return t.reshape(b, -1, self.heads, d).transpose(1, 2).to(torch.promote_types(t.dtype, torch.float32))
 
         q, k, v = split(self.to_q(h)), split(self.to_k(h)), split(self.to_v(h))
         h = F.scaled_dot_product_attention(q, k, v).to(x.dtype).transpose(1, 2).reshape(b, -1, c)
@@ -232,7 +233,8 @@ class Upsample2D(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x.float(), scale_factor=2.0, mode="nearest").to(x.dtype))
+        return self.conv(F.interpolate(x.to(torch.promote_types(x.dtype, torch.float32)), scale_factor=2.0,
+                                       mode="nearest").to(x.dtype))
 
 
 class _Block(nn.Module):

@@ -177,14 +177,16 @@ def get_preset(name: str) -> IDDPMConfig:
 
 # ---- building blocks ----------------------------------------------------------
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding [cos(τ f), sin(τ f)], f_i = max_period^(−i/half), (B,) → (B, dim) float32.
+    """Sinusoidal embedding [cos(τ f), sin(τ f)], f_i = max_period^(−i/half), (B,) → (B, dim) float32
+    (float64 for float64 timesteps).
 
     improved-diffusion's ``nn.timestep_embedding`` (cos first; diffusers ``flip_sin_to_cos=True,
     freq_shift=0``). An odd ``dim`` gets a zero column appended.
     """
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
-    args = timesteps.float()[:, None] * freqs[None]
+    dtype = torch.promote_types(timesteps.dtype, torch.float32)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=timesteps.device) / half)
+    args = timesteps.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -192,13 +194,13 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm(32, C, eps=1e-5) evaluated in float32 and cast back to the input dtype."""
+    """GroupNorm(32, C, eps=1e-5) evaluated in float32 (float64 inputs: float64) and cast back to the input dtype."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(32, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        return super().forward(x.to(torch.promote_types(x.dtype, torch.float32))).type(x.dtype)
 
 
 class TimestepEmbedSequential(nn.Sequential):
@@ -261,8 +263,8 @@ class AttentionBlock(nn.Module):
         qkv = qkv.reshape(b, self.num_heads, 3 * d, -1).transpose(2, 3)  # (B, heads, L, 3d)
         q, k, v = qkv.split(d, dim=-1)
         # softmax(q kᵀ/√d) v; identical to improved-diffusion's (q/d^¼)·(k/d^¼) in fp32.
-        dtype = q.dtype
-        h = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(dtype)  # (B, heads, L, d)
+        dtype, ft = q.dtype, torch.promote_types(q.dtype, torch.float32)
+        h = F.scaled_dot_product_attention(q.to(ft), k.to(ft), v.to(ft)).to(dtype)  # (B, heads, L, d)
         h = h.transpose(2, 3).reshape(b, c, -1)
         return (x + self.proj_out(h)).reshape(b, c, *spatial)
 
