@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed chromium
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 # The browser test of the book needs Debian's chromium; install it when missing and possible.

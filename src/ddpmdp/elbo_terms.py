@@ -36,8 +36,8 @@ def q_sample(schedule: Schedule, x0: torch.Tensor, t: int | torch.Tensor, eps: t
         a = abar.sqrt().to(x0.dtype).to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
         b = (1.0 - abar).sqrt().to(x0.dtype).to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
         return a * x0 + b * eps
-    a = float(schedule.abar(t))
-    return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * eps
+    a_t = float(schedule.abar(t))
+    return math.sqrt(a_t) * x0 + math.sqrt(1.0 - a_t) * eps
 
 
 def predict_x0(schedule: Schedule, x_t: torch.Tensor, t: int, eps_hat: torch.Tensor, clip: bool) -> torch.Tensor:
@@ -175,8 +175,8 @@ def _learned_row_chebyshev(v: torch.Tensor, e2: torch.Tensor, ell: torch.Tensor,
     theta = (torch.arange(P + 1, dtype=torch.float64, device=dev) + 0.5) * math.pi / (P + 1)
     nodes_v = m + h * torch.cos(theta)  # (P+1,)
     f = torch.exp(-ell[:, None] * nodes_v[None, :])  # (S, P+1)
-    k = torch.arange(P + 1, dtype=torch.float64, device=dev)
-    basis = torch.cos(theta[:, None] * k[None, :])  # (P+1 nodes, P+1 orders)
+    orders = torch.arange(P + 1, dtype=torch.float64, device=dev)
+    basis = torch.cos(theta[:, None] * orders[None, :])  # (P+1 nodes, P+1 orders)
     c = f @ basis * (2.0 / (P + 1))
     c[:, 0] *= 0.5
     sum_exp = M @ c.T  # (B, S)

@@ -18,7 +18,10 @@ calls; nothing here reads a selection table.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from typing import cast
 
 import numpy as np
 import torch
@@ -92,7 +95,7 @@ def path_from_table(table: ElboTable, nodes) -> PathScore:
 
 
 def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
-                   paths: dict[str, np.ndarray | InferenceSchedule], *,
+                   paths: Mapping[str, np.ndarray | InferenceSchedule], *,
                    variance: VarianceRule | None = None, clip: bool = True, batch_size: int = 32, seed: int = 0,
                    device: str | torch.device = "cpu", progress: bool = False) -> dict[str, PathScore]:
     """Direct held-out evaluation of several paths with shared forward passes.
@@ -118,20 +121,20 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
         require(variance not in DERIVED_RULES, f"variance rule {variance} takes its σ² from a selection table: "
                 "pass schedules from ddpmdp solve --json (InferenceSchedule), which record each edge's σ²")
     for sc in schedules.values():
-        if sc.has_variances and "learned_range" in sc.rules:
+        if sc.rules is not None and "learned_range" in sc.rules:
             check_rule("learned_range", model.learned_variance)
-    paths = {name: validate_path(sc.nodes, sched.T) for name, sc in schedules.items()}
-    union = np.unique(np.concatenate(list(paths.values())))[1:]
+    node_paths = {name: validate_path(sc.nodes, sched.T) for name, sc in schedules.items()}
+    union = np.unique(np.concatenate(list(node_paths.values())))[1:]
     preds = {name: {int(p[i]): schedules[name].edge(int(p[i])) for i in range(1, len(p))}
-             for name, p in paths.items()}
+             for name, p in node_paths.items()}
     N = len(data)
-    totals = {name: torch.zeros(N, dtype=torch.float64) for name in paths}
-    terms = {name: torch.zeros(len(p) - 1, dtype=torch.float64) for name, p in paths.items()}
+    totals = {name: torch.zeros(N, dtype=torch.float64) for name in node_paths}
+    terms = {name: torch.zeros(len(p) - 1, dtype=torch.float64) for name, p in node_paths.items()}
     bar = progress_bar(len(batch_ranges(N, batch_size)) * len(union), batch_size, progress, "evaluate")
     for batch in image_batches(data, batch_size, device):
         lo, hi, x0, idx = batch.lo, batch.hi, batch.x0, batch.keys
         prior = prior_term(sched, x0).cpu()
-        for name in paths:
+        for name in node_paths:
             totals[name][lo:hi] += prior
         for t in union:
             t = int(t)
@@ -145,15 +148,15 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
                 if t not in pr:
                     continue
                 s, rule, sigma2 = pr[t]
-                val = edge_term(sched, x0, x0_hat, t, s, rule or variance, sigma2, out.v).cpu()
+                val = edge_term(sched, x0, x0_hat, t, s, cast(VarianceRule, rule or variance), sigma2, out.v).cpu()
                 totals[name][lo:hi] += val
-                k = int(np.searchsorted(paths[name], t)) - 1
+                k = int(np.searchsorted(node_paths[name], t)) - 1
                 terms[name][k] += val.sum()
             bar.update()
     bar.close()
     d = data.dims
     out_scores = {}
-    for name, p in paths.items():
+    for name, p in node_paths.items():
         tot = totals[name].numpy()
         mean = float(tot.mean())
         se = float(tot.std(ddof=1) / math.sqrt(N)) if N > 1 else float("nan")
@@ -167,5 +170,6 @@ def paired_difference(a: PathScore, b: PathScore) -> tuple[float, float]:
     """bpd(a) − bpd(b) and its paired SE from per-image totals of the same images."""
     require(a.per_image is not None and b.per_image is not None and len(a.per_image) == len(b.per_image),
             "paired differences need two direct evaluations on the same images")
+    assert a.per_image is not None and b.per_image is not None
     diff = (a.per_image - b.per_image) / (a.dims * math.log(2.0))
     return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))

@@ -33,6 +33,7 @@ class InferenceSchedule:
             K = len(self.nodes) - 1
             require(len(self.rules) == K and self.sigma2 is not None and len(self.sigma2) == K,
                     f"a schedule with per-edge variances needs {K} rules and {K} σ²")
+            assert self.sigma2 is not None
             for r, v in zip(self.rules, self.sigma2):
                 require(r in VARIANCE_RULES, f"unknown variance rule {r!r} in schedule")
                 require(r == "learned_range" or (math.isfinite(float(v)) and float(v) > 0),
@@ -52,6 +53,7 @@ class InferenceSchedule:
         require(k >= 0 and int(self.nodes[k + 1]) == t, f"node {t} is not on this path")
         if self.rules is None:
             return int(self.nodes[k]), None, None
+        assert self.sigma2 is not None
         s2 = float(self.sigma2[k])
         return int(self.nodes[k]), self.rules[k], (s2 if math.isfinite(s2) else None)
 

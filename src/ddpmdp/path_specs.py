@@ -38,7 +38,7 @@ def parse_schedule_spec(spec: str, T: int) -> InferenceSchedule:
             nodes = [int(x) for x in rest.split(",") if x.strip()]
         except ValueError:
             raise DdpmdpError(f"path spec {spec!r}: nodes must be comma-separated integers") from None
-        return InferenceSchedule(validate_path(nodes, T))
+        return InferenceSchedule(validate_path(np.asarray(nodes, dtype=np.int64), T))
     if kind == "dp":
         file, _, k = rest.rpartition(":")
         require(bool(file) and k.isdigit(), f"path spec {spec!r}: expected dp:SOLVED.json:K")

@@ -208,7 +208,7 @@ def _decoder_one(table: ElboTable, q: dict, i: int, s2: float, index: int | None
     base = table.meta.get("sums_variance", table.meta.get("variance"))
     require(base in ("fixed_small", "fixed_large"), "this table has no decoder-candidate sums: rebuild it with "
             "--variance analytic, optimal or best to derive other decoder variances")
-    own = scalar_variances(table, base)[0][i, 0]
+    own = scalar_variances(table, str(base))[0][i, 0]
     require(bool(np.isclose(own, s2, rtol=1e-9)), f"this table's decoder sums are for {base} only: rebuild it "
             "with --variance analytic, optimal or best to derive other decoder variances")
     L, L_se = table.sums_cells()

@@ -88,7 +88,8 @@ class TableStats:
         vals = [torch.from_numpy(np.asarray(arrays[f"sum_{k}"])) if f"sum_{k}" in files
                 else torch.full(legacy[k], np.nan if k.startswith("gamma") else 0.0, dtype=torch.float64)
                 for k in cls.FIELDS]
-        return cls(np.asarray(nodes), *(v.to(device) for v in vals), n=int(arrays["sum_n"]))
+        tensors: dict[str, Any] = {k: v.to(device) for k, v in zip(cls.FIELDS, vals)}
+        return cls(np.asarray(nodes), **tensors, n=int(arrays["sum_n"]))
 
     def add_(self, other: "TableStats") -> "TableStats":
         for k, v in self.tensors().items():
@@ -97,7 +98,8 @@ class TableStats:
         return self
 
     def to(self, device: str | torch.device) -> "TableStats":
-        return TableStats(self.nodes, *(v.to(device) for v in self.tensors().values()), n=self.n)
+        tensors: dict[str, Any] = {k: v.to(device) for k, v in self.tensors().items()}
+        return TableStats(self.nodes, **tensors, n=self.n)
 
 
 def _mean_se(s1: np.ndarray, s2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +149,7 @@ class ElboTable:
     def sums_cells(self) -> tuple[np.ndarray, np.ndarray]:
         """L and L_se of the cells summed in the raw sums (rule ``meta['sums_variance']``)."""
         require(self.stats is not None, "this table has no raw sums")
+        assert self.stats is not None
         L, L_se = _mean_se(self.stats.s1.numpy(), self.stats.s2.numpy(), self.stats.n)
         lower = np.tril(np.ones_like(L, dtype=bool), k=-1)
         return np.where(lower, L, np.inf), np.where(lower, L_se, np.nan)
@@ -154,6 +157,7 @@ class ElboTable:
     def mse(self) -> tuple[np.ndarray, np.ndarray]:
         """E‖x₀ − x̂₀(x_t, t)‖² per grid node and its SE ((G,) each; NaN at node 0)."""
         require(self.stats is not None, "this table has no raw sums")
+        assert self.stats is not None
         m, se = _mean_se(self.stats.mse_s1.numpy(), self.stats.mse_s2.numpy(), self.stats.n)
         m[0] = se[0] = np.nan
         return m, se
@@ -161,6 +165,7 @@ class ElboTable:
     def gamma(self) -> tuple[np.ndarray, np.ndarray]:
         """Γ_t = E‖ε_θ(x_t, t)‖²/d per grid node and its SE ((G,) each; NaN at node 0)."""
         require(self.stats is not None, "this table has no raw sums")
+        assert self.stats is not None
         m, se = _mean_se(self.stats.gamma_s1.numpy(), self.stats.gamma_s2.numpy(), self.stats.n)
         m[0] = se[0] = np.nan
         return m, se
@@ -169,6 +174,7 @@ class ElboTable:
         """Mean decoder NLL (nats per image) per grid node and decoder candidate, and its SE, (G, N)."""
         require(self.stats is not None and self.stats.dec_s1.shape[1] > 0,
                 "this table has no decoder-candidate sums: rebuild it with --variance analytic, optimal or best")
+        assert self.stats is not None
         return _mean_se(self.stats.dec_s1.numpy(), self.stats.dec_s2.numpy(), self.stats.n)
 
     def bpd(self, nats):

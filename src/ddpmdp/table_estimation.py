@@ -131,7 +131,8 @@ def _config(model: DiffusionModel, data: ImageSet, grid: np.ndarray, variance: s
 
 def _save_progress(path: Path, stats: TableStats, done: int, config: dict) -> None:
     arrays: dict[str, np.ndarray] = stats.to_arrays()
-    arrays.update(batches_done=np.int64(done), config=np.array(json.dumps(config)))
+    arrays["batches_done"] = np.asarray(done, dtype=np.int64)
+    arrays["config"] = np.array(json.dumps(config))
     if path.exists():
         os.replace(path, path.with_name(path.name + ".prev"))
     atomic_savez(path, arrays)

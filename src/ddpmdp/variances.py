@@ -127,6 +127,7 @@ def edge_log_variance(schedule: Schedule, t: int, s, rule: VarianceRule, v: torc
         return log_beta
     if rule == "learned_range":
         require(v is not None and s_arr.ndim == 0, "learned_range needs v and a single s")
+        assert v is not None
         return v * float(log_beta) + (1.0 - v) * float(log_beta_tilde)
     if rule in DERIVED_RULES:
         raise DdpmdpError(f"variance rule {rule} takes its σ² from a selection table: use a schedule written by "
@@ -154,6 +155,7 @@ def decoder_log_variance(schedule: Schedule, t: int, rule: VarianceRule, v: torc
         return log_min if t == 1 else math.log(1.0 - float(schedule.abar(t)))
     if rule == "learned_range":
         require(v is not None, "learned_range needs v")
+        assert v is not None
         return v * math.log(1.0 - float(schedule.abar(t))) + (1.0 - v) * log_min
     if rule in DERIVED_RULES:
         raise DdpmdpError(f"variance rule {rule} takes its decoder σ² from a selection table: use a schedule "

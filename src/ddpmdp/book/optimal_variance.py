@@ -126,6 +126,7 @@ def sigma_along_path(r: OptimalVarianceResult, rule: str, K: int) -> dict[str, n
     sch = r.schedules[(rule, "dp", K)]
     fs = InferenceSchedule.from_table(r.tables["fixed_small"], sch.nodes)
     fl = InferenceSchedule.from_table(r.tables["fixed_large"], sch.nodes)
+    assert sch.sigma2 is not None and fs.sigma2 is not None and fl.sigma2 is not None
     return {"t": sch.nodes[1:], "s": sch.nodes[:-1], "sigma2": sch.sigma2, "fixed_small": fs.sigma2,
             "fixed_large": fl.sigma2, "rules": np.array(sch.rules)}
 

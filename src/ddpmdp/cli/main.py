@@ -21,7 +21,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from ddpmdp.version import __version__
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.path_specs import parse_schedule_spec
 from ddpmdp.models.adapter import check_image_shape
-from ddpmdp.variances import VARIANCE_RULES
+from ddpmdp.variances import VARIANCE_RULES, VarianceRule
 
 __all__ = ["main"]
 
@@ -82,8 +82,9 @@ def _load_model(args):
                       output=args.output, time_input=args.time_input, numerics=numerics)
 
 
-def _variance(args, model) -> str:
-    return args.variance or model.variance
+def _variance(args, model) -> VarianceRule:
+    """``--variance`` (checked against the rules by argparse's choices), else the model's own rule."""
+    return cast(VarianceRule, args.variance or model.variance)
 
 
 def _cmd_table(args) -> int:
@@ -211,7 +212,8 @@ def _cmd_sample(args) -> int:
     require(shape is not None and len(shape) == 3, "give --shape C,H,W (the model does not declare its image shape)")
     assert shape is not None
     check_image_shape(model, shape, "--shape")
-    imgs = sample(model, schedule if args.sampler == "ancestral" else nodes, args.n, shape, method=args.sampler,
+    chw = (int(shape[0]), int(shape[1]), int(shape[2]))
+    imgs = sample(model, schedule if args.sampler == "ancestral" else nodes, args.n, chw, method=args.sampler,
                   variance=_variance(args, model), eta=args.eta,
                   clip=args.clip, seed=args.seed, device=args.device, batch_size=args.batch_size,
                   progress=not args.quiet)

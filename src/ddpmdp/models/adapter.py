@@ -206,7 +206,7 @@ class TorchModelAdapter:
         self.image_shape = image_shape
         self.info: ModelInfo = info if info is not None else {}
         if numerics.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks memory_format
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
@@ -216,7 +216,7 @@ class TorchModelAdapter:
 
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, t: int) -> ModelOutput:
-        tt = torch.full((x_t.shape[0],), network_time(self.schedule, t, self.time_input),
+        tt = torch.full((x_t.shape[0],), float(network_time(self.schedule, t, self.time_input)),
                         device=x_t.device, dtype=self.dtype)
         x_in = x_t.to(self.dtype)
         x_in = x_in.contiguous(memory_format=torch.channels_last) if self.numerics.channels_last else x_in

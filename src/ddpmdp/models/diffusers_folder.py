@@ -178,7 +178,7 @@ def load_diffusers(path: str | Path, *, device: str = "cpu", numerics: Numerics 
         return UNet2DModel.from_config(cfg)
 
     shapes = expected_shapes(build)
-    sd = rename_old_attention_keys(read_state_dict(weights))  # type: ignore[arg-type]
+    sd = rename_old_attention_keys(read_state_dict(weights))
     check_keys(sd, shapes, weights, f"the UNet2DModel of {unet_dir / 'config.json'}")
     net = load_into(build, sd, device)
     size = cfg.get("sample_size")

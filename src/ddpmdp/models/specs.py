@@ -64,7 +64,7 @@ def _gaussian(arg: str, *, v: float | None, data_dir, schedule: str | None, nume
 
 def _user_callable(spec: str, *, device: str, schedule: str | None, output: str | None,
                    time_input: str | None, numerics: Numerics = Numerics(), **_) -> DiffusionModel:
-    module_name, _, attr = spec.partition(":")
+    module_name, _sep, attr = spec.partition(":")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
@@ -73,6 +73,7 @@ def _user_callable(spec: str, *, device: str, schedule: str | None, output: str 
         raise DdpmdpError(f"model spec {spec!r}: cannot import module {module_name!r} ({exc})") from None
     fn = getattr(module, attr, None)
     require(callable(fn), f"model spec {spec!r}: {module_name} has no callable {attr!r}")
+    assert fn is not None
     obj = fn()
     if isinstance(obj, torch.nn.Module):
         require(schedule is not None, f"model spec {spec!r} returned an nn.Module: also pass --schedule "

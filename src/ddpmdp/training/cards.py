@@ -105,7 +105,7 @@ def model_card(config: TrainConfig, cfg: IDDPMConfig, objective: str, run: RunSt
     n_params = sum(p.numel() for p in run.net.parameters())
     desc = EMBEDDED[config.name].description if config.name in EMBEDDED else cfg.description
     sampler = ({"kind": "loss-second-moment", "history_per_term": config.history_per_term,
-                "uniform_prob": config.uniform_prob, "warmed_up": run.sampler.warmed_up(),  # type: ignore[union-attr]
+                "uniform_prob": config.uniform_prob, "warmed_up": run.sampler.warmed_up(),
                 "weights": "1/(T p_t)"} if objective == "vlb" else {"kind": "uniform", "nodes": "1..T"})
     loss_text = {"simple": "L_simple = mean_j (eps - eps_hat)^2, t uniform on 1..T",
                  "hybrid": f"L_simple + {config.hybrid_lambda} * T * L_t / (d ln 2), L_t with eps_hat detached "
