@@ -46,7 +46,7 @@ __all__ = [
 
 # ---- data and models ---------------------------------------------------------------------------
 def load_data(spec: str, n: int | None = None, *, data_dir: str | os.PathLike | None = None) -> ImageSet:
-    """The first ``n`` images (all when None) of a data spec (:func:`ddpmdp.data.images.load_images`).
+    """The first ``n`` images (all when None) of a data spec (:func:`ddpmdp.data.specs.load_images`).
 
     Warnings raised while loading (e.g. "differs from the official files") are not printed;
     they are kept in the returned set's ``notes`` (and hence in every table's metadata).
@@ -104,7 +104,7 @@ def describe_model(model: DiffusionModel, variance: str | None = None) -> str:
 
 
 def table_grid(grid: str | None, T: int) -> np.ndarray:
-    """Grid nodes (int64, 0 … T) from a grid spec (``ddpmdp.table.parse_grid``: ``log:G``,
+    """Grid nodes (int64, 0 … T) from a grid spec (``ddpmdp.grids.parse_grid``: ``log:G``,
     ``stride:k``, ``even:K1,K2``, ``quadratic:K1,K2``, ``nodes:a,b,…`` joined with ``+``);
     ``None`` or ``"all"`` is every node."""
     if grid is None or grid == "all":

@@ -62,7 +62,7 @@ def fid_extractor(kind: Literal["auto", "inception", "proxy"] = "auto", *,
                   proxy_steps: int | None = None, data_dir: str | os.PathLike | None = None, device: str = "cpu",
                   dtype: str = "float32"):
     """The FID feature extractor: pytorch-fid's Inception-v3 weights from ``inception_dir``
-    (comparable to published FIDs) or the project's proxy classifier (:func:`ddpmdp.fid.frechet.proxy_extractor`,
+    (comparable to published FIDs) or the project's proxy classifier (:func:`ddpmdp.fid.proxy.proxy_extractor`,
     trained on CIFAR-10 on first use and cached under ``proxy_cache``; **not** comparable).
     ``auto`` takes Inception when the weights file is present, the proxy otherwise.
     ``proxy_steps`` caps the proxy's training steps (smoke runs); use a separate
@@ -189,7 +189,7 @@ def shared_noise_grids(model: DiffusionModel, paths: Mapping[int, Mapping[str, n
                        variance: str | None = None, clip: bool = True, seed: int = 0, device: str = "cpu",
                        batch_size: int = 64, full_chain: bool = False, real: ImageSet | None = None
                        ) -> dict[str, dict[str, np.ndarray]]:
-    """Sample grids for :func:`ddpmdp.book.plotting.sample_grid_figure`: ``{"K = 32": {stride: uint8
+    """Sample grids for :func:`ddpmdp.book.sample_figures.sample_grid_figure`: ``{"K = 32": {stride: uint8
     (n, C, H, W)}}`` from ``paths[K][stride]``, ancestral sampling with one seed, so that within a
     budget every stride starts from the same x_T and draws the same per-step noise vectors
     (Paper Figs. 4, 5). Optional rows: the full T-step chain and ``n`` real images."""

@@ -25,7 +25,7 @@ Objectives (improved-diffusion ``gaussian_diffusion.training_losses`` with
   (p_t ∝ √E[L_t²] once every t has 10 recorded losses, mixed with 0.001 uniform) and
   w_t = 1/(T·p_t), so E[w_t·L_vlb] is the uniform-t mean.
 
-The batch loss is the mean over images of w·loss. :func:`train` runs AdamW with an EMA of the
+The batch loss is the mean over images of w·loss. :func:`~ddpmdp.training.loop.train` runs AdamW with an EMA of the
 weights, checkpoints atomically and resumes exactly, then writes the EMA weights as float16
 ``NAME.safetensors`` and a JSON model card with held-out full-chain bits/dim.
 """
