@@ -217,14 +217,14 @@ def test_changed_reference_number_fails(tmp_path):
     """The check can fail: one stored digit changed (the last one of a standard error) is reported,
     at that cell only (the sanitiser hides no printed digit)."""
     _need_data()
-    nb = nbformat.read(ROOT / "notebooks" / "smoke" / "imagenet64_nll.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "notebooks" / "smoke" / "cifar10_nll.ipynb", as_version=4)
     text = next(c.outputs[0]["data"]["text/markdown"] for c in nb.cells
                 if c.cell_type == "code" and "nll_table" in c.source)
     m = re.search(r"± (\d+\.\d+)", text)
     assert m, "no '± SE' in the stored bits/dim table"
     old = m.group(0)
     new = old[:-1] + str((int(old[-1]) + 1) % 10)
-    copy = tmp_path / "imagenet64_nll.ipynb"
+    copy = tmp_path / "cifar10_nll.ipynb"
     nbformat.write(nb, copy)
     cell = plant_change(copy, old, new)
     proc = _nbval([copy])

@@ -9,7 +9,7 @@ def progress_bar(total: int, batch_size: int, enabled: bool, desc: str):
 
     Each ``update()`` counts one forward pass of a batch of ``batch_size`` images. When
     ``enabled`` is False the bar is a silent no-op (``--quiet``)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="img·pass", disable=not enabled, smoothing=0.1,
                 unit_scale=batch_size, dynamic_ncols=True)

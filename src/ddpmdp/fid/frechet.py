@@ -266,7 +266,7 @@ def feature_statistics(extractor: FeatureExtractor, images: np.ndarray | ImageSe
     (an array, an :class:`ImageSet`, or any iterable of uint8 batches, e.g. a sampler generating
     on the fly), accumulated with :class:`StreamingStats`. ``batch_size`` applies to arrays;
     Inception at 299×299 needs about 10 MB of activations per image on the CPU."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     acc = StreamingStats(extractor.dims)
     if isinstance(images, ImageSet) and not source:

@@ -214,7 +214,7 @@ def train_proxy_classifier(train_images: np.ndarray, train_labels: np.ndarray,
         net.train()
         order = np.empty(0, dtype=np.int64)
         correct = seen = 0
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         for step in tqdm(range(steps), disable=not progress, desc="proxy classifier", unit="step"):
             if step % steps_per_epoch == 0:

@@ -9,7 +9,7 @@
 * :mod:`~ddpmdp.models.info` — ``model-info``;
 * :mod:`~ddpmdp.models.nets` — the network definitions.
 """
-from ddpmdp.models.adapter import DiffusionModel, ModelInfo, ModelOutput, TorchModelAdapter
+from ddpmdp.models.adapter import DiffusionModel, ModelInfo, ModelOutput, Numerics, TorchModelAdapter
 from ddpmdp.models.gaussian_data import GaussianDataModel
 
-__all__ = ["DiffusionModel", "ModelInfo", "ModelOutput", "TorchModelAdapter", "GaussianDataModel"]
+__all__ = ["DiffusionModel", "ModelInfo", "ModelOutput", "Numerics", "TorchModelAdapter", "GaussianDataModel"]

@@ -239,7 +239,7 @@ def train(config: TrainConfig) -> Path:
 
 
 def _train(config: TrainConfig, cfg: IDDPMConfig, objective: str, out: Path, ckpt: Path) -> Path:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     data = _load_train_data(config, cfg)
     run = TrainingRun(config, cfg, objective, len(data))
