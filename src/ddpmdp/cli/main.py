@@ -28,7 +28,6 @@ import numpy as np
 from ddpmdp.version import __version__
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.path_specs import parse_schedule_spec
-from ddpmdp.models.adapter import check_image_shape
 from ddpmdp.variances import VARIANCE_RULES, VarianceRule
 
 __all__ = ["main"]
@@ -99,7 +98,6 @@ def _cmd_table(args) -> int:
     if args.split and data.split not in (args.split, "unspecified"):
         raise DdpmdpError(f"--split {args.split} but the data spec {args.data!r} is the {data.split} split")
     data = data.subset(args.n_images)
-    check_image_shape(model, data.images.shape[1:], f"data {data.identity}")
     nodes = None
     if args.grid:
         from ddpmdp.grids import parse_grid
@@ -167,7 +165,6 @@ def _cmd_evaluate(args) -> int:
                 "evaluate needs TABLE.npz, or --model and --data for a direct evaluation")
         model = _load_model(args)
         data = load_images(args.data, args.data_dir).subset(args.n_images)
-        check_image_shape(model, data.images.shape[1:], f"data {data.identity}")
         paths = {spec: parse_schedule_spec(spec, model.schedule.T) for spec in args.schedule}
         scores = evaluate_paths(model, data, paths, variance=_variance(args, model), clip=args.clip,
                                 batch_size=args.batch_size, seed=args.seed, device=args.device,
@@ -211,7 +208,6 @@ def _cmd_sample(args) -> int:
     shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else model.image_shape
     require(shape is not None and len(shape) == 3, "give --shape C,H,W (the model does not declare its image shape)")
     assert shape is not None
-    check_image_shape(model, shape, "--shape")
     chw = (int(shape[0]), int(shape[1]), int(shape[2]))
     imgs = sample(model, schedule if args.sampler == "ancestral" else nodes, args.n, chw, method=args.sampler,
                   variance=_variance(args, model), eta=args.eta,
