@@ -46,17 +46,17 @@ noise_schedules: dict = {}  # name -> noise schedule (linear:T, cosine:T or FILE
 train_data: str = "cifar10:train"  # data spec of the selection split: tables, DP paths and every σ² come from it
 test_data: str = "cifar10:test"  # data spec of the held-out split: every reported number uses it, nothing is re-estimated on it
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
-n_table_images: int = 16  # training images in the table (M(t), Γ_t and the decoder candidates are estimated on them)
-n_eval_images: int = 16  # test images scored per schedule (paired: all schedules see the same images and noise)
-grid: str = "log:60+even:8,16,32+quadratic:8,16,32"  # DP search grid; it must contain even:K and quadratic:K of every budget so that their σ² come from the table
-budgets: list = [8, 16, 32]  # step budgets K
+n_table_images: int = 24  # training images in the table (M(t), Γ_t and the decoder candidates are estimated on them; 24 and the grid below share cifar10_nll's cached tables)
+n_eval_images: int = 12  # test images scored per schedule (paired: all schedules see the same images and noise)
+grid: str = "log:100"  # DP search grid (ddpmdp.grids.parse_grid spec); the nodes of the even and quadratic strides of every budget are always added, so their σ² come from the table
+budgets: list = [8, 16, 32, 64, 128, 256]  # step budgets K
 sigma_budget: int = 16  # the K whose DP path's σ² are plotted against fixed_small and fixed_large
 full_chain: bool = False  # also score the full T-step chain under the model's default rule (T forward passes per test image)
 show_anchor: bool = False  # print Analytic-DPM's Table 1 (their models) as the labelled external anchor
 clip: bool = True  # clip x0_hat to [-1, 1] in table, evaluation and sampling
 device: str = "cpu"  # cpu or cuda
 dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
-batch_size: int = 16  # images per forward pass
+batch_size: int = 64  # images per forward pass
 seed: int = 0  # noise seed (table and evaluation draw from separate noise streams)
 num_threads: int = 2  # torch CPU threads
 cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across notebooks (None: no cache)
@@ -98,7 +98,8 @@ results = {}
 for name, spec in models.items():
     model = run.model(spec, noise_schedules.get(name))
     print(f"{name}: {book.describe_model(model)}")
-    results[name] = book.run_optimal_variance(model, train, test, name=name, budgets=budgets, grid=grid,
+    results[name] = book.run_optimal_variance(model, train, test, name=name, budgets=budgets,
+                                              grid=book.grid_with_strides(grid, budgets),
                                               full_chain=full_chain, cache_dir=run.cache, **run.settings())
 
 # %% [markdown]

@@ -43,18 +43,18 @@ noise_schedule: "Optional[str]" = None  # noise schedule (linear:T, cosine:T or 
 train_data: str = "cifar10:train"  # data spec of the selection split: the table and the FID reference images
 test_data: str = "cifar10:test"  # data spec of the held-out split (bits/dim of the sampling paths)
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
-n_table_images: int = 48  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
+n_table_images: int = 24  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
 n_reference: int = 2000  # training images for the FID reference statistics
-n_samples: int = 64  # samples per (sampler, K)
+n_samples: int = 48  # samples per (sampler, K)
 n_eval_images: int = 32  # test images for bits/dim (0: skip)
-grid: str = "log:200+stride:4"  # DP search grid (ddpmdp.grids.parse_grid spec); the even and quadratic nodes of table_budgets are added
+grid: str = "log:100"  # DP search grid (ddpmdp.grids.parse_grid spec); the even and quadratic nodes of table_budgets are added
 table_budgets: list = [8, 16, 32, 64, 128, 256]  # budgets whose stride nodes the grid holds (as in cifar10_nll, so the cached table is shared)
 budgets: list = [8, 16, 32, 64]  # step budgets K (each sample costs the sum of K over budgets, per sampler)
 full_chain: bool = False  # also sample the full T-step chain
 fid_features: str = "auto"  # auto (Inception if its weights are in inception_dir, else proxy), inception or proxy
 inception_dir: "Optional[str]" = None  # folder holding pt_inception-2015-12-05-6726825d.pth
 proxy_cache: str = "runs/fid"  # folder caching the proxy classifier (relative: to the repository root inside a checkout, else to the working directory)
-proxy_steps: "Optional[int]" = None  # cap on the proxy classifier's training steps (None: the default 1200)
+proxy_steps: "Optional[int]" = None  # cap on the proxy classifier's training steps (None: the default 1200, i.e. the shipped proxy)
 variance: "Optional[str]" = None  # fixed_small, fixed_large or learned_range (None: the model's own rule)
 clip: bool = True  # clip x0_hat to [-1, 1]
 device: str = "cpu"  # cpu or cuda
@@ -108,6 +108,7 @@ if "proxy_training" in info:
 
 # %% [markdown]
 # A proxy-FID only ranks the samplers of *this* model against each other; its values cannot be set beside the paper's Table 5.
+# With the default settings the proxy is the classifier shipped in the package (`src/ddpmdp/fid/weights/`, trained once by `scripts/train_proxy.py`), so every machine computes the same features; a smoke run trains its own for two steps.
 #
 # ## Sampling along every schedule
 

@@ -103,6 +103,28 @@ def test_cached_table_is_reused(model, train, tmp_path):
     assert len(list(tmp_path.glob("TABLE-*.npz"))) == 2
 
 
+def test_one_cached_pass_serves_every_rule_of_the_models_own_sums(model, train, tmp_path):
+    """fixed_large, analytic and optimal (a fixed-variance model) share one cached file, as do
+    learned_range and best (a learned-variance model); the model's own rule keeps its summed cells,
+    equal to a direct table's; a rule with other sums gets its own file."""
+    fixed = tiny_adapter(cosine_schedule(T), channels=3, learned=False, seed=3, image_shape=(3, 8, 8))
+    data = train.subset(3)
+    kw = dict(grid="stride:5", cache_dir=tmp_path, batch_size=2)
+    direct = estimate_table(fixed, data, variance="fixed_large", nodes=ex.table_grid("stride:5", T), batch_size=2)
+    hits = []
+    for rule in ("fixed_large", "optimal", "analytic"):
+        t, hit = ex.cached_table(fixed, data, variance=rule, **kw)
+        hits.append(hit)
+        assert t.meta["variance"] == rule
+        if rule == "fixed_large":
+            np.testing.assert_allclose(t.L, direct.L, rtol=1e-12)
+            np.testing.assert_allclose(t.L_se, direct.L_se, rtol=1e-10, equal_nan=True)
+    assert hits == [False, True, True] and len(list(tmp_path.glob("TABLE-*.npz"))) == 1
+    assert [ex.cached_table(model, data, variance=r, **kw)[1] for r in ("learned_range", "best")] == [False, True]
+    assert ex.cached_table(fixed, data, variance="fixed_small", **kw)[1] is False
+    assert len(list(tmp_path.glob("TABLE-*.npz"))) == 3
+
+
 def test_mse_reweighted_cost(nll):
     W = ex.mse_reweighted_cost(nll.table)
     nodes, m = nll.table.nodes, nll.table.mse()[0]
@@ -224,6 +246,23 @@ def test_embedded_card_table_reads_every_card():
         assert r[col] == f"{held['bpd']:.3f} ± {held['bpd_se']:.3f}"
         assert r[header.index("Split")] == held["data"] and r[header.index("Images")] == str(held["n_images"])
     assert [r[0] for r in ex.embedded_card_table(["cifar10-vlb"])[1]] == ["cifar10-vlb"]
+
+
+def test_lossless_gap_sentences_and_the_weights_readme_match_the_cards():
+    from ddpmdp.models.embedded import model_table, weights_dir
+
+    readme = (weights_dir() / "README.md").read_text()
+    lines = ex.lossless_gap_lines()
+    for r, line in zip(model_table(), lines):
+        assert line.startswith(f"`{r['name']}`")
+        if r["lossless100_bpd"] is None:
+            assert r["lossless100_note"] and r["lossless100_note"] in line
+            continue
+        cells = [f"{r['lossless100_bpd']:.3f} ± {r['lossless100_bpd_se']:.3f}",
+                 f"{r['jpeg100_bpd']:.3f} ± {r['jpeg100_bpd_se']:.3f}"]
+        gap = f"{r['lossless100_bpd'] - r['jpeg100_bpd']:.2f}"
+        assert all(c in line for c in cells) and f"{gap} bits/dim lower" in line
+        assert f"| `{r['name']}` | {cells[0]} | {cells[1]} | {gap} |" in readme
 
 
 def test_model_samples_follow_the_path_spec_and_seed():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
 
+from ddpmdp.data.images import ImageSet
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.fid.frechet import PROXY_LABEL, FeatureStats, StreamingStats, feature_statistics, fid_from_stats, frechet_distance
 from ddpmdp.fid.inception import FIDInceptionV3, InceptionExtractor, check_inception_state_dict, inception_spec
@@ -298,3 +300,39 @@ def test_cifar10_labels_are_read_with_the_safe_reader(tmp_path):
     assert images.images.shape == (20, 3, 32, 32) and images.split == "test"
     np.testing.assert_array_equal(images.images, data.reshape(-1, 3, 32, 32))
     np.testing.assert_array_equal(y, labels)
+
+
+# ---- the shipped proxy -------------------------------------------------------------------------------
+@pytest.mark.skipif(not os.environ.get("DDPMDP_DATA"), reason="DDPMDP_DATA is not set (point it at the shared data)")
+def test_shipped_proxy_matches_its_card_and_classifies_cifar10():
+    """The shipped weights load, their sha256 is the card's, and their accuracy on the first 1,000
+    CIFAR-10 test images is the card's test accuracy (on all 10,000) within sampling error."""
+    card = json.loads(proxy.SHIPPED_PROXY.with_suffix(".json").read_text())
+    ex = load_proxy_extractor(proxy.SHIPPED_PROXY)
+    assert ex.report["weights_sha256"] == card["weights_sha256"] and card["weights_sha256"][:16] in ex.feature
+    assert card["steps"] == 1200 and card["seed"] == 0 and card["n_test"] == 10_000
+    test, y = load_cifar10_labelled("test", download=False)
+    acc = proxy.classifier_accuracy(ex.classifier, test.images[:1000], y[:1000])
+    se = (card["test_accuracy"] * (1 - card["test_accuracy"]) / 1000) ** 0.5
+    assert acc > 0.5 and abs(acc - card["test_accuracy"]) < 4 * se, (acc, card["test_accuracy"])
+
+
+def test_default_proxy_is_the_shipped_one_and_a_changed_file_is_refused(tmp_path, monkeypatch):
+    def no_training(*a, **k):
+        raise AssertionError("the default proxy must not be trained when the shipped one exists")
+
+    monkeypatch.setattr(proxy, "train_proxy_classifier", no_training)
+    monkeypatch.setattr(proxy, "load_cifar10_labelled", lambda split, data_dir=None: (
+        ImageSet(np.zeros((2, 3, 32, 32), np.uint8), f"toy:{split}", split), np.zeros(2, np.int64)))
+    ex = proxy.proxy_extractor(tmp_path / "cache")
+    assert ex.feature.endswith(f"{ex.report['weights_sha256'][:16]})")
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(AssertionError, match="must not be trained"):  # a non-default proxy is trained
+        proxy.proxy_extractor(tmp_path / "cache", max_steps=2)
+    bad = tmp_path / proxy.SHIPPED_PROXY.name
+    data = bytearray(proxy.SHIPPED_PROXY.read_bytes())
+    data[-1] ^= 1
+    bad.write_bytes(bytes(data))
+    bad.with_suffix(".json").write_text(proxy.SHIPPED_PROXY.with_suffix(".json").read_text())
+    with pytest.raises(DdpmdpError, match="does not match its card"):
+        load_proxy_extractor(bad)

@@ -27,7 +27,8 @@ from ddpmdp.errors import require
 from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.book.locations import repo_root
 from ddpmdp.strides import even_stride, quadratic_stride
-from ddpmdp.variances import VarianceRule
+from ddpmdp.rescore import rescore
+from ddpmdp.variances import VarianceRule, default_rule, sums_rule
 
 __all__ = [
     "load_data",
@@ -38,6 +39,7 @@ __all__ = [
     "table_grid",
     "grid_with_strides",
     "cached_table",
+    "superset_rule",
     "solve_table",
     "stride_paths",
     "by_budget",
@@ -131,25 +133,46 @@ def cached_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRul
     fingerprints, the grid nodes, the variance rule, the clip flag and the seed, and it is
     reused by later calls with the same key (the notebooks share tables this way). The
     batch size and device are not part of the key: they change cells only by rounding.
+
+    One pass serves every rule whose summed cells are the model's own rule's: that rule,
+    ``analytic``, ``optimal`` and (learned-variance models) ``best``. For those the table is
+    estimated once under :func:`superset_rule` (the same pass also sums M(t), Γ_t and the
+    decoder candidates) and the requested rule's table is derived by
+    :func:`ddpmdp.rescore.rescore`; the model's own rule keeps its summed per-image cells, so
+    they equal a direct table's. Notebooks asking for ``fixed_large`` and for ``optimal`` share one file.
     """
     nodes = table_grid(grid, model.schedule.T)
+    estimated_rule = superset_rule(model, variance)
     path = None
     if cache_dir is not None:
         key = json.dumps({"model": model.fingerprint(), "model_id": model.identity, "data": data.fingerprint(),
-                          "n": len(data), "grid": hashlib.sha256(nodes.tobytes()).hexdigest(), "variance": variance,
-                          "clip": bool(clip), "seed": int(seed)}, sort_keys=True)
+                          "n": len(data), "grid": hashlib.sha256(nodes.tobytes()).hexdigest(),
+                          "variance": estimated_rule, "clip": bool(clip), "seed": int(seed)}, sort_keys=True)
         folder = Path(cache_dir).expanduser()
         folder = folder if folder.is_absolute() else repo_root() / folder
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"TABLE-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         if path.is_file():
-            return load_table(path), True
-    table = estimate_table(model, data, variance=variance, clip=clip, nodes=nodes, batch_size=batch_size, seed=seed,
-                           device=device)
+            return _as_rule(load_table(path), variance), True
+    table = estimate_table(model, data, variance=estimated_rule, clip=clip, nodes=nodes, batch_size=batch_size,
+                           seed=seed, device=device)
     table.meta["grid"] = grid or "all"
     if path is not None:
         table.save(path)
-    return table, False
+    return _as_rule(table, variance), False
+
+
+def superset_rule(model: DiffusionModel, variance: VarianceRule) -> VarianceRule:
+    """The rule :func:`cached_table` estimates to serve ``variance``: ``best`` (learned-variance
+    models) or ``optimal`` when ``variance`` sums the model's own rule's cells, else ``variance``."""
+    own = default_rule(model.learned_variance)
+    if sums_rule(variance, model.learned_variance) != own:
+        return variance
+    return "best" if model.learned_variance else "optimal"
+
+
+def _as_rule(table: ElboTable, variance: VarianceRule) -> ElboTable:
+    return table if table.meta.get("variance") == variance else rescore(table, variance)
 
 
 def stride_paths(T: int, budgets: Sequence[int], *, solution: DPSolution | None = None,

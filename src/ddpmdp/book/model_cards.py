@@ -14,6 +14,7 @@ from ddpmdp.book.inputs import default_variance
 __all__ = [
     "EMBEDDED_CAPTION",
     "embedded_card_table",
+    "lossless_gap_lines",
     "model_samples",
 ]
 
@@ -29,7 +30,7 @@ EMBEDDED_CAPTION = (
 
 def _score(row: dict, key: str, precision: int) -> str:
     if row.get(f"{key}_bpd") is None:
-        return "—"
+        return "no lossless set" if row.get(f"{key}_note") else "—"
     return f"{row[f'{key}_bpd']:.{precision}f} ± {row[f'{key}_bpd_se']:.{precision}f}"
 
 
@@ -55,6 +56,30 @@ def embedded_card_table(names: Sequence[str] | None = None, precision: int = 3) 
                      f"{r['train_minutes']:.0f}" if r["train_minutes"] is not None else "—", r["schedule"],
                      r["variance"], f"{r['parameters']:,}" if r["parameters"] else "—"])
     return header, rows
+
+
+def lossless_gap_lines(names: Sequence[str] | None = None, precision: int = 3) -> list[str]:
+    """One sentence per embedded model from its card: the full chain on the 100 lossless CIFAR-10 test
+    images and on their JPEG copies (mean ± SE, bits/dim, same seed and noise) and their difference,
+    or why a model has no lossless number."""
+    from ddpmdp.models.embedded import model_table
+
+    out = []
+    for r in model_table():
+        if names is not None and r["name"] not in names:
+            continue
+        if r["lossless100_bpd"] is not None and r["jpeg100_bpd"] is not None:
+            gap = r["lossless100_bpd"] - r["jpeg100_bpd"]
+            out.append(f"`{r['name']}`: {r['lossless100_bpd']:.{precision}f} ± {r['lossless100_bpd_se']:.{precision}f} "
+                       f"bits/dim on the 100 lossless test images, {r['jpeg100_bpd']:.{precision}f} ± "
+                       f"{r['jpeg100_bpd_se']:.{precision}f} on their JPEG copies: the JPEG copy scores "
+                       f"{gap:.2f} bits/dim {'lower' if gap > 0 else 'higher'}.")
+        elif r["lossless100_note"]:
+            out.append(f"`{r['name']}`: {r['lossless100_note']}.")
+        else:
+            out.append(f"`{r['name']}`: the lossless and JPEG-100 numbers are not measured yet "
+                       "(scripts/lossless_check.py).")
+    return out
 
 
 def model_samples(model: DiffusionModel, path: str, n: int, *, method: Literal["ancestral", "ddim"] = "ancestral",

@@ -111,13 +111,28 @@ def paired_gains(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str
 
 
 def gain_lines(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str]) -> list[str]:
-    """One line per K: the paired difference a − b, its SE and whether it exceeds 2 SE."""
-    lines = []
-    for K, (diff, se) in paired_gains(r, a, b).items():
-        verdict = "beyond 2 SE" if abs(diff) > 2 * se else "within 2 SE"
-        lines.append(f"{r.name} K={K}: {' '.join(a)} − {' '.join(b)} = {diff:+.3f} ± {se:.3f} bits/dim "
-                     f"(paired, {r.scores[(*a, K)].split} split, {r.scores[(*a, K)].n_images} images; {verdict})")
-    return lines
+    """One sentence for the pair: the paired difference a − b at every K with its SE, and at which K
+    it exceeds 2 SE (negative: a is better)."""
+    gains = paired_gains(r, a, b)
+    if not gains:
+        return []
+    first = r.scores[(*a, next(iter(gains)))]
+    cells = ", ".join(f"K = {K}: {d:+.3f} ± {se:.3f}" for K, (d, se) in gains.items())
+    beyond = [K for K, (d, se) in gains.items() if abs(d) > 2 * se]
+    better = [K for K in beyond if gains[K][0] < 0]
+    worse = [K for K in beyond if gains[K][0] > 0]
+    if len(better) == len(gains):
+        verdict = f"{a[0]} is better beyond 2 SE at every K"
+    elif len(worse) == len(gains):
+        verdict = f"{b[0]} is better beyond 2 SE at every K"
+    else:
+        parts = [f"{a[0]} better beyond 2 SE at K = {', '.join(map(str, better))}" if better else "",
+                 f"{b[0]} better beyond 2 SE at K = {', '.join(map(str, worse))}" if worse else "",
+                 "within 2 SE at K = " + ", ".join(str(K) for K in gains if K not in beyond)
+                 if len(beyond) < len(gains) else ""]
+        verdict = "; ".join(x for x in parts if x)
+    return [f"{r.name}, {' '.join(a)} − {' '.join(b)} (bits/dim, paired, {first.split} split, {first.n_images} "
+            f"images): {cells}; {verdict}."]
 
 
 def sigma_along_path(r: OptimalVarianceResult, rule: str, K: int) -> dict[str, np.ndarray]:

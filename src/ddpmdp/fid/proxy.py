@@ -30,7 +30,13 @@ __all__ = [
     "load_proxy_extractor",
     "proxy_extractor",
     "load_cifar10_labelled",
+    "SHIPPED_PROXY",
 ]
+
+#: The proxy the package ships (seed 0, float32, the default 1200 steps, trained on the CIFAR-10
+#: training files under ``$DDPMDP_DATA`` by ``scripts/train_proxy.py``); its ``.json`` card beside
+#: it holds the training report and the file's sha256.
+SHIPPED_PROXY = Path(__file__).with_name("weights") / "proxy_cnn_seed0.safetensors"
 
 
 # ---- the proxy: a small CIFAR-10 classifier ----------------------------------------------------
@@ -269,7 +275,11 @@ def load_proxy_extractor(path: str | Path, *, device: str | torch.device = "cpu"
         raise DdpmdpError(f"{p} does not hold ProxyCNN weights ({str(exc).splitlines()[0]})") from None
     side = p.with_suffix(".json")
     report = json.loads(side.read_text()) if side.is_file() else {}
-    return ProxyExtractor(net, file_sha256(p), device=device, report=report)
+    sha = file_sha256(p)
+    require(report.get("weights_sha256") in (None, sha), f"{p} does not match its card {side.name} (sha256 "
+            f"{sha[:16]}…, the card says {str(report.get('weights_sha256'))[:16]}…): the file was changed or "
+            "truncated; restore it from the repository or retrain it with scripts/train_proxy.py")
+    return ProxyExtractor(net, sha, device=device, report=report)
 
 
 def proxy_extractor(cache_dir: str | Path, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
@@ -280,11 +290,18 @@ def proxy_extractor(cache_dir: str | Path, data_dir: str | os.PathLike | None = 
     split on first use (:func:`train_proxy_classifier`, ``train_kwargs`` passed through; about
     3 minutes on one CPU thread). An existing file is reused whatever ``train_kwargs`` say:
     delete it to retrain. ``dtype=torch.float64`` in ``train_kwargs`` trains in float64 and caches
-    ``proxy_cnn_seed{seed}_float64.pt`` (its weights are stored, and used, in float32)."""
+    ``proxy_cnn_seed{seed}_float64.pt`` (its weights are stored, and used, in float32).
+
+    With the default settings (seed 0, float32, no other ``train_kwargs``) and no file in
+    ``cache_dir``, the shipped proxy :data:`SHIPPED_PROXY` is used instead of training one: the
+    same network on every machine, so proxy-FIDs do not depend on the CPU that trained it."""
     cache = Path(cache_dir)
     dtype = train_kwargs.get("dtype", torch.float32)
     path = cache / (f"proxy_cnn_seed{seed}.pt" if dtype == torch.float32 else
                     f"proxy_cnn_seed{seed}_{str(dtype).removeprefix('torch.')}.pt")
+    default = seed == 0 and dtype == torch.float32 and not set(train_kwargs) - {"dtype"}
+    if not path.is_file() and default and SHIPPED_PROXY.is_file():
+        return load_proxy_extractor(SHIPPED_PROXY, device=device)
     if not path.is_file():
         require(train_if_missing, f"no proxy classifier at {path}; call with train_if_missing=True")
         cache.mkdir(parents=True, exist_ok=True)

@@ -254,14 +254,15 @@ def embedded_models() -> dict[str, dict[str, Any]]:
 
 MODEL_TABLE_COLUMNS = ("name", "objective", "schedule", "T", "variance", "parameters", "steps", "train_minutes",
                        "heldout_bpd", "heldout_bpd_se", "heldout_split", "heldout_images", "lossless100_bpd",
-                       "lossless100_bpd_se", "jpeg100_bpd", "jpeg100_bpd_se", "available")
+                       "lossless100_bpd_se", "jpeg100_bpd", "jpeg100_bpd_se", "lossless100_note", "available")
 
 
 def model_table() -> list[dict[str, Any]]:
     """One row per embedded model, read from its card: objective, diffusion, size, training and the
     held-out full-chain bits/dim ± SE with the split and number of images it was measured on;
     ``lossless100``/``jpeg100`` the full chain on the 100 lossless CIFAR-10 test images and on
-    their JPEG-decoded copies (None where not measured)."""
+    their JPEG-decoded copies (None where not measured; ``lossless100_note`` says why, e.g. for a
+    64×64 model, for which no lossless set exists)."""
     rows = []
     for name, entry in embedded_models().items():
         card = entry["card"] or {}
@@ -273,6 +274,7 @@ def model_table() -> list[dict[str, Any]]:
                      "heldout_split": held.get("data"), "heldout_images": held.get("n_images"),
                      **{f"{k}_{q}": (card.get(f"held_out_{k}") or {}).get(q) for k in ("lossless100", "jpeg100")
                         for q in ("bpd", "bpd_se")},
+                     "lossless100_note": (card.get("held_out_lossless100") or {}).get("note"),
                      "available": entry["available"]})
     return rows
 
