@@ -6,7 +6,8 @@ forward pass). Timings are interleaved pairs; the ratio printed is the median of
 On a shared, loaded machine the pairs scatter widely: use an idle machine and several repeats.
 The extra arithmetic is 8 discretised-Gaussian NLLs per (image, node) in float64 (in-place, one log
 per pixel). Measured on 2 busy CPU cores, cifar10-simple, batch 32, grid stride 25, 5 pairs:
-median 1.050 (pairs 0.905–1.134).
+median 1.050 (pairs 0.905–1.134). On the same 2 cores idle (nothing else running), same arguments:
+optimal 1.087 (pairs 1.044–1.191), analytic 1.097 (pairs 1.006–1.118).
 Run: ``python benchmarks/bench_variance_table.py`` (``--model cifar10-simple --grid-stride 20``
 for a trained embedded model; ``--device cuda`` on a GPU).
 """

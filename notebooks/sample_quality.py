@@ -153,8 +153,9 @@ display(run.figure(fig, "sample_quality_fid"))
 
 # %%
 if result.bpd:
-    bt = book.bpd_table({("paths", s, K): sc for s, d in result.bpd.items() for K, sc in d.items()},
-                        budgets=budgets, dp="dp (ELBO)", title="Test bits/dim of the ancestral sampling paths")
+    bt = book.bpd_table({(model_spec, s, K): sc for s, d in result.bpd.items() for K, sc in d.items()},
+                        budgets=budgets, dp="dp (ELBO)", title="Test bits/dim of the ancestral sampling paths",
+                        row_headers=("Model", "Path"))
     display(run.table(bt, "sample_quality_bpd"))
 
 # %% [markdown]

@@ -131,3 +131,18 @@ def test_scores_by_stride_and_paper_tables():
         scores_by_stride(scores, "c")
     assert PAPER_TABLE3[("L_vlb", "dp")][32] == 3.17 and PAPER_TABLE3[("L_hybrid", "even")]["all"] == 3.17
     assert PAPER_TABLE3[("L_simple", "dp")][256] == 3.72
+
+
+def test_mean_pm_se_never_rounds_a_nonzero_se_to_zero():
+    from ddpmdp.book.reports import mean_pm_se
+
+    assert mean_pm_se(3.17241, 0.0052) == "3.172 ± 0.005"
+    assert mean_pm_se(0.02, 0.00038, signed=True) == "+0.0200 ± 0.0004"
+    assert mean_pm_se(0.02, 0.00004, signed=True) == "+0.02000 ± 0.00004"
+    assert mean_pm_se(-0.0111, 0.0004999, signed=True) == "-0.0111 ± 0.0005"
+    assert mean_pm_se(1.0, float("nan")) == "1.000 ± n/a"
+    assert mean_pm_se(0.5, 0.0) == "0.500 ± 0.000"  # an exact zero stays zero (identical paths)
+    for se in (3e-5, 4.9e-4, 0.0123):
+        digits = mean_pm_se(1.0, se).split("± ")[1]
+        assert float(digits) > 0, se
+    assert mean_pm_se(-3e-11, 2e-11, signed=True) == "-0.000 ± 0.000"  # rounding-level: no noise digits

@@ -75,7 +75,7 @@ class MCAblationResult:
         keyed = {(self.label, f"table from {n} image{'s' if n != 1 else ''}", K): sc
                  for n, d in self.scores.items() for K, sc in d.items()}
         return bpd_table(keyed, budgets=sorted({K for d in self.scores.values() for K in d}), precision=precision,
-                         title=title)
+                         title=title, row_headers=("Model", "Selection table"))
 
 
 def run_mc_ablation(model: DiffusionModel, train: ImageSet, test: ImageSet, *, label: str, sizes: Sequence[int],

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ddpmdp.book.inputs import cached_table, solve_table, stride_paths
-from ddpmdp.book.reports import ResultTable, bpd_table
+from ddpmdp.book.reports import ResultTable, bpd_table, mean_pm_se
 from ddpmdp.data.images import ImageSet
 from ddpmdp.dp import DPSolution
 from ddpmdp.errors import require
@@ -100,7 +100,8 @@ def run_optimal_variance(model: DiffusionModel, train: ImageSet, test: ImageSet,
 def variance_table(r: OptimalVarianceResult, budgets: Sequence[int] | None = None, title: str = "") -> ResultTable:
     """Rows rule × stride, columns K (and the full chain under the default rule), held-out bits/dim ± SE."""
     full = {r.rules[0]: r.full} if r.full is not None else None
-    return bpd_table(r.scores, full, budgets=budgets, title=title or f"{r.name}: test bits/dim")
+    return bpd_table(r.scores, full, budgets=budgets, title=title or f"{r.name}: test bits/dim",
+                     row_headers=("Variance rule", "Stride"))
 
 
 def paired_gains(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str]
@@ -117,7 +118,7 @@ def gain_lines(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str])
     if not gains:
         return []
     first = r.scores[(*a, next(iter(gains)))]
-    cells = ", ".join(f"K = {K}: {d:+.3f} ± {se:.3f}" for K, (d, se) in gains.items())
+    cells = ", ".join(f"K = {K}: {mean_pm_se(d, se, signed=True)}" for K, (d, se) in gains.items())
     beyond = [K for K, (d, se) in gains.items() if abs(d) > 2 * se]
     better = [K for K in beyond if gains[K][0] < 0]
     worse = [K for K in beyond if gains[K][0] > 0]

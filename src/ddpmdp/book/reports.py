@@ -30,7 +30,7 @@ from typing import Union
 from ddpmdp.errors import require
 from ddpmdp.evaluate import PathScore, paired_difference
 
-__all__ = ["ScoreLike", "Cell", "cell_of", "ResultTable", "bpd_table", "GainFlag", "flag_dp_gains",
+__all__ = ["mean_pm_se", "ScoreLike", "Cell", "cell_of", "ResultTable", "bpd_table", "GainFlag", "flag_dp_gains",
            "flags_markdown", "scores_by_stride", "PAPER_BUDGETS", "PAPER_TABLE3", "PAPER_TABLE4", "PAPER_TABLE5",
            "FULL"]
 
@@ -74,6 +74,24 @@ PAPER_TABLE5: dict[tuple[str, str], dict[int | str, float]] = {
 
 
 # ---- cells -------------------------------------------------------------------------------------------
+def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = False) -> str:
+    """``"3.172 ± 0.005"``: both at ``precision`` decimals, or with up to two more where the SE
+    needs them to show its first significant digit (``"+0.0200 ± 0.0004"``). An SE below even
+    that (rounding-level differences, e.g. two rules giving the same path) prints at
+    ``precision`` decimals, so such digits never reach a table; ``"± n/a"`` without a finite SE."""
+    sign = "+" if signed else ""
+    if not math.isfinite(se):
+        return f"{value:{sign}.{precision}f} ± n/a"
+    decimals = precision
+    if 0 < se < 0.5 * 10.0 ** -precision:
+        decimals = max(precision, -math.floor(math.log10(se)))
+        if round(se, decimals) == 0:
+            decimals += 1
+        if decimals > precision + 2:
+            decimals = precision
+    return f"{value:{sign}.{decimals}f} ± {se:.{decimals}f}"
+
+
 @dataclass(frozen=True)
 class Cell:
     """One reported number: ``bpd`` and ``se`` in bits/dim, with where it was measured."""
@@ -85,9 +103,8 @@ class Cell:
     se_kind: str = ""
 
     def text(self, precision: int) -> str:
-        """``"3.172 ± 0.005"`` at ``precision`` decimals (``"± n/a"`` without an SE)."""
-        se = f"{self.se:.{precision}f}" if math.isfinite(self.se) else "n/a"
-        return f"{self.bpd:.{precision}f} ± {se}"
+        """``"3.172 ± 0.005"`` (:func:`mean_pm_se`)."""
+        return mean_pm_se(self.bpd, self.se, precision)
 
 
 def cell_of(score: ScoreLike) -> Cell:
@@ -115,6 +132,7 @@ class ResultTable:
     precision: int = 3
     flags: list["GainFlag"] = field(default_factory=list)
     title: str = ""
+    row_headers: tuple[str, str] = ("Objective", "Stride")
 
     def records(self) -> list[dict[str, object]]:
         """Tidy rows, one per cell: objective, stride, K, bpd, se (bits/dim), split, n_images,
@@ -158,7 +176,7 @@ class ResultTable:
         within = {(f.objective, f.K) for f in self.flags if f.within}
         losses = {(f.objective, f.K) for f in self.flags if f.status == "loss"}
         dp_names = {f.dp for f in self.flags}
-        head = ["Objective", "Stride"] + [f"K={K}" for K in self.budgets] + (["All"] if self.full else [])
+        head = [*self.row_headers] + [f"K={K}" for K in self.budgets] + (["All"] if self.full else [])
         rows, seen = [], set()
         for obj, stride in self.rows:
             row = [obj if obj not in seen else "", stride]
@@ -201,13 +219,15 @@ class ResultTable:
 
 def bpd_table(scores: Mapping[tuple[str, str, int], ScoreLike], full_chain: Mapping[str, ScoreLike] | None = None,
               *, budgets: Sequence[int] | None = None, precision: int = 3, dp: str = "dp",
-              n_sigma: float = 2.0, title: str = "") -> ResultTable:
+              n_sigma: float = 2.0, title: str = "", row_headers: tuple[str, str] = ("Objective", "Stride")
+              ) -> ResultTable:
     """Build a :class:`ResultTable` from ``scores[(objective, stride, K)]`` and the optional
     ``full_chain[objective]`` (a PathScore, whose K = T, or ``(bpd, se)`` with T unknown → 0).
 
     Rows keep the first-appearance order of objectives and strides; columns are ``budgets``
     (default: the Paper's 8 … 256 plus any other K present). When ``dp`` is one of the
-    strides, :func:`flag_dp_gains` fills ``flags`` (threshold ``n_sigma`` SE).
+    strides, :func:`flag_dp_gains` fills ``flags`` (threshold ``n_sigma`` SE). ``row_headers``
+    name the two row columns in the wide layout (e.g. ``("Variance rule", "Stride")``).
     """
     require(precision >= 0, "precision must be >= 0")
     Ks = sorted({int(k[2]) for k in scores})
@@ -228,7 +248,7 @@ def bpd_table(scores: Mapping[tuple[str, str, int], ScoreLike], full_chain: Mapp
     for obj, sc in (full_chain or {}).items():
         full[str(obj)] = (sc.K if isinstance(sc, PathScore) else 0, cell_of(sc))
     flags = flag_dp_gains(scores, dp=dp, n_sigma=n_sigma) if any(s == dp for _, s in rows) else []
-    return ResultTable(cols, rows, cells, full, precision, flags, title)
+    return ResultTable(cols, rows, cells, full, precision, flags, title, row_headers)
 
 
 # ---- DP gains ----------------------------------------------------------------------------------------
@@ -296,7 +316,7 @@ def flags_markdown(flags: Sequence[GainFlag], precision: int = 3) -> str:
     lines = ["| Objective | K | Baseline | Δ bits/dim (DP − baseline) ± SE | SE kind | Status |",
              "|---|---|---|---|---|---|"]
     for f in flags:
-        lines.append(f"| {f.objective} | {f.K} | {f.baseline} | {f.diff:+.{precision}f} ± {f.se:.{precision}f} | "
+        lines.append(f"| {f.objective} | {f.K} | {f.baseline} | {mean_pm_se(f.diff, f.se, precision, signed=True)} | "
                      f"{'paired' if f.paired else 'unpaired'} | {f.status} |")
     return "\n".join(lines) + "\n"
 

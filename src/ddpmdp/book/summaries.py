@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ddpmdp.book.reports import mean_pm_se
 from ddpmdp.data.images import ImageSet
 from ddpmdp.evaluate import PathScore, paired_difference
 from ddpmdp.table import ElboTable
@@ -52,7 +53,7 @@ def provenance(models: Mapping[str, str], train: ImageSet | None, test: ImageSet
 
 
 def _fmt(diff: float, se: float, p: int) -> str:
-    return f"{diff:+.{p}f} ± {se:.{p}f}"
+    return mean_pm_se(diff, se, p, signed=True)
 
 
 def nll_summary_markdown(results: Mapping[str, Any], precision: int = 3) -> str:
@@ -137,4 +138,4 @@ def sample_quality_summary_markdown(result: Any, label: str, precision: int = 2)
 
 
 def score_line(name: str, s: PathScore, precision: int = 3) -> str:
-    return f"{name}: {s.bpd:.{precision}f} ± {s.bpd_se:.{precision}f} bits/dim ({s.split}, {s.n_images} images)"
+    return f"{name}: {mean_pm_se(s.bpd, s.bpd_se, precision)} bits/dim ({s.split}, {s.n_images} images)"
