@@ -1,7 +1,7 @@
 """Record in each embedded CIFAR-10 model's card the full-chain bits/dim on the 100 lossless CIFAR-10
 test images and on the JPEG-decoded copies of the same 100 images (issue: the data caveat, measured).
 
-Usage (CPU: about 5 minutes per model and data set on one idle core)::
+Usage (CPU: about 13 minutes per model and data set on one core of a 2-core machine, two runs side by side)::
 
     for m in cifar10-hybrid cifar10-simple cifar10-vlb; do
       for d in cifar10-lossless100 cifar10:test; do

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,9 +32,7 @@ def main(out: Path = SHIPPED_PROXY) -> int:
     info = {"train": train.identity, "train_sha": train.fingerprint(), "n_train": len(train),
             "test": test.identity, "test_sha": test.fingerprint(),
             "notes": [n.replace(root, "$DDPMDP_DATA") for n in train.notes + test.notes]}
-    with tempfile.TemporaryDirectory() as tmp:
-        net, report = train_proxy_classifier(train.images, y, test.images, y_test, seed=0,
-                                             out=Path(tmp) / "proxy.pt", data_info=info, progress=True)
+    net, report = train_proxy_classifier(train.images, y, test.images, y_test, seed=0, data_info=info, progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out))
     card = asdict(report)

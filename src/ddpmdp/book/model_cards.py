@@ -10,6 +10,7 @@ import numpy as np
 from ddpmdp.errors import require
 from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.book.inputs import default_variance
+from ddpmdp.book.reports import mean_pm_se
 
 __all__ = [
     "EMBEDDED_CAPTION",
@@ -31,7 +32,7 @@ EMBEDDED_CAPTION = (
 def _score(row: dict, key: str, precision: int) -> str:
     if row.get(f"{key}_bpd") is None:
         return "no lossless set" if row.get(f"{key}_note") else "—"
-    return f"{row[f'{key}_bpd']:.{precision}f} ± {row[f'{key}_bpd_se']:.{precision}f}"
+    return mean_pm_se(row[f"{key}_bpd"], row[f"{key}_bpd_se"], precision)
 
 
 # ---- the embedded models ------------------------------------------------------------------------
@@ -48,8 +49,8 @@ def embedded_card_table(names: Sequence[str] | None = None, precision: int = 3) 
     for r in model_table():
         if names is not None and r["name"] not in names:
             continue
-        bpd = (f"{r['heldout_bpd']:.{precision}f} ± {r['heldout_bpd_se']:.{precision}f}"
-               if r["heldout_bpd"] is not None else "not measured")
+        bpd = mean_pm_se(r["heldout_bpd"], r["heldout_bpd_se"], precision) if r["heldout_bpd"] is not None \
+            else "not measured"
         rows.append([r["name"], r["objective"], bpd, str(r["heldout_split"] or "—"), str(r["heldout_images"] or "—"),
                      _score(r, "lossless100", precision), _score(r, "jpeg100", precision),
                      f"{r['steps']:,}" if r["steps"] else "—",
@@ -70,10 +71,9 @@ def lossless_gap_lines(names: Sequence[str] | None = None, precision: int = 3) -
             continue
         if r["lossless100_bpd"] is not None and r["jpeg100_bpd"] is not None:
             gap = r["lossless100_bpd"] - r["jpeg100_bpd"]
-            out.append(f"`{r['name']}`: {r['lossless100_bpd']:.{precision}f} ± {r['lossless100_bpd_se']:.{precision}f} "
-                       f"bits/dim on the 100 lossless test images, {r['jpeg100_bpd']:.{precision}f} ± "
-                       f"{r['jpeg100_bpd_se']:.{precision}f} on their JPEG copies: the JPEG copy scores "
-                       f"{gap:.2f} bits/dim {'lower' if gap > 0 else 'higher'}.")
+            out.append(f"`{r['name']}`: {_score(r, 'lossless100', precision)} bits/dim on the 100 lossless test "
+                       f"images, {_score(r, 'jpeg100', precision)} on their JPEG copies: the JPEG copy scores "
+                       f"{abs(gap):.2f} bits/dim {'lower' if gap > 0 else 'higher'}.")
         elif r["lossless100_note"]:
             out.append(f"`{r['name']}`: {r['lossless100_note']}.")
         else:

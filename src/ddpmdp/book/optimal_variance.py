@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ddpmdp.book.inputs import cached_table, solve_table, stride_paths
+from ddpmdp.book.inputs import cached_table, solve_table, stride_paths, superset_rule
 from ddpmdp.book.reports import ResultTable, bpd_table, mean_pm_se
 from ddpmdp.data.images import ImageSet
 from ddpmdp.dp import DPSolution
@@ -73,7 +73,7 @@ def run_optimal_variance(model: DiffusionModel, train: ImageSet, test: ImageSet,
     rules = (["fixed_small", "fixed_large", "learned_range", "analytic", "optimal", "best"] if learned
              else ["fixed_small", "fixed_large", "analytic", "optimal"])
     t0 = time.perf_counter()
-    base, cached = cached_table(model, train, variance="best" if learned else "optimal", grid=grid, clip=clip,
+    base, cached = cached_table(model, train, variance=superset_rule(model, model.variance), grid=grid, clip=clip,
                                 seed=seed, batch_size=batch_size, device=device, cache_dir=cache_dir)
     t1 = time.perf_counter()
     tables = {r: rescore(base, r) for r in rules}
@@ -119,19 +119,14 @@ def gain_lines(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str])
         return []
     first = r.scores[(*a, next(iter(gains)))]
     cells = ", ".join(f"K = {K}: {mean_pm_se(d, se, signed=True)}" for K, (d, se) in gains.items())
-    beyond = [K for K, (d, se) in gains.items() if abs(d) > 2 * se]
-    better = [K for K in beyond if gains[K][0] < 0]
-    worse = [K for K in beyond if gains[K][0] > 0]
-    if len(better) == len(gains):
-        verdict = f"{a[0]} is better beyond 2 SE at every K"
-    elif len(worse) == len(gains):
-        verdict = f"{b[0]} is better beyond 2 SE at every K"
+    better = [K for K, (d, se) in gains.items() if d < -2 * se]
+    worse = [K for K, (d, se) in gains.items() if d > 2 * se]
+    within = [K for K in gains if K not in better + worse]
+    if len(better) == len(gains) or len(worse) == len(gains):
+        verdict = f"{a[0] if better else b[0]} is better beyond 2 SE at every K"
     else:
-        parts = [f"{a[0]} better beyond 2 SE at K = {', '.join(map(str, better))}" if better else "",
-                 f"{b[0]} better beyond 2 SE at K = {', '.join(map(str, worse))}" if worse else "",
-                 "within 2 SE at K = " + ", ".join(str(K) for K in gains if K not in beyond)
-                 if len(beyond) < len(gains) else ""]
-        verdict = "; ".join(x for x in parts if x)
+        groups = ((f"{a[0]} better beyond 2 SE", better), (f"{b[0]} better beyond 2 SE", worse), ("within 2 SE", within))
+        verdict = "; ".join(f"{label} at K = {', '.join(map(str, Ks))}" for label, Ks in groups if Ks)
     return [f"{r.name}, {' '.join(a)} − {' '.join(b)} (bits/dim, paired, {first.split} split, {first.n_images} "
             f"images): {cells}; {verdict}."]
 

@@ -250,9 +250,12 @@ def _cmd_models(args) -> int:
         for r in rows:
             bpd = (f"{r['heldout_bpd']:.3f} ± {r['heldout_bpd_se']:.3f} bits/dim on {r['heldout_images']} "
                    f"{r['heldout_split']} images" if r["heldout_bpd"] is not None else "not measured")
-            lossless = (f"; lossless-100 {r['lossless100_bpd']:.3f} ± {r['lossless100_bpd_se']:.3f}, JPEG-100 "
-                        f"{r['jpeg100_bpd']:.3f} ± {r['jpeg100_bpd_se']:.3f}" if r["lossless100_bpd"] is not None
-                        else f"; lossless-100: {r['lossless100_note']}" if r["lossless100_note"] else "")
+            lossless = ""
+            if r["lossless100_bpd"] is not None:
+                lossless = (f"; lossless-100 {r['lossless100_bpd']:.3f} ± {r['lossless100_bpd_se']:.3f}, JPEG-100 "
+                            f"{r['jpeg100_bpd']:.3f} ± {r['jpeg100_bpd_se']:.3f}")
+            elif r["lossless100_note"]:
+                lossless = f"; lossless-100: {r['lossless100_note']}"
             print(f"{r['name']:<18s} {r['objective']:<7s} {r['schedule']:<12s} {r['variance']:<14s} "
                   f"{'ready' if r['available'] else 'no weights':<10s} full chain: {bpd}{lossless}")
     return 0

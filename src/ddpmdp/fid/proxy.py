@@ -299,10 +299,9 @@ def proxy_extractor(cache_dir: str | Path, data_dir: str | os.PathLike | None = 
     dtype = train_kwargs.get("dtype", torch.float32)
     path = cache / (f"proxy_cnn_seed{seed}.pt" if dtype == torch.float32 else
                     f"proxy_cnn_seed{seed}_{str(dtype).removeprefix('torch.')}.pt")
-    default = seed == 0 and dtype == torch.float32 and not set(train_kwargs) - {"dtype"}
-    if not path.is_file() and default and SHIPPED_PROXY.is_file():
-        return load_proxy_extractor(SHIPPED_PROXY, device=device)
     if not path.is_file():
+        if seed == 0 and dtype == torch.float32 and not set(train_kwargs) - {"dtype"} and SHIPPED_PROXY.is_file():
+            return load_proxy_extractor(SHIPPED_PROXY, device=device)
         require(train_if_missing, f"no proxy classifier at {path}; call with train_if_missing=True")
         cache.mkdir(parents=True, exist_ok=True)
         train, y = load_cifar10_labelled("train", data_dir)
