@@ -312,3 +312,36 @@ def test_shared_tiny_imagenet64() -> None:
     assert not any("differs from the project's shared file" in n for n in train.notes)
     means = full.images.reshape(10000, 3, -1).mean(axis=(0, 2))
     assert np.allclose(means, [123.00, 114.62, 101.51], atol=0.05)
+
+
+@needs_data
+def test_lossless_cifar10_pair_specs() -> None:
+    """``cifar10-lossless:train|test`` load exactly the shared files' pixels and labels. The first
+    pixels are the official CIFAR-10 values (train image 0, a frog: red row 59, 43, 50, 68; test
+    image 0, a cat: 158, 159, 165, 166), so a transposed or shifted layout fails."""
+    train, test = load_images("cifar10-lossless:train"), load_images("cifar10-lossless:test")
+    assert (train.identity, train.split, test.identity, test.split) == (
+        "cifar10-lossless:train", "train", "cifar10-lossless:test", "test")
+    assert train.images.shape == (4000, 3, 32, 32) and test.images.shape == (100, 3, 32, 32)
+    assert train.images.dtype == np.uint8 and test.images.dtype == np.uint8
+    assert train.images[0, 0, 0, :4].tolist() == [59, 43, 50, 68] and train.images[0, 1, 0, :3].tolist() == [62, 46, 48]
+    assert test.images[0, 0, 0, :4].tolist() == [158, 159, 165, 166] and test.images[0, 1, 0, :3].tolist() == [112, 111, 116]
+    assert train.images[-1, 2, -1, -4:].tolist() == [51, 54, 49, 57]
+    for ds, name in ((train, "cifar10_train_first4000_lossless.npz"), (test, "cifar10_test_first100_lossless.npz")):
+        with np.load(Path(DATA) / name) as z:
+            assert np.array_equal(ds.images.reshape(len(ds), -1), z["data"])
+            assert ds.labels is not None and np.array_equal(ds.labels, z["labels"])
+        assert ds.notes == []  # the shared files' sha256 match
+    assert train.labels is not None and train.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert test.labels is not None and test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    # the same images as the JPEG copies' first rows: labels equal, pixels within JPEG error
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        jpeg_train = load_images("cifar10:train").subset(4000)
+    assert jpeg_train.labels is not None and np.array_equal(jpeg_train.labels, train.labels)
+    assert np.abs(jpeg_train.images.astype(float) - train.images).mean() < 8.0
+    assert np.array_equal(load_images("cifar10-lossless100").images, test.images)  # the old name
+    assert np.array_equal(train.subset(5).labels, train.labels[:5])
+    for bad in ("cifar10-lossless", "cifar10-lossless:val", "cifar10-lossless100:train"):
+        with pytest.raises(DdpmdpError, match="cifar10-lossless:test"):
+            load_images(bad)

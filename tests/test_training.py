@@ -238,6 +238,46 @@ def test_resume_continues_exactly(data_files, tmp_path):
     assert wa.read_bytes() == wb.read_bytes(), _header_diff(wa, wb)
 
 
+def test_cosine_schedule_with_flips_resumes_exactly(data_files, tmp_path):
+    """A cosine learning rate and random flips (both new draws/values per step) still resume bitwise."""
+    cfg = MICRO.with_(diffusion_steps=6)
+    base = dict(name="r", data=data_files[0], preset=cfg, objective="hybrid", batch_size=8, save_every=1,
+                quiet=True, lr_schedule="cosine", lr_min=1e-5, warmup_steps=1, hflip=True)
+    wa = train(TrainConfig(**base, out=tmp_path / "a", steps=5))
+    train(TrainConfig(**base, out=tmp_path / "b", steps=5, minutes=1e-9))  # stops before its first step
+    train(TrainConfig(**{**base, "out": tmp_path / "b", "steps": 5, "resume": True}))
+    wb = tmp_path / "b" / "r.safetensors"
+    assert wa.read_bytes() == wb.read_bytes(), _header_diff(wa, wb)
+    with pytest.raises(DdpmdpError, match="cannot resume.*steps"):  # a cosine run ends at its steps
+        train(TrainConfig(**{**base, "out": tmp_path / "b", "steps": 9, "resume": True}))
+    card = json.loads(wa.with_suffix(".json").read_text())
+    assert card["augmentation"].startswith("random horizontal flip") and "cosine" in card["optimizer"]["lr_schedule"]
+
+
+def test_learning_rate_schedule_values():
+    from ddpmdp.training.config import learning_rate
+
+    c = TrainConfig(name="x", data="d", out="o", steps=110, lr=1e-3, warmup_steps=10, lr_schedule="cosine",
+                    lr_min=1e-4)
+    assert learning_rate(c, 0, 0) == pytest.approx(1e-4)          # warm-up: lr·1/10
+    assert learning_rate(c, 9, 0) == pytest.approx(1e-3)          # end of warm-up
+    assert learning_rate(c, 10, 0) == pytest.approx(1e-3)         # cosine starts at the peak
+    assert learning_rate(c, 60, 0) == pytest.approx(5.5e-4)       # half way: (lr + lr_min)/2
+    assert learning_rate(c, 110, 0) == pytest.approx(1e-4)        # the end
+    assert learning_rate(c, 60, 50) == pytest.approx(1e-3 * 1.0)  # a run started at 50: warm-up then peak
+    const = TrainConfig(name="x", data="d", out="o", steps=110, lr=1e-3)
+    assert {learning_rate(const, s, 0) for s in (0, 50, 109)} == {1e-3}
+
+
+def test_flips_mirror_images(data_files, tmp_path):
+    """With hflip, some training images are mirrored: the loss sees ramps in both directions."""
+    cfg = MICRO.with_(diffusion_steps=6)
+    base = dict(name="f", data=data_files[0], preset=cfg, objective="hybrid", batch_size=8, quiet=True, steps=1)
+    a = train(TrainConfig(**base, out=tmp_path / "a"))
+    b = train(TrainConfig(**base, out=tmp_path / "b", hflip=True))
+    assert a.read_bytes() != b.read_bytes()
+
+
 def test_init_from_earlier_weights_continues_counters(data_files, tmp_path):
     base = dict(data=data_files[0], preset=MICRO, objective="hybrid", batch_size=16, lr=2e-3, ema=0.9, quiet=True)
     w1 = train(TrainConfig(name="first", out=tmp_path / "a", steps=20, **base))

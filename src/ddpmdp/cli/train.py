@@ -31,7 +31,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "preset (default: --name)")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps (a resumed run continues to it)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="after the warm-up: constant, or cosine decay to --lr-min at --steps (default constant)")
+    p.add_argument("--lr-min", type=float, default=0.0, help="final learning rate of --lr-schedule cosine (default 0)")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips of the training images")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA rate (default 0.999)")
@@ -63,7 +67,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` described by parsed ``train`` arguments."""
     return TrainConfig(
         name=args.name, data=args.data, out=args.out, preset=args.preset, objective=args.objective,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, lr_min=args.lr_min,
+        hflip=args.hflip, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, ema=args.ema, ema_warmup=args.ema_warmup,
         grad_clip=args.grad_clip if args.grad_clip and args.grad_clip > 0 else None, seed=args.seed,
         save_every=args.save_every, minutes=args.minutes, resume=args.resume, init_from=args.init_from, eval_data=args.eval_data,

@@ -179,10 +179,11 @@ def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, *, downl
         present = [f for f in wanted if (folder / f).is_file()]
         require(bool(present), f"the CIFAR-10 archive did not contain {wanted[0]}")
     notes: list[str] = []
-    images, differing = [], []
+    images, labels, differing = [], [], []
     for name in present:
-        x, _labels = read_batch(folder / name)
+        x, y = read_batch(folder / name)
         images.append(x)
+        labels.append(y)
         if file_md5(folder / name) != FILE_MD5[name]:
             differing.append(name)
     if differing:
@@ -198,7 +199,7 @@ def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, *, downl
                f"missing {', '.join(missing)}")
         warnings.warn(msg, stacklevel=2)
         notes.append(msg)
-    return ImageSet(np.concatenate(images), f"cifar10:{split}", split, notes)
+    return ImageSet(np.concatenate(images), f"cifar10:{split}", split, notes, np.concatenate(labels))
 
 
 def cifar10_spec(argument: str, data_dir: Path | None) -> ImageSet:
@@ -206,35 +207,60 @@ def cifar10_spec(argument: str, data_dir: Path | None) -> ImageSet:
     return load_cifar10(argument, data_dir)
 
 
-LOSSLESS_FILE = "cifar10_test_first100_lossless.npz"
-"""The first 100 CIFAR-10 test images with the exact official pixels (``data`` uint8 (100, 3072)
-in the official row layout, ``labels``, ``indices``), beside the JPEG-derived copy."""
-LOSSLESS_SHA256 = "664f3a9eafd7f834b707da6b4329570dc3cda899a63b8c9233cb2e859ae6e228"
+LOSSLESS_FILES = {"train": "cifar10_train_first4000_lossless.npz", "test": "cifar10_test_first100_lossless.npz"}
+"""The lossless CIFAR-10 pair under the data folder: the first 4,000 training images and the first
+100 test images with the exact official pixels. Each holds ``data`` uint8 (N, 3072) in the official
+row layout, ``labels`` int64 (N,) and ``indices`` int64 (N,) (positions in the official split)."""
+LOSSLESS_SHA256 = {"train": "db020c047e59ea4c2cf2781b42cb03a10cb6d9768e680aad9b6b31beb0c985f3",
+                   "test": "664f3a9eafd7f834b707da6b4329570dc3cda899a63b8c9233cb2e859ae6e228"}
+LOSSLESS_COUNTS = {"train": 4000, "test": 100}
+LOSSLESS_FILE = LOSSLESS_FILES["test"]
 
 
-def load_cifar10_lossless100(data_dir: str | Path | None = None) -> ImageSet:
-    """The 100 lossless CIFAR-10 test images (:data:`LOSSLESS_FILE` under the data folder), as
-    uint8 (100, 3, 32, 32), split ``test``. Compare with ``cifar10:test`` restricted to its first
-    100 images (the same images decoded from a JPEG copy) to measure what the JPEG copy changes."""
+def load_cifar10_lossless(split: str, data_dir: str | Path | None = None) -> ImageSet:
+    """The lossless CIFAR-10 ``train`` (4,000) or ``test`` (100) images (:data:`LOSSLESS_FILES`
+    under the data folder) as uint8 (N, 3, 32, 32), identity ``cifar10-lossless:SPLIT``. They are
+    local files, never downloaded. Rows are the first N images of the official split, so
+    ``cifar10:SPLIT`` restricted to its first N images holds the same images decoded from a JPEG
+    copy (compare the two to measure what JPEG changes). A file whose sha256 differs from the
+    project's shared copy still loads, with a note that travels into table metadata."""
+    require(split in LOSSLESS_FILES, f"unknown lossless CIFAR-10 split {split!r}: use cifar10-lossless:train "
+            "(4,000 images) or cifar10-lossless:test (100 images)")
+    name = LOSSLESS_FILES[split]
     root = data_root(data_dir)
-    require(root is not None, f"set $DDPMDP_DATA (or --data-dir) to the folder that holds {LOSSLESS_FILE}")
+    require(root is not None, f"set $DDPMDP_DATA (or the data_dir parameter / --data-dir) to the folder that holds "
+            f"{name}")
     assert root is not None
-    path = root / LOSSLESS_FILE
-    require(path.is_file(), f"{path} does not exist: the lossless CIFAR-10 test images are a local file "
-            "(the first 100 official test images); they are not downloaded")
+    path = root / name
+    require(path.is_file(), f"{path} does not exist: the lossless CIFAR-10 {split} images are a local file "
+            "(not downloaded); point $DDPMDP_DATA at the folder that holds it")
     with np.load(path, allow_pickle=False) as z:
-        require("data" in z.files, f"{path}: expected a 'data' array (100, 3072) in the CIFAR-10 row layout")
+        require("data" in z.files, f"{path}: expected a 'data' array (N, 3072) in the CIFAR-10 row layout")
         data = np.asarray(z["data"])
+        labels = np.asarray(z["labels"], dtype=np.int64) if "labels" in z.files else None
     require(data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072,
             f"{path}: 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
     notes = []
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    if sha != LOSSLESS_SHA256:
+    if sha != LOSSLESS_SHA256[split]:
         notes.append(f"{path.name} differs from the project's shared file (sha256 {sha[:16]}…)")
-    return ImageSet(data.reshape(-1, 3, 32, 32), "cifar10-lossless100:test", "test", notes)
+    return ImageSet(data.reshape(-1, 3, 32, 32), f"cifar10-lossless:{split}", split, notes, labels)
+
+
+def load_cifar10_lossless100(data_dir: str | Path | None = None) -> ImageSet:
+    """The 100 lossless CIFAR-10 test images: ``load_cifar10_lossless("test", data_dir)``."""
+    return load_cifar10_lossless("test", data_dir)
 
 
 def cifar10_lossless_spec(argument: str, data_dir: Path | None) -> ImageSet:
-    require(argument in ("", "test"), "the cifar10-lossless100 data spec has only the test split: "
-            "cifar10-lossless100 or cifar10-lossless100:test")
-    return load_cifar10_lossless100(data_dir)
+    """``cifar10-lossless:train`` (4,000 images) or ``cifar10-lossless:test`` (100 images)."""
+    require(argument in LOSSLESS_FILES, "the cifar10-lossless data spec needs a split: cifar10-lossless:train "
+            "(the first 4,000 training images) or cifar10-lossless:test (the first 100 test images)")
+    return load_cifar10_lossless(argument, data_dir)
+
+
+def cifar10_lossless100_spec(argument: str, data_dir: Path | None) -> ImageSet:
+    """The old name of ``cifar10-lossless:test``, kept as an alias."""
+    require(argument in ("", "test"), "cifar10-lossless100 is the old name of cifar10-lossless:test (the 100 "
+            "lossless test images); use cifar10-lossless:test, or cifar10-lossless:train for the 4,000 train images")
+    return load_cifar10_lossless("test", data_dir)

@@ -26,16 +26,21 @@ class ImageSet:
 
     ``identity`` names the source (e.g. ``cifar10:test``), ``split`` the split,
     ``notes`` carries warnings that travel into table metadata (e.g. a checksum
-    that differs from the official files).
+    that differs from the official files), ``labels`` the class labels (int64 (N,)) where the
+    source has them (None otherwise; nothing in the method uses them).
     """
 
     images: np.ndarray
     identity: str
     split: str = "unspecified"
     notes: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         validate_images(self.images, self.identity)
+        if self.labels is not None:
+            require(self.labels.shape == (self.images.shape[0],), f"{self.identity}: {self.labels.shape} labels "
+                    f"for {self.images.shape[0]} images")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -50,7 +55,8 @@ class ImageSet:
         if n is None:
             return self
         require(1 <= n <= len(self), f"asked for {n} images but {self.identity} has {len(self)}")
-        return ImageSet(self.images[:n], self.identity, self.split, list(self.notes))
+        return ImageSet(self.images[:n], self.identity, self.split, list(self.notes),
+                        None if self.labels is None else self.labels[:n])
 
     def fingerprint(self) -> str:
         """sha256 of the image bytes (16 hex digits)."""

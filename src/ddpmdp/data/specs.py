@@ -2,7 +2,9 @@
 
 * ``path/to/file.npz`` — an ``images`` array, uint8 (N, C, H, W) (optional ``split``);
 * ``cifar10:train|test`` — the official ``cifar-10-batches-py/`` layout;
-* ``cifar10-lossless100[:test]`` — the first 100 CIFAR-10 test images with their exact pixels;
+* ``cifar10-lossless:train|test`` — the lossless CIFAR-10 pair: the first 4,000 training and the
+  first 100 test images with their exact pixels (``cifar10-lossless100`` is the old name of the
+  test half);
 * ``imagenet64:PATH`` — ImageNet 64×64 (``val_data.npz``, npz batches or a folder of PNGs);
 * ``tiny-imagenet64[:train|test]`` — the project's 64×64 Tiny-ImageNet split;
 * further prefixes registered with :func:`register_data_spec` (plug-ins).
@@ -17,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ddpmdp.data.cifar10 import cifar10_lossless_spec, cifar10_spec
+from ddpmdp.data.cifar10 import cifar10_lossless100_spec, cifar10_lossless_spec, cifar10_spec
 from ddpmdp.data.imagenet64 import imagenet64_spec, tiny_imagenet64_spec
 from ddpmdp.data.images import ImageSet, data_root
 from ddpmdp.errors import DdpmdpError, require
@@ -30,7 +32,8 @@ DataLoader = Callable[[str, Path | None], ImageSet]
 #: The built-in prefixes; :func:`register_data_spec` adds plug-ins.
 _LOADERS: dict[str, DataLoader] = {
     "cifar10": cifar10_spec,
-    "cifar10-lossless100": cifar10_lossless_spec,
+    "cifar10-lossless": cifar10_lossless_spec,
+    "cifar10-lossless100": cifar10_lossless100_spec,
     "imagenet64": imagenet64_spec,
     "tiny-imagenet64": tiny_imagenet64_spec,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,17 +16,21 @@ from ddpmdp.models.nets.iddpm_unet import IDDPMConfig
 
 __all__ = [
     "Objective",
+    "LrSchedule",
+    "learning_rate",
     "OBJECTIVES",
     "TrainConfig",
     "checkpoint_path",
     "HYBRID_LAMBDA",
     "CHECKPOINT_FORMAT",
     "RESUMABLE_CHANGES",
+    "resumable_changes",
     "validate_config",
 ]
 
 
 Objective = Literal["simple", "hybrid", "vlb"]
+LrSchedule = Literal["constant", "cosine"]
 OBJECTIVES: tuple[str, ...] = ("simple", "hybrid", "vlb")
 HYBRID_LAMBDA = 0.001
 """λ of L_hybrid = L_simple + λ·L_vlb (Nichol & Dhariwal 2021)."""
@@ -50,8 +55,12 @@ class TrainConfig:
     - ``objective``: ``simple``, ``hybrid`` or ``vlb``; None → the embedded model's, else ``hybrid``
       for learned-variance architectures and ``simple`` for ε-only ones.
     - ``steps``: total optimizer steps (a resumed run continues up to this count).
-    - ``batch_size``: images per step; ``lr``: AdamW learning rate (constant after ``warmup_steps``
-      of linear warm-up); ``weight_decay``: AdamW weight decay.
+    - ``batch_size``: images per step; ``lr``: AdamW peak learning rate, reached after
+      ``warmup_steps`` of linear warm-up; ``lr_schedule``: ``constant`` after the warm-up, or
+      ``cosine`` (half a cosine from ``lr`` down to ``lr_min`` at ``steps``; a resumed cosine run
+      must keep ``steps``); ``weight_decay``: AdamW weight decay (see :func:`learning_rate`).
+    - ``hflip``: flip each training image horizontally with probability 1/2 (drawn from the run's
+      generator, so resume stays exact).
     - ``ema``: EMA rate; with ``ema_warmup`` the decay after n updates is min(ema, (1 + n)/(10 + n)).
     - ``grad_clip``: max global gradient 2-norm (None: no clipping).
     - ``seed``: seeds the one torch generator that draws data order, t, ε and dropout.
@@ -80,6 +89,9 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: LrSchedule = "constant"
+    lr_min: float = 0.0
+    hflip: bool = False
     weight_decay: float = 0.0
     warmup_steps: int = 0
     ema: float = 0.999
@@ -128,6 +140,30 @@ class TrainConfig:
         return d
 
 
+def learning_rate(config: TrainConfig, step: int, start_step: int) -> float:
+    """The learning rate of the update that takes the run from ``step`` to ``step + 1``.
+
+    ``n = step − start_step`` counts this run's updates (``start_step`` is where its optimizer
+    state was created). Warm-up: lr·(n + 1)/warmup_steps for n < warmup_steps. Then ``constant``
+    gives lr; ``cosine`` gives lr_min + (lr − lr_min)·(1 + cos(π·u))/2 with
+    u = (n − warmup_steps)/(steps − start_step − warmup_steps) clipped to [0, 1].
+    """
+    n = step - start_step
+    if config.warmup_steps > 0 and n < config.warmup_steps:
+        return config.lr * (n + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return config.lr
+    span = max(1, config.steps - start_step - config.warmup_steps)
+    u = min(1.0, max(0.0, (n - config.warmup_steps) / span))
+    return config.lr_min + (config.lr - config.lr_min) * 0.5 * (1.0 + math.cos(math.pi * u))
+
+
+def resumable_changes(config: TrainConfig) -> set[str]:
+    """The fields that may differ between a run and its resumption (a cosine schedule ends at
+    ``steps``, so there ``steps`` is fixed)."""
+    return RESUMABLE_CHANGES - {"steps"} if config.lr_schedule == "cosine" else set(RESUMABLE_CHANGES)
+
+
 def checkpoint_path(config: TrainConfig) -> Path:
     """``out/NAME.train.pt``: model, EMA, optimizer, resampler, RNG and data-order state."""
     return Path(config.out) / f"{config.name}.train.pt"
@@ -151,6 +187,9 @@ def validate_config(config: TrainConfig, cfg: IDDPMConfig, objective: str) -> No
             "must have rescale_timesteps=True")
     require(config.steps >= 0 and config.batch_size >= 1, "--steps must be >= 0 and --batch-size >= 1")
     require(config.lr > 0, "--lr must be > 0")
+    require(config.lr_schedule in ("constant", "cosine"), f"unknown --lr-schedule {config.lr_schedule!r}: use "
+            "constant or cosine")
+    require(0.0 <= config.lr_min <= config.lr, f"--lr-min must lie in [0, --lr], got {config.lr_min}")
     require(0.0 <= config.ema < 1.0, f"--ema must lie in [0, 1), got {config.ema}")
     require(config.save_every >= 1, "--save-every must be >= 1")
     require(config.minutes is None or config.minutes > 0, "--minutes must be > 0")

@@ -21,7 +21,8 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.fileio import atomic_write
 from ddpmdp.models.nets.iddpm_unet import IDDPMConfig, IDDPMUNet
 from ddpmdp.training.cards import heldout_full_chain, model_card, save_weights_fp16
-from ddpmdp.training.config import CHECKPOINT_FORMAT, RESUMABLE_CHANGES, TrainConfig, checkpoint_path, validate_config
+from ddpmdp.training.config import (CHECKPOINT_FORMAT, TrainConfig, checkpoint_path, learning_rate,
+                                    resumable_changes, validate_config)
 from ddpmdp.training.losses import compute_losses
 from ddpmdp.training.samplers import LossSecondMomentResampler, UniformSampler
 from ddpmdp.elbo_terms import q_sample
@@ -31,6 +32,10 @@ __all__ = [
     "train",
     "TrainingRun",
 ]
+
+
+# Fields added after checkpoints were first written: an old checkpoint without them had these values.
+_DEFAULTS: dict[str, Any] = {"lr_schedule": "constant", "lr_min": 0.0, "hflip": False}
 
 
 # ---- the training loop --------------------------------------------------------------
@@ -103,11 +108,12 @@ class TrainingRun:
         require(isinstance(st, dict) and st.get("format") == CHECKPOINT_FORMAT,
                 f"{path} is not a ddpmdp training checkpoint; delete it or choose another --out")
         old, new = json.loads(st["config"]), json.loads(json.dumps(self.config.record(), default=str))
-        diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+        may_change = resumable_changes(self.config)
+        diff = [k for k in new if k not in may_change and old.get(k, _DEFAULTS.get(k)) != new.get(k)]
         if diff:
             k = diff[0]
-            raise DdpmdpError(f"cannot resume {path}: {k} was {old.get(k)!r} but is now {new.get(k)!r} "
-                              f"(only {', '.join(sorted(RESUMABLE_CHANGES - {'resume'}))} may change)")
+            raise DdpmdpError(f"cannot resume {path}: {k} was {old.get(k, _DEFAULTS.get(k))!r} but is now "
+                              f"{new.get(k)!r} (only {', '.join(sorted(may_change - {'resume'}))} may change)")
         try:
             self.net.load_state_dict(st["model"])
             self.ema = {k: v.to(self.device) for k, v in st["ema"].items()}
@@ -139,14 +145,16 @@ class TrainingRun:
         B = cfgt.batch_size
         idx = self.next_indices(B)
         x0 = to_model_space(images[idx.numpy()], self.device)
+        if cfgt.hflip:
+            flip = (torch.rand(B, generator=self.gen) < 0.5).to(self.device)
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         t, w = self.sampler.sample(B, self.gen)
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
         dropout_seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))
         t_dev, w = t.to(self.device), w.to(self.device)
         x_t = q_sample(self.schedule, x0, t_dev, eps)
         tau = network_time(self.schedule, t, "iddpm").to(self.device)  # type: ignore[union-attr]
-        done = self.step - self.start_step
-        lr = cfgt.lr * min(1.0, (done + 1) / cfgt.warmup_steps) if cfgt.warmup_steps > 0 else cfgt.lr
+        lr = learning_rate(cfgt, self.step, self.start_step)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.net.train()
