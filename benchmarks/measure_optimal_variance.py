@@ -10,16 +10,16 @@ import sys
 
 import torch
 
-from ddpmdp import book as ex
-from ddpmdp.book import optimal_variance as ov
+from ddpmdp.book.experiments import optimal_variance as ov
+from ddpmdp.book.runtime.inputs import load_data, load_experiment_model
 
 
 def main(spec: str, n: int = 32) -> None:
     torch.set_num_threads(1)
     budgets = [8, 16, 32, 64]
     grid = "log:120+even:8,16,32,64+quadratic:8,16,32,64"
-    train, test = ex.load_data("cifar10:train", n), ex.load_data("cifar10:test", n)
-    model = ex.load_experiment_model(spec)
+    train, test = load_data("cifar10:train", n), load_data("cifar10:test", n)
+    model = load_experiment_model(spec)
     r = ov.run_optimal_variance(model, train, test, name=spec, budgets=budgets, grid=grid, batch_size=32)
     print("seconds", r.seconds, "grid", len(r.tables["optimal"].nodes))
     print(ov.variance_table(r).to_markdown())

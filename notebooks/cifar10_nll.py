@@ -63,14 +63,20 @@ out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-out
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 
 # %% [markdown]
-# The package's notebook API comes in one import; the run configuration collects the settings above.
+# We'll need the NLL driver, a few reporting helpers, the data loader and the run configuration, which collects the settings above.
 
 # %%
 from IPython.display import display
 
-from ddpmdp import book
+from ddpmdp.book.experiments.nll import (nll_caption, nll_figure, nll_summary_markdown, nll_table, run_nll_models,
+                                         write_nll_paths)
+from ddpmdp.book.reporting.formatting import format_seconds
+from ddpmdp.book.reporting.paper import PAPER_TABLE3
+from ddpmdp.book.reporting.tables import flags_markdown
+from ddpmdp.book.runtime.inputs import describe_data, load_data
+from ddpmdp.book.runtime.run_config import RunConfig
 
-run = book.RunConfig.from_parameters("cifar10_nll", globals())
+run = RunConfig.from_parameters("cifar10_nll", globals())
 print("outputs go to", run.where())
 
 # %% [markdown]
@@ -81,27 +87,28 @@ print("outputs go to", run.where())
 # The selection split feeds the table; the held-out split is never used for selection.
 
 # %%
-train, test = run.data(train_data, n_table_images), run.data(test_data, n_eval_images)
-print(run.describe(train))
-print(run.describe(test))
+train = load_data(train_data, n_table_images, data_dir=data_dir)
+test = load_data(test_data, n_eval_images, data_dir=data_dir)
+print(describe_data(train, data_dir))
+print(describe_data(test, data_dir))
 
 # %% [markdown]
 # The notes say where the images differ from the official files; with such copies the numbers are not comparable to published ones.
 #
 # ## Table, DP and held-out evaluation for each model
 #
-# {py:func}`ddpmdp.book.nll.run_nll` estimates $L(t, s)$ on the training images, solves the DP for every budget, and evaluates all strides in one pass over the test images, so the comparisons are paired.
+# {py:func}`ddpmdp.book.experiments.nll.run_nll` estimates $L(t, s)$ on the training images, solves the DP for every budget, and evaluates all strides in one pass over the test images, so the comparisons are paired.
 
 # %%
-results = book.run_nll_models(run, models, train, test, budgets=budgets, grid=grid, full_chain=full_chain,
-                              noise_schedules=noise_schedules)
+results = run_nll_models(run, models, train, test, budgets=budgets, grid=grid, full_chain=full_chain,
+                         noise_schedules=noise_schedules)
 
 # %% [markdown]
 # Each line names the model, its noise schedule, $T$ and the variance rule used in the table, the evaluation and the DP.
 
 # %% tags=["nbval-ignore-output"]
 for objective, r in results.items():
-    print(f"{objective}: {book.format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+    print(f"{objective}: {format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
 
 # %% [markdown]
 # These are wall times on the machine that executed the notebook; the table dominates unless it came from the cache.
@@ -109,21 +116,21 @@ for objective, r in results.items():
 # ## Table 3 layout
 
 # %%
-table = book.nll_table(results, budgets=budgets, title="CIFAR-10 test bits/dim")
-run.table(table, "cifar10_nll", caption=book.nll_caption(results, train, test))
+table = nll_table(results, budgets=budgets, title="CIFAR-10 test bits/dim")
+run.table(table, "cifar10_nll", caption=nll_caption(results, train, test))
 
 # %% [markdown]
 # Each cell is the mean over test images of $L_\text{prior} + \sum_i L(t_i, t_{i-1})$ in bits/dim, with its standard error; the caption names the models, the data and the grid.
 # A ‡ marks a DP cell within 2 SE of a baseline, a † one that is worse than a baseline by more than 2 SE.
 
 # %%
-run.text(book.flags_markdown(table.flags), "cifar10_nll_flags")
+run.text(flags_markdown(table.flags), "cifar10_nll_flags")
 
 # %% [markdown]
 # Negative differences mean the DP path has the better (lower) bound; the SEs are paired, because all strides were scored on the same images and noise.
 
 # %%
-run.text(book.nll_summary_markdown(results), "cifar10_nll_summary")
+run.text(nll_summary_markdown(results), "cifar10_nll_summary")
 
 # %% [markdown]
 # The DP path is optimal for the training table (its grid holds every node of both strides), so on held-out data it can lose to a stride only by the table's Monte Carlo error; the summary above says where that happens in this run.
@@ -132,7 +139,7 @@ run.text(book.nll_summary_markdown(results), "cifar10_nll_summary")
 
 # %%
 for objective, r in results.items():
-    display(run.figure(book.nll_figure(r, "CIFAR-10", book.PAPER_TABLE3 if paper_overlay else None),
+    display(run.figure(nll_figure(r, "CIFAR-10", PAPER_TABLE3 if paper_overlay else None),
                        f"cifar10_nll_{objective}"))
 
 # %% [markdown]
@@ -141,7 +148,7 @@ for objective, r in results.items():
 # ## The DP paths
 
 # %%
-print(book.write_nll_paths(run, results, "cifar10_nll", budgets))
+print(write_nll_paths(run, results, "cifar10_nll", budgets))
 
 # %% [markdown]
 # The DP places most steps close to the data (small $t$), where the per-step cost of a coarse jump is largest.

@@ -56,7 +56,7 @@ num_threads: int = 2  # torch CPU threads
 out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/embedded_models beside the notebook)
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
-# We'll need the package's experiment drivers, its grid figure and IPython's display helpers.
+# We'll need the embedded-models driver, the grid figure, the run configuration and IPython's display helper.
 
 # %%
 import math
@@ -64,9 +64,12 @@ import time
 
 from IPython.display import display
 
-from ddpmdp import book
+from ddpmdp.book.experiments.embedded_models import (EMBEDDED_CAPTION, embedded_card_table, lossless_gap_lines,
+                                                     model_samples)
+from ddpmdp.book.reporting.sample_grids import sample_grid_figure
+from ddpmdp.book.runtime.run_config import RunConfig
 
-run = book.RunConfig.from_parameters("embedded_models", globals())
+run = RunConfig.from_parameters("embedded_models", globals())
 print("outputs go to", run.where())
 
 # %% [markdown]
@@ -75,8 +78,8 @@ print("outputs go to", run.where())
 # ## Model cards
 
 # %%
-display(run.table(book.embedded_card_table(models), "embedded_models",
-                  title="Embedded models (held-out bits/dim: full T-step chain)", caption=book.EMBEDDED_CAPTION))
+display(run.table(embedded_card_table(models), "embedded_models",
+                  title="Embedded models (held-out bits/dim: full T-step chain)", caption=EMBEDDED_CAPTION))
 
 # %% [markdown]
 # Each held-out number is the mean over that many test images of the full-chain negative ELBO in bits/dim, computed by {py:func}`ddpmdp.evaluate.evaluate_paths` with fresh noise; "Train min" is the wall time of the training loop on one CPU thread.
@@ -87,7 +90,7 @@ display(run.table(book.embedded_card_table(models), "embedded_models",
 # The shared CIFAR-10 copy is decoded from JPEG. Each CIFAR-10 card also scores the full chain on the first 100 official test images with their exact pixels and on the JPEG copies of the same 100 images, with the same noise:
 
 # %%
-display(run.text("".join(f"- {line}\n" for line in book.lossless_gap_lines(models)), "embedded_models_gap"))
+display(run.text("".join(f"- {line}\n" for line in lossless_gap_lines(models)), "embedded_models_gap"))
 
 # %% [markdown]
 # The JPEG copy is smoother than the real images, so the models find it more likely. Every bits/dim that this book reports on the CIFAR test split is measured on that copy, and reads far lower than the same model would score on the official test set.
@@ -111,11 +114,11 @@ for name, model in loaded.items():
 start = time.perf_counter()
 grids = {}
 for name, model in loaded.items():
-    grids[name] = book.model_samples(model, sample_path, n_samples, method=sampler, **run.settings())
-    run.figure(book.sample_grid_figure({name: grids[name]}, nrow=math.ceil(math.sqrt(n_samples))),
+    grids[name] = model_samples(model, sample_path, n_samples, method=sampler, **run.settings())
+    run.figure(sample_grid_figure({name: grids[name]}, nrow=math.ceil(math.sqrt(n_samples))),
                f"embedded_samples_{name}")
-fig = book.sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)),
-                              title=f"{sampler} sampling along {sample_path}, seed {seed}")
+fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)),
+                         title=f"{sampler} sampling along {sample_path}, seed {seed}")
 display(run.figure(fig, "embedded_samples"))
 
 # %% [markdown]

@@ -64,14 +64,18 @@ out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-out
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 
 # %% [markdown]
-# The package's notebook API comes in one import; the run configuration collects the settings above.
+# We'll need the NLL driver (the same as for CIFAR-10), the data loader and the run configuration, which collects the settings above.
 
 # %%
 from IPython.display import display
 
-from ddpmdp import book
+from ddpmdp.book.experiments.nll import nll_figure, nll_report, run_nll_models, write_nll_paths
+from ddpmdp.book.reporting.formatting import format_seconds
+from ddpmdp.book.reporting.paper import PAPER_TABLE4
+from ddpmdp.book.runtime.inputs import describe_data, load_data
+from ddpmdp.book.runtime.run_config import RunConfig
 
-run = book.RunConfig.from_parameters("imagenet64_nll", globals())
+run = RunConfig.from_parameters("imagenet64_nll", globals())
 print("outputs go to", run.where())
 
 # %% [markdown]
@@ -82,26 +86,27 @@ print("outputs go to", run.where())
 # The selection split feeds the table; the held-out split is never used for selection.
 
 # %%
-train, test = run.data(train_data, n_table_images), run.data(test_data, n_eval_images)
-print(run.describe(train))
-print(run.describe(test))
+train = load_data(train_data, n_table_images, data_dir=data_dir)
+test = load_data(test_data, n_eval_images, data_dir=data_dir)
+print(describe_data(train, data_dir))
+print(describe_data(test, data_dir))
 
 # %% [markdown]
 # Each image has $d = 3 \cdot 64 \cdot 64 = 12{,}288$ dimensions, four times CIFAR-10's, so every forward pass costs about four times as much.
 #
 # ## Table, DP and held-out evaluation for each model
 #
-# {py:func}`ddpmdp.book.nll.run_nll` estimates $L(t, s)$ on the training images, solves the DP for every budget, and evaluates all strides in one pass over the test images, so the comparisons are paired.
+# {py:func}`ddpmdp.book.experiments.nll.run_nll` estimates $L(t, s)$ on the training images, solves the DP for every budget, and evaluates all strides in one pass over the test images, so the comparisons are paired.
 
 # %%
-results = book.run_nll_models(run, models, train, test, budgets=budgets, grid=grid, full_chain=full_chain,
-                              noise_schedules=noise_schedules)
+results = run_nll_models(run, models, train, test, budgets=budgets, grid=grid, full_chain=full_chain,
+                         noise_schedules=noise_schedules)
 
 # %% [markdown]
 # Each line names the model, its noise schedule, $T$ and the variance rule used in the table, the evaluation and the DP.
 
 # %% tags=["nbval-ignore-output"]
-print({objective: book.format_seconds(r.seconds) for objective, r in results.items()})
+print({objective: format_seconds(r.seconds) for objective, r in results.items()})
 
 # %% [markdown]
 # Wall times of the stages on the machine that executed the notebook.
@@ -109,8 +114,8 @@ print({objective: book.format_seconds(r.seconds) for objective, r in results.ite
 # ## Table 4 layout, paired differences and what they say
 
 # %%
-display(*book.nll_report(run, results, train, test, name="imagenet64_nll", title="64×64 test bits/dim",
-                         budgets=budgets))
+display(*nll_report(run, results, train, test, name="imagenet64_nll", title="64×64 test bits/dim",
+                    budgets=budgets))
 
 # %% [markdown]
 # The table gives test bits/dim ± SE (‡: DP within 2 SE of a stride, †: DP worse by more than 2 SE), the list below it every paired difference, and the last paragraph, generated from them, where the DP path gains.
@@ -120,7 +125,7 @@ display(*book.nll_report(run, results, train, test, name="imagenet64_nll", title
 
 # %%
 for objective, r in results.items():
-    display(run.figure(book.nll_figure(r, "64×64", book.PAPER_TABLE4 if paper_overlay else None),
+    display(run.figure(nll_figure(r, "64×64", PAPER_TABLE4 if paper_overlay else None),
                        f"imagenet64_nll_{objective}"))
 
 # %% [markdown]
@@ -129,7 +134,7 @@ for objective, r in results.items():
 # ## The DP paths
 
 # %%
-print(book.write_nll_paths(run, results, "imagenet64_nll", budgets))
+print(write_nll_paths(run, results, "imagenet64_nll", budgets))
 
 # %% [markdown]
 # The chosen timesteps crowd near the data end of the chain, as in the paper's Figure 6.

@@ -56,14 +56,18 @@ num_threads: int = 2  # torch CPU threads
 out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/mc_ablation beside the notebook)
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
-# We'll need the drivers, the ablation figure and IPython's display helpers.
+# We'll need the ablation driver, its figure, a few formatting helpers, the data loader, the run configuration and IPython's display helper.
 
 # %%
 from IPython.display import display
 
-from ddpmdp import book
+from ddpmdp.book.experiments.mc_ablation import mc_ablation_summary_markdown, run_mc_ablation
+from ddpmdp.book.reporting.formatting import format_paths, format_seconds, slug
+from ddpmdp.book.reporting.plotting import plot_mc_ablation
+from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
+from ddpmdp.book.runtime.run_config import RunConfig
 
-run = book.RunConfig.from_parameters("mc_ablation", globals())
+run = RunConfig.from_parameters("mc_ablation", globals())
 print("outputs go to", run.where())
 
 # %% [markdown]
@@ -74,21 +78,21 @@ print("outputs go to", run.where())
 # %%
 results = {}
 for label, spec in models.items():
-    train = run.data(data[label][0], max(table_sizes))
-    test = run.data(data[label][1], n_eval_images)
+    train = load_data(data[label][0], max(table_sizes), data_dir=data_dir)
+    test = load_data(data[label][1], n_eval_images, data_dir=data_dir)
     model = run.model(spec, noise_schedules.get(label))
-    print(f"{label}: {run.describe_model(model)}")
-    print(run.describe(train))
-    print(run.describe(test))
-    results[label] = book.run_mc_ablation(model, train, test, label=label, sizes=table_sizes, budgets=budgets,
-                                          grid=grid, variance=run.variance, **run.settings())
+    print(f"{label}: {describe_model(model, run.variance)}")
+    print(describe_data(train, data_dir))
+    print(describe_data(test, data_dir))
+    results[label] = run_mc_ablation(model, train, test, label=label, sizes=table_sizes, budgets=budgets, grid=grid,
+                                     variance=run.variance, **run.settings())
 
 # %% [markdown]
 # For each model, the training images are the first ones of the selection split, and the held-out images score every path.
 
 # %% tags=["nbval-ignore-output"]
 for label, r in results.items():
-    print(f"{label}: {book.format_seconds(r.seconds)}")
+    print(f"{label}: {format_seconds(r.seconds)}")
 
 # %% [markdown]
 # The tables cost one pass over the largest subset; the evaluation costs one pass per node in the union of all paths.
@@ -98,22 +102,22 @@ for label, r in results.items():
 # %%
 for label, r in results.items():
     table = r.as_table(title=f"{label}: test bits/dim of the DP path, by table size")
-    display(run.table(table, f"mc_ablation_{book.slug(label)}", caption=r.provenance))
+    display(run.table(table, f"mc_ablation_{slug(label)}", caption=r.provenance))
 
 # %% [markdown]
 # Each row uses the DP paths chosen from a table of that many training images.
 # Once the rows stop changing beyond their SE, more table images buy nothing.
 
 # %%
-run.text("\n".join(book.mc_ablation_summary_markdown(r) for r in results.values()), "mc_ablation_summary")
+run.text("\n".join(mc_ablation_summary_markdown(r) for r in results.values()), "mc_ablation_summary")
 
 # %% [markdown]
 # The largest paired difference from the paths of the largest table, over all smaller tables and budgets: the price of a small table in this run.
 
 # %%
 for label, r in results.items():
-    fig = book.plot_mc_ablation(r.scores, title=f"{label}: DP paths from small tables")
-    display(run.figure(fig, f"mc_ablation_{book.slug(label)}"))
+    fig = plot_mc_ablation(r.scores, title=f"{label}: DP paths from small tables")
+    display(run.figure(fig, f"mc_ablation_{slug(label)}"))
 
 # %% [markdown]
 # The right panel shows the difference from the largest table with paired SEs: differences compatible with zero mean the small table chose equally good paths.
@@ -124,7 +128,7 @@ for label, r in results.items():
 for label, r in results.items():
     K = max(budgets)
     print(f"{label}, K = {K}")
-    print(book.format_paths({n: r.paths[n][K] for n in r.sizes}, max_nodes=16, key="n"))
+    print(format_paths({n: r.paths[n][K] for n in r.sizes}, max_nodes=16, key="n"))
 
 # %% [markdown]
 # Each line is the largest budget's DP path chosen from a table of $n$ images; paths from tiny tables wander, and they settle as $n$ grows.

@@ -26,7 +26,7 @@
 # - the even, quadratic and DP schedules of every rule, each edge with the $\sigma^2$ its rule fixed on the training table, scored on **held-out** images in one paired evaluation;
 # - bits/dim against $K$, and the $\sigma^2$ the optimal rule chooses along a DP path against $\tilde\beta$ and $\beta$.
 #
-# All logic lives in {py:mod}`ddpmdp.book.optimal_variance`; this notebook only calls it.
+# All logic lives in {py:mod}`ddpmdp.book.experiments.optimal_variance`; this notebook only calls it.
 #
 # :::{admonition} Re-run on your checkpoint
 # :class: tip
@@ -63,14 +63,21 @@ cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across n
 out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/optimal_variance beside the notebook)
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
-# We'll need the package's experiment drivers, the plotting and report helpers, and IPython's display helpers.
+# We'll need the optimal-variance driver, the bits/dim figure, the reporting helpers, the inputs, the run configuration and IPython's display helper.
 
 # %%
 from IPython.display import display
 
-from ddpmdp import book
+from ddpmdp.book.experiments.optimal_variance import (anchor_markdown, curves, must_show_lines, plot_sigma_along_path,
+                                                      run_optimal_variance, variance_table)
+from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.reporting.formatting import format_seconds
+from ddpmdp.book.reporting.plotting import plot_bpd_vs_budget
+from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
+from ddpmdp.book.runtime.run_config import RunConfig
+from ddpmdp.book.runtime.table_cache import grid_with_strides
 
-run = book.RunConfig.from_parameters("optimal_variance", globals())
+run = RunConfig.from_parameters("optimal_variance", globals())
 print("outputs go to", run.where())
 
 # %% [markdown]
@@ -81,33 +88,33 @@ print("outputs go to", run.where())
 # The selection split feeds the table and fixes every $\sigma^2$; the held-out split is only scored.
 
 # %%
-train = run.data(train_data, n_table_images)
-test = run.data(test_data, n_eval_images)
-print(run.describe(train))
-print(run.describe(test))
+train = load_data(train_data, n_table_images, data_dir=data_dir)
+test = load_data(test_data, n_eval_images, data_dir=data_dir)
+print(describe_data(train, data_dir))
+print(describe_data(test, data_dir))
 
 # %% [markdown]
 # The notes say where the images differ from the official files.
 #
 # ## One table pass, every rule, one paired evaluation
 #
-# {py:func}`ddpmdp.book.optimal_variance.run_optimal_variance` builds one table per model (rule `optimal`, or `best` for learned-variance models: the same forward passes also sum $M(t)$, $\Gamma_t$ and the decoder candidates), derives every other rule's table without the network, solves each DP, and scores all schedules on the test images.
+# {py:func}`ddpmdp.book.experiments.optimal_variance.run_optimal_variance` builds one table per model (rule `optimal`, or `best` for learned-variance models: the same forward passes also sum $M(t)$, $\Gamma_t$ and the decoder candidates), derives every other rule's table without the network, solves each DP, and scores all schedules on the test images.
 
 # %%
 results = {}
 for name, spec in models.items():
     model = run.model(spec, noise_schedules.get(name))
-    print(f"{name}: {book.describe_model(model)}")
-    results[name] = book.run_optimal_variance(model, train, test, name=name, budgets=budgets,
-                                              grid=book.grid_with_strides(grid, budgets),
-                                              full_chain=full_chain, cache_dir=run.cache, **run.settings())
+    print(f"{name}: {describe_model(model)}")
+    results[name] = run_optimal_variance(model, train, test, name=name, budgets=budgets,
+                                         grid=grid_with_strides(grid, budgets), full_chain=full_chain,
+                                         cache_dir=run.cache, **run.settings())
 
 # %% [markdown]
 # Each line names the model, its noise schedule, $T$ and its default variance rule; the rules compared below all come from that one table.
 
 # %% tags=["nbval-ignore-output"]
 for name, r in results.items():
-    print(f"{name}: {book.format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+    print(f"{name}: {format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
 
 # %% [markdown]
 # These are wall times on the machine that executed the notebook; deriving the extra rules costs no forward pass, only the evaluation grows with the number of schedules.
@@ -116,9 +123,9 @@ for name, r in results.items():
 
 # %%
 for name, r in results.items():
-    table = book.variance_table(r, budgets=budgets, title=f"{name}: test bits/dim per variance rule")
+    table = variance_table(r, budgets=budgets, title=f"{name}: test bits/dim per variance rule")
     display(run.table(table, f"optimal_variance_{name}",
-                      caption=book.provenance({name: r.model}, train, test, r.tables[next(iter(r.tables))])))
+                      caption=provenance({name: r.model}, train, test, r.tables[next(iter(r.tables))])))
 
 # %% [markdown]
 # Rows are variance rule × stride; every schedule's $\sigma^2$ were fixed on the training table, and all cells of one model are paired.
@@ -128,7 +135,7 @@ for name, r in results.items():
 # ## Which variance wins, and by how much
 
 # %%
-run.text("".join(f"- {line}\n" for r in results.values() for line in book.must_show_lines(r)), "optimal_variance_summary")
+run.text("".join(f"- {line}\n" for r in results.values() for line in must_show_lines(r)), "optimal_variance_summary")
 
 # %% [markdown]
 # Each line is a paired difference of held-out bits/dim (negative: the first schedule is better) with its SE; "beyond 2 SE" marks differences larger than twice their SE.
@@ -140,8 +147,8 @@ run.text("".join(f"- {line}\n" for r in results.values() for line in book.must_s
 
 # %%
 for name, r in results.items():
-    fig = book.plot_bpd_vs_budget(book.curves(r, ("dp",), extra=[("fixed_large", "even")]),
-                                  f"{name}: DP per variance rule, test split", full=r.full, ylog=True)
+    fig = plot_bpd_vs_budget(curves(r, ("dp",), extra=[("fixed_large", "even")]),
+                             f"{name}: DP per variance rule, test split", full=r.full, ylog=True)
     display(run.figure(fig, f"optimal_variance_{name}_bpd"))
 
 # %% [markdown]
@@ -152,7 +159,7 @@ for name, r in results.items():
 
 # %%
 for name, r in results.items():
-    fig = book.plot_sigma_along_path(r, "best" if "best" in r.rules else "optimal", sigma_budget)
+    fig = plot_sigma_along_path(r, "best" if "best" in r.rules else "optimal", sigma_budget)
     display(run.figure(fig, f"optimal_variance_{name}_sigma"))
 
 # %% [markdown]
@@ -164,7 +171,7 @@ for name, r in results.items():
 
 # %%
 if show_anchor:
-    display(run.text(book.anchor_markdown(), "optimal_variance_anchor"))
+    display(run.text(anchor_markdown(), "optimal_variance_anchor"))
 else:
     print("anchor not shown (show_anchor = False)")
 

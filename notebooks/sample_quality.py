@@ -66,14 +66,21 @@ cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across n
 out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/sample_quality beside the notebook)
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
-# We'll need the drivers, the FID figure and IPython's display helpers.
+# We'll need the sample-quality driver, the FID figure, the reporting helpers, the inputs (data, models, the cached table), the run configuration and IPython's display helper.
 
 # %%
 from IPython.display import display
 
-from ddpmdp import book
+from ddpmdp.book.experiments.sample_quality import fid_extractor, run_sample_quality, sample_quality_summary_markdown
+from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.reporting.formatting import format_seconds
+from ddpmdp.book.reporting.plotting import plot_fid
+from ddpmdp.book.reporting.tables import bpd_table
+from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
+from ddpmdp.book.runtime.run_config import RunConfig
+from ddpmdp.book.runtime.table_cache import cached_table, grid_with_strides
 
-run = book.RunConfig.from_parameters("sample_quality", globals())
+run = RunConfig.from_parameters("sample_quality", globals())
 print("outputs go to", run.where())
 
 # %% [markdown]
@@ -83,13 +90,13 @@ print("outputs go to", run.where())
 
 # %%
 model = run.model(model_spec, noise_schedule)
-train = run.data(train_data, n_table_images)
-reference = run.data(train_data, n_reference)
-test = run.data(test_data, n_eval_images) if n_eval_images else None
-print(run.describe_model(model))
-print(run.describe(reference))
-table, cached = book.cached_table(model, train, variance=run.variance_of(model),
-                                  grid=book.grid_with_strides(grid, table_budgets), cache_dir=run.cache, **run.settings())
+train = load_data(train_data, n_table_images, data_dir=data_dir)
+reference = load_data(train_data, n_reference, data_dir=data_dir)
+test = load_data(test_data, n_eval_images, data_dir=data_dir) if n_eval_images else None
+print(describe_model(model, run.variance))
+print(describe_data(reference, data_dir))
+table, cached = cached_table(model, train, variance=run.variance, grid=grid_with_strides(grid, table_budgets),
+                             cache_dir=run.cache, **run.settings())
 print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.meta['split']} images")
 
 # %% [markdown]
@@ -98,8 +105,8 @@ print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.me
 # ## The feature extractor
 
 # %%
-extractor = book.fid_extractor(fid_features, inception_dir=inception_dir, proxy_cache=proxy_cache,
-                               proxy_steps=proxy_steps, data_dir=data_dir, device=device, dtype=dtype)
+extractor = fid_extractor(fid_features, inception_dir=inception_dir, proxy_cache=proxy_cache,
+                          proxy_steps=proxy_steps, data_dir=data_dir, device=device, dtype=dtype)
 info = extractor.describe()
 print(f"metric: {info['label']}")
 print(f"comparable to published FIDs: {info['comparable_to_published']}")
@@ -113,14 +120,14 @@ if "proxy_training" in info:
 # ## Sampling along every schedule
 
 # %%
-result = book.run_sample_quality(model, table, reference, extractor, budgets=budgets, n_samples=n_samples, test=test,
-                                 variance=run.variance, full_chain=full_chain, **run.settings())
+result = run_sample_quality(model, table, reference, extractor, budgets=budgets, n_samples=n_samples, test=test,
+                            variance=run.variance, full_chain=full_chain, **run.settings())
 
 # %% [markdown]
 # Every sampler of one budget started from the same Gaussian vectors $x_T$, so the differences come from the schedules, not from the noise.
 
 # %% tags=["nbval-ignore-output"]
-print(book.format_seconds(result.seconds) + (" (table from cache)" if cached else ""))
+print(format_seconds(result.seconds) + (" (table from cache)" if cached else ""))
 
 # %% [markdown]
 # Wall times on the machine that executed the notebook.
@@ -130,20 +137,20 @@ print(book.format_seconds(result.seconds) + (" (table from cache)" if cached els
 # %%
 display(run.table(result.fid_table(), "sample_quality_fid",
                   title=f"{info['label']}, {result.n_samples} samples against {result.n_reference} training images",
-                  caption=book.provenance({"model": model.identity}, train, test, table)))
+                  caption=provenance({"model": model.identity}, train, test, table)))
 
 # %% [markdown]
 # Lower is better.
 # With few samples the distance is biased upwards, so compare rows of this table with each other, not with other tables.
 
 # %%
-run.text(book.sample_quality_summary_markdown(result, info["label"]), "sample_quality_summary")
+run.text(sample_quality_summary_markdown(result, info["label"]), "sample_quality_summary")
 
 # %% [markdown]
 # These statements are read off this run's table; with one sample set per cell they carry no standard error.
 
 # %%
-fig = book.plot_fid(result.fid, result.bpd or None, full=result.full, title="FID against the budget")
+fig = plot_fid(result.fid, result.bpd or None, full=result.full, title="FID against the budget")
 display(run.figure(fig, "sample_quality_fid"))
 
 # %% [markdown]
@@ -153,9 +160,9 @@ display(run.figure(fig, "sample_quality_fid"))
 
 # %%
 if result.bpd:
-    bt = book.bpd_table({(model_spec, s, K): sc for s, d in result.bpd.items() for K, sc in d.items()},
-                        budgets=budgets, dp="dp (ELBO)", title="Test bits/dim of the ancestral sampling paths",
-                        row_headers=("Model", "Path"))
+    bt = bpd_table({(model_spec, s, K): sc for s, d in result.bpd.items() for K, sc in d.items()},
+                   budgets=budgets, dp="dp (ELBO)", title="Test bits/dim of the ancestral sampling paths",
+                   row_headers=("Model", "Path"))
     display(run.table(bt, "sample_quality_bpd"))
 
 # %% [markdown]

@@ -59,7 +59,7 @@ cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across n
 out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/samples_and_schedules beside the notebook)
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
 # %% [markdown]
-# We'll need the drivers, three figure functions and IPython's display helpers.
+# We'll need the shared-noise sampler of this experiment, the DP and stride paths, three figure functions, the inputs (data, models, the cached table), the run configuration and IPython's display helper.
 
 # %%
 import math
@@ -67,9 +67,17 @@ import time
 
 from IPython.display import display
 
-from ddpmdp import book
+from ddpmdp.book.experiments.paths import by_budget, solve_table, stride_paths
+from ddpmdp.book.experiments.samples_and_schedules import shared_noise_grids
+from ddpmdp.book.reporting.files import write_dp_json
+from ddpmdp.book.reporting.formatting import format_paths
+from ddpmdp.book.reporting.plotting import plot_dp_timesteps, plot_table_heatmap
+from ddpmdp.book.reporting.sample_grids import sample_grid_figure
+from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
+from ddpmdp.book.runtime.run_config import RunConfig
+from ddpmdp.book.runtime.table_cache import cached_table, grid_with_strides
 
-run = book.RunConfig.from_parameters("samples_and_schedules", globals())
+run = RunConfig.from_parameters("samples_and_schedules", globals())
 print("outputs go to", run.where())
 
 # %% [markdown]
@@ -80,13 +88,12 @@ print("outputs go to", run.where())
 # %%
 start = time.perf_counter()
 model = run.model(model_spec, noise_schedule)
-train = run.data(train_data, n_table_images)
-print(run.describe_model(model))
-print(run.describe(train))
-table, cached = book.cached_table(model, train, variance=run.variance_of(model),
-                                  grid=book.grid_with_strides(grid, timestep_budgets), cache_dir=run.cache,
-                                  **run.settings())
-solution = book.solve_table(table, timestep_budgets + heatmap_budgets + sample_budgets)
+train = load_data(train_data, n_table_images, data_dir=data_dir)
+print(describe_model(model, run.variance))
+print(describe_data(train, data_dir))
+table, cached = cached_table(model, train, variance=run.variance, grid=grid_with_strides(grid, timestep_budgets),
+                             cache_dir=run.cache, **run.settings())
+solution = solve_table(table, timestep_budgets + heatmap_budgets + sample_budgets)
 T = model.schedule.T
 print(f"table: {len(table.nodes)} grid nodes from {table.meta['n_images']} {table.meta['split']} images; "
       f"DP solved up to K = {solution.k_max}")
@@ -98,9 +105,9 @@ print(f"table: {len(table.nodes)} grid nodes from {table.meta['n_images']} {tabl
 
 # %%
 dp_paths = {K: solution.path(K) for K in timestep_budgets}
-dp_file = book.write_dp_json(table, solution, sorted(set(timestep_budgets + heatmap_budgets + sample_budgets)),
-                             run.out / "samples_and_schedules_dp.json")
-print(book.format_paths(dp_paths, max_nodes=24))
+dp_file = write_dp_json(table, solution, sorted(set(timestep_budgets + heatmap_budgets + sample_budgets)),
+                        run.out / "samples_and_schedules_dp.json")
+print(format_paths(dp_paths, max_nodes=24))
 print("paths written to", dp_file.name)
 
 # %% [markdown]
@@ -108,7 +115,7 @@ print("paths written to", dp_file.name)
 # The JSON file holds every path in the format of `ddpmdp solve --json`.
 
 # %%
-fig = book.plot_dp_timesteps(dp_paths, T, title=f"DP timesteps ({table.meta['variance']}, {table.meta['n_images']} images)")
+fig = plot_dp_timesteps(dp_paths, T, title=f"DP timesteps ({table.meta['variance']}, {table.meta['n_images']} images)")
 display(run.figure(fig, "samples_and_schedules_timesteps"))
 
 # %% [markdown]
@@ -117,7 +124,7 @@ display(run.figure(fig, "samples_and_schedules_timesteps"))
 # ## The cost table with DP paths
 
 # %%
-fig = book.plot_table_heatmap(table, [solution.path(K) for K in heatmap_budgets],
+fig = plot_table_heatmap(table, [solution.path(K) for K in heatmap_budgets],
                          title=f"L(t, s) in bits/dim with the DP paths for K = {', '.join(map(str, heatmap_budgets))}")
 display(run.figure(fig, "samples_and_schedules_heatmap"))
 
@@ -127,10 +134,10 @@ display(run.figure(fig, "samples_and_schedules_heatmap"))
 # ## Samples with shared noise
 
 # %%
-paths = book.by_budget(book.stride_paths(T, sample_budgets, solution=solution))
-grids = book.shared_noise_grids(model, paths, n_samples, variance=run.variance, full_chain=full_chain, real=train,
-                                **run.settings())
-fig = book.sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), title="Samples: same noise within each row")
+paths = by_budget(stride_paths(T, sample_budgets, solution=solution))
+grids = shared_noise_grids(model, paths, n_samples, variance=run.variance, full_chain=full_chain, real=train,
+                           **run.settings())
+fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), title="Samples: same noise within each row")
 display(run.figure(fig, "samples_and_schedules_samples"))
 
 # %% [markdown]

@@ -5,7 +5,10 @@
 * the paper's core (the modules directly in ``ddpmdp/``) never imports ``ddpmdp.book``,
   ``ddpmdp.cli``, ``ddpmdp.training`` or ``ddpmdp.fid``;
 * no module imports a private (``_name``) of another module;
-* no module is over 400 lines, except the network definitions in ``ddpmdp/models/nets``.
+* no module is over 400 lines, except the network definitions in ``ddpmdp/models/nets``;
+* ``ddpmdp.book`` is layered by role: ``reporting`` imports neither ``runtime`` nor ``experiments``,
+  ``runtime`` does not import ``experiments``, and the package ``ddpmdp.book`` itself imports nothing
+  (notebooks import named modules).
 
 The checkers are plain functions, tested on small planted graphs so that each test can fail.
 """
@@ -98,12 +101,40 @@ def core_violations(graph: dict[str, set[str]]) -> list[str]:
             for d in sorted(deps) if d.startswith(UPPER)]
 
 
+BOOK_LAYERS = ("reporting", "runtime", "experiments")
+"""``ddpmdp.book``'s roles, lowest first: a module may import its own layer and those below it."""
+
+
+def book_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports from a ``ddpmdp.book`` role into a higher one (see :data:`BOOK_LAYERS`), and any
+    ``ddpmdp`` import of the ``ddpmdp.book`` package itself."""
+    def layer(m: str) -> int | None:
+        parts = m.split(".")
+        return BOOK_LAYERS.index(parts[2]) if len(parts) > 2 and parts[:2] == ["ddpmdp", "book"] \
+            and parts[2] in BOOK_LAYERS else None
+
+    out = [f"ddpmdp.book imports {d}" for d in sorted(graph.get("ddpmdp.book", ()))]
+    for m, deps in sorted(graph.items()):
+        lm = layer(m)
+        out += [f"{m} imports {d}" for d in sorted(deps) if lm is not None and (ld := layer(d)) is not None and ld > lm]
+    return out
+
+
 def test_cycle_finder_and_core_rule_can_fail():
     planted = {"ddpmdp.a": {"ddpmdp.b"}, "ddpmdp.b": {"ddpmdp.c"}, "ddpmdp.c": {"ddpmdp.a"}}
     assert find_cycle(planted) == ["ddpmdp.a", "ddpmdp.b", "ddpmdp.c", "ddpmdp.a"]
     assert find_cycle({"ddpmdp.a": {"ddpmdp.b"}, "ddpmdp.b": set()}) is None
-    assert core_violations({"ddpmdp.table": {"ddpmdp.book.plotting"}}) == ["ddpmdp.table imports ddpmdp.book.plotting"]
-    assert core_violations({"ddpmdp.book.nll": {"ddpmdp.table"}}) == []
+    assert core_violations({"ddpmdp.table": {"ddpmdp.book.reporting.plotting"}}) == [
+        "ddpmdp.table imports ddpmdp.book.reporting.plotting"]
+    assert core_violations({"ddpmdp.book.experiments.nll": {"ddpmdp.table"}}) == []
+    assert book_violations({"ddpmdp.book.reporting.tables": {"ddpmdp.book.runtime.inputs"},
+                            "ddpmdp.book.runtime.inputs": {"ddpmdp.book.experiments.paths", "ddpmdp.table"},
+                            "ddpmdp.book.experiments.nll": {"ddpmdp.book.runtime.inputs",
+                                                            "ddpmdp.book.reporting.files"},
+                            "ddpmdp.book": {"ddpmdp.book.runtime.inputs"}}) == [
+        "ddpmdp.book imports ddpmdp.book.runtime.inputs",
+        "ddpmdp.book.reporting.tables imports ddpmdp.book.runtime.inputs",
+        "ddpmdp.book.runtime.inputs imports ddpmdp.book.experiments.paths"]
 
 
 def test_import_graph_has_no_cycle():
@@ -117,6 +148,12 @@ def test_core_never_imports_book_cli_training_or_fid():
     graph = import_graph()
     assert {m for m in graph if is_core(m)} >= {"ddpmdp.table", "ddpmdp.dp", "ddpmdp.evaluate", "ddpmdp.sampling"}
     assert core_violations(graph) == []
+
+
+def test_book_roles_are_layered():
+    graph = import_graph()
+    assert {m.split(".")[2] for m in graph if m.startswith("ddpmdp.book.")} == set(BOOK_LAYERS)
+    assert book_violations(graph) == []
 
 
 def test_no_private_name_is_imported_from_another_module():

@@ -3,7 +3,7 @@
 A bits/dim or FID number typed into a chapter or a notebook's Markdown goes stale with the next run.
 Numbers must come from files the notebooks write (``{include}`` / ``{csv-table} :file:`` of
 ``book/_generated/``), from MyST substitutions (``{{ name }}``; the paper's numbers come from
-:mod:`ddpmdp.book.reports` through ``book/_ext/ddpmdp_sphinx.py``) or from the ``{paper-table}``
+:mod:`ddpmdp.book.reporting.paper` through ``book/_ext/ddpmdp_sphinx.py``) or from the ``{paper-table}``
 directive. This module checks that rule.
 
 **The rule.** Scanned: every chapter ``book/*.md`` and the Markdown cells of every notebook source

@@ -28,9 +28,10 @@ def test_cifar10_nll_smoke_with_a_diffusers_folder(tmp_path):
     models = json.dumps({"L_simple": f"diffusers:{folder}"})
     env = {**os.environ, "MPLBACKEND": "Agg"}
     proc = subprocess.run(
-        [sys.executable, "-m", "ddpmdp.book.runner", "cifar10_nll", "-f", str(ROOT / "params/smoke/cifar10_nll.yaml"),
-         "-p", "models", models, "-p", "cache_dir", str(tmp_path / "cache"), "-p", "out_dir", str(tmp_path / "gen"),
-         "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        [sys.executable, "-m", "ddpmdp", "reproduce", "cifar10_nll",
+         "-f", str(ROOT / "params/smoke/cifar10_nll.yaml"), "-p", "models", models, "-p", "cache_dir",
+         str(tmp_path / "cache"), "-p", "out_dir", str(tmp_path / "gen"), "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     nb = nbformat.read(out / "cifar10_nll.ipynb", as_version=4)
     assert nb.metadata["papermill"]["parameters"]["models"] == {"L_simple": f"diffusers:{folder}"}

@@ -1,4 +1,5 @@
-"""The notebook drivers (ddpmdp.book) and repository paths (ddpmdp.book.locations) on tiny inputs."""
+"""The notebook drivers (ddpmdp.book.experiments), their inputs and cached tables (ddpmdp.book.runtime)
+and the repository root on tiny inputs."""
 from __future__ import annotations
 
 import json
@@ -8,13 +9,23 @@ import pytest
 import torch
 from _models import random_images, tiny_adapter
 
-from ddpmdp import book as ex
+from ddpmdp.book.experiments.embedded_models import embedded_card_table, lossless_gap_lines, model_samples
+from ddpmdp.book.experiments.mc_ablation import mc_ablation_summary_markdown, nested_tables, run_mc_ablation
+from ddpmdp.book.experiments.nll import nll_summary_markdown, nll_table, run_nll
+from ddpmdp.book.experiments.paths import by_budget
+from ddpmdp.book.experiments.sample_quality import SAMPLERS, mse_reweighted_cost, run_sample_quality
+from ddpmdp.book.experiments.samples_and_schedules import shared_noise_grids
+from ddpmdp.book.reporting.files import save_figure, write_dp_json, write_result_table
+from ddpmdp.book.reporting.formatting import format_paths
+from ddpmdp.book.reporting.tables import markdown_table
+from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data, variance_rule
+from ddpmdp.book.runtime.locations import repo_root
+from ddpmdp.book.runtime.table_cache import cached_table, table_grid
 from ddpmdp.path_specs import parse_path_spec
 from ddpmdp.data.images import ImageSet
 from ddpmdp.table_estimation import estimate_table
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.fid.frechet import FeatureExtractor
-from ddpmdp.book.locations import generated_dir, repo_root
 from ddpmdp.schedules import cosine_schedule, linear_schedule
 from ddpmdp.strides import validate_path
 
@@ -38,7 +49,7 @@ def test_set():
 
 @pytest.fixture(scope="module")
 def nll(model, train, test_set):
-    return ex.run_nll(model, train, test_set, objective="L_hybrid", budgets=[2, 4], grid="log:8", batch_size=4)
+    return run_nll(model, train, test_set, objective="L_hybrid", budgets=[2, 4], grid="log:8", batch_size=4)
 
 
 def test_run_nll_scores_every_stride_and_the_full_chain(nll, test_set):
@@ -55,10 +66,10 @@ def test_run_nll_scores_every_stride_and_the_full_chain(nll, test_set):
 
 
 def test_nll_table_summary_and_files(nll, tmp_path):
-    t = ex.nll_table({"L_hybrid": nll}, budgets=[2, 4])
+    t = nll_table({"L_hybrid": nll}, budgets=[2, 4])
     assert t.rows == [("L_hybrid", "even"), ("L_hybrid", "quadratic"), ("L_hybrid", "dp")]
     assert t.full["L_hybrid"][0] == T
-    paths = ex.write_result_table(t, "nll", tmp_path)
+    paths = write_result_table(t, "nll", tmp_path)
     wide = paths["wide"].read_text().splitlines()
     assert wide[0] == "Objective,Stride,K=2,K=4,All"
     assert len(wide) == 4 and "±" in wide[1]
@@ -66,12 +77,32 @@ def test_nll_table_summary_and_files(nll, tmp_path):
     assert "Bits/dim" in paths["md"].read_text()
     caption = paths["caption"].read_text()
     assert caption.startswith("Bits/dim, mean ± SE over images.") and "|" not in caption
-    (line,) = ex.nll_summary({"L_hybrid": nll})
-    assert line.startswith("L_hybrid: at K = 2 the DP path scores") and f"full {T}-step chain" in line
+
+
+def test_nll_summary_names_every_budget_once_with_its_verdict(nll):
+    """The generated NLL paragraph: each budget in exactly one of gain / within 2 SE / loss (the
+    2-SE verdict on the paired differences), the K = smallest difference against the quadratic
+    stride, and the gap of every path to the full chain at the largest K."""
+    from ddpmdp.book.reporting.comparisons import verdict
+    from ddpmdp.book.reporting.formatting import mean_pm_se, ranges
+    from ddpmdp.evaluate import paired_difference
+
+    text = nll_summary_markdown({"L_hybrid": nll})
+    assert text.startswith(f"**L_hybrid** (`{nll.model}`, variance learned_range): the DP path beats both strides at ")
+    assert text.endswith(".\n") and f"bits/dim above the full {T}-step chain: even " in text
+    d, se = paired_difference(nll.scores[("dp", 2)], nll.scores[("quadratic", 2)])
+    assert f"at K = 2 it is {mean_pm_se(d, se, signed=True)} bits/dim against the quadratic stride" in text
+    groups: dict[str, list[int]] = {"gain": [], "within": [], "loss": []}
+    for K in (2, 4):
+        status = {verdict(*paired_difference(nll.scores[("dp", K)], nll.scores[(s, K)])) for s in ("even", "quadratic")}
+        groups["loss" if "loss" in status else ("within" if "within" in status else "gain")].append(K)
+    assert f"beats both strides at {ranges(groups['gain'])};" in text
+    assert (f" Within 2 paired SE of a stride at {ranges(groups['within'])}." in text) == bool(groups["within"])
+    assert (f" **Worse** than a stride at {ranges(groups['loss'])} (largest: " in text) == bool(groups["loss"])
 
 
 def test_nested_tables_equal_separate_estimates(model, train):
-    tabs = ex.nested_tables(model, train, [3, 1, 5], variance="learned_range", grid="stride:4", batch_size=2)
+    tabs = nested_tables(model, train, [3, 1, 5], variance="learned_range", grid="stride:4", batch_size=2)
     assert sorted(tabs) == [1, 3, 5]
     for n, tab in tabs.items():
         ref = estimate_table(model, train.subset(n), variance="learned_range", nodes=tab.nodes, batch_size=n)
@@ -82,21 +113,24 @@ def test_nested_tables_equal_separate_estimates(model, train):
         np.testing.assert_allclose(tab.prior, ref.prior, rtol=1e-12)
         np.testing.assert_allclose(tab.mse()[0][1:], ref.mse()[0][1:], rtol=1e-5)
     with pytest.raises(DdpmdpError, match="exceeds"):
-        ex.nested_tables(model, train, [7], variance="learned_range")
+        nested_tables(model, train, [7], variance="learned_range")
 
 
 def test_mc_ablation_scores_all_sizes_and_budgets(model, train, test_set):
-    r = ex.run_mc_ablation(model, train, test_set, label="tiny", sizes=[1, 2, 4], budgets=[2, 3], grid="log:8")
+    r = run_mc_ablation(model, train, test_set, label="tiny", sizes=[1, 2, 4], budgets=[2, 3], grid="log:8")
     assert r.sizes == [1, 2, 4] and set(r.scores) == {1, 2, 4}
     assert all(set(d) == {2, 3} for d in r.scores.values())
     rt = r.as_table()
     assert [row[1] for row in rt.rows] == ["table from 1 image", "table from 2 images", "table from 4 images"]
+    summary = mc_ablation_summary_markdown(r)
+    assert summary.startswith("**tiny**: the largest difference from the paths chosen with a 4-image table is ")
+    assert "(paired SE)" in summary and summary.endswith("every other table size and budget is closer.\n")
 
 
 def test_cached_table_is_reused(model, train, tmp_path):
-    a, hit_a = ex.cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", cache_dir=tmp_path)
-    b, hit_b = ex.cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", cache_dir=tmp_path)
-    c, hit_c = ex.cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", seed=1,
+    a, hit_a = cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", cache_dir=tmp_path)
+    b, hit_b = cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", cache_dir=tmp_path)
+    c, hit_c = cached_table(model, train.subset(2), variance="fixed_large", grid="stride:5", seed=1,
                                cache_dir=tmp_path)
     assert (hit_a, hit_b, hit_c) == (False, True, False)
     np.testing.assert_array_equal(a.L, b.L)
@@ -110,23 +144,23 @@ def test_one_cached_pass_serves_every_rule_of_the_models_own_sums(model, train, 
     fixed = tiny_adapter(cosine_schedule(T), channels=3, learned=False, seed=3, image_shape=(3, 8, 8))
     data = train.subset(3)
     kw = dict(grid="stride:5", cache_dir=tmp_path, batch_size=2)
-    direct = estimate_table(fixed, data, variance="fixed_large", nodes=ex.table_grid("stride:5", T), batch_size=2)
+    direct = estimate_table(fixed, data, variance="fixed_large", nodes=table_grid("stride:5", T), batch_size=2)
     hits = []
     for rule in ("fixed_large", "optimal", "analytic"):
-        t, hit = ex.cached_table(fixed, data, variance=rule, **kw)
+        t, hit = cached_table(fixed, data, variance=rule, **kw)
         hits.append(hit)
         assert t.meta["variance"] == rule
         if rule == "fixed_large":
             np.testing.assert_allclose(t.L, direct.L, rtol=1e-12)
             np.testing.assert_allclose(t.L_se, direct.L_se, rtol=1e-10, equal_nan=True)
     assert hits == [False, True, True] and len(list(tmp_path.glob("TABLE-*.npz"))) == 1
-    assert [ex.cached_table(model, data, variance=r, **kw)[1] for r in ("learned_range", "best")] == [False, True]
-    assert ex.cached_table(fixed, data, variance="fixed_small", **kw)[1] is False
+    assert [cached_table(model, data, variance=r, **kw)[1] for r in ("learned_range", "best")] == [False, True]
+    assert cached_table(fixed, data, variance="fixed_small", **kw)[1] is False
     assert len(list(tmp_path.glob("TABLE-*.npz"))) == 3
 
 
 def test_mse_reweighted_cost(nll):
-    W = ex.mse_reweighted_cost(nll.table)
+    W = mse_reweighted_cost(nll.table)
     nodes, m = nll.table.nodes, nll.table.mse()[0]
     G = len(nodes)
     assert W.shape == (G, G) and np.isinf(W[np.triu_indices(G)]).all()
@@ -150,60 +184,62 @@ class _Means(FeatureExtractor):
 
 
 def test_sample_quality_covers_all_samplers(model, nll, train, test_set):
-    r = ex.run_sample_quality(model, nll.table, train, _Means(), budgets=[2, 4], n_samples=4, test=test_set,
+    r = run_sample_quality(model, nll.table, train, _Means(), budgets=[2, 4], n_samples=4, test=test_set,
                               full_chain=True, batch_size=4)
-    assert set(r.fid) == set(ex.SAMPLERS)
+    assert set(r.fid) == set(SAMPLERS)
     assert all(set(d) == {2, 4} and all(np.isfinite(float(v)) for v in d.values()) for d in r.fid.values())
-    assert set(r.bpd) == {s for s, (_, m) in ex.SAMPLERS.items() if m == "ancestral"}
+    assert set(r.bpd) == {s for s, (_, m) in SAMPLERS.items() if m == "ancestral"}
     assert r.full is not None and r.features["feature"] == "means"
     np.testing.assert_array_equal(r.paths["dp (ELBO)"][4], nll.solution.path(4))
     header, rows = r.fid_table()
     assert header == ["Sampler", "K=2", "K=4", "All"] and rows[-1][0] == "full chain (ancestral)"
-    md = ex.markdown_table(header, rows, title="t")
+    md = markdown_table(header, rows, title="t")
     assert md.startswith("**t**\n\n| Sampler | K=2 | K=4 | All |\n|---|---|---|---|\n") and md.count("\n") == 4 + len(rows)
     with pytest.raises(DdpmdpError, match="unknown sampler"):
-        ex.run_sample_quality(model, nll.table, train, _Means(), budgets=[2], n_samples=2, samplers=["nope"])
+        run_sample_quality(model, nll.table, train, _Means(), budgets=[2], n_samples=2, samplers=["nope"])
 
 
 def test_shared_noise_grids_share_noise_within_a_budget(model, train):
     p = np.array([0, 5, 12, T])
-    grids = ex.shared_noise_grids(model, {3: {"a": p, "b": p.copy()}}, 3, real=train)
+    grids = shared_noise_grids(model, {3: {"a": p, "b": p.copy()}}, 3, real=train)
     assert list(grids) == ["K = 3", "data"]
     np.testing.assert_array_equal(grids["K = 3"]["a"], grids["K = 3"]["b"])
     assert grids["K = 3"]["a"].shape == (3, 3, 8, 8) and grids["K = 3"]["a"].dtype == np.uint8
 
 
 def test_by_budget_regroups_paths(nll):
-    grouped = ex.by_budget(nll.paths)
+    grouped = by_budget(nll.paths)
     assert list(grouped) == [2, 4] and set(grouped[4]) == {"even", "quadratic", "dp"}
     np.testing.assert_array_equal(grouped[4]["dp"], nll.paths[("dp", 4)])
 
 
 def test_dp_json_is_a_cli_path_spec(nll, tmp_path):
-    f = ex.write_dp_json(nll.table, nll.solution, [2, 4], tmp_path / "dp.json")
+    f = write_dp_json(nll.table, nll.solution, [2, 4], tmp_path / "dp.json")
     data = json.loads(f.read_text())
     assert data["T"] == T and set(data["budgets"]) == {"2", "4"}
     np.testing.assert_array_equal(parse_path_spec(f"dp:{f}:4", T), nll.solution.path(4))
-    text = ex.format_paths(nll.dp_paths(), max_nodes=4)
+    text = format_paths(nll.dp_paths(), max_nodes=4)
     assert text.splitlines()[0].startswith("K = 2: 0, ")
 
 
 def test_load_and_describe_data_are_machine_independent(tmp_path, monkeypatch):
     np.savez(tmp_path / "imgs.npz", images=random_images(4))
     monkeypatch.setenv("DDPMDP_DATA", str(tmp_path))
-    ds = ex.load_data(str(tmp_path / "imgs.npz"), 3)
+    ds = load_data(str(tmp_path / "imgs.npz"), 3)
     assert len(ds) == 3
     ds.notes.append(f"file under {tmp_path}/sub differs")
-    text = ex.describe_data(ds)
+    text = describe_data(ds)
     assert "3 images of 3×8×8 (d = 192)" in text and "$DDPMDP_DATA/sub" in text and str(tmp_path) not in text
 
 
-def test_default_variance_and_descriptions():
+def test_variance_rule_and_descriptions(model):
     fixed = tiny_adapter(linear_schedule(40), learned=False)
-    assert ex.default_variance(fixed) == "fixed_large" and ex.default_variance(fixed, "fixed_small") == "fixed_small"
-    assert "T = 40" in ex.describe_model(fixed)
-    np.testing.assert_array_equal(ex.table_grid("all", 4), np.arange(5))
-    np.testing.assert_array_equal(ex.table_grid("nodes:2", 4), [0, 2, 4])
+    assert variance_rule(None, fixed) == "fixed_large" and variance_rule("fixed_small", fixed) == "fixed_small"
+    assert variance_rule(None, model) == "learned_range"
+    assert describe_model(fixed).endswith("T = 40, variance fixed_large")
+    assert describe_model(fixed, "fixed_small").endswith("variance fixed_small")
+    np.testing.assert_array_equal(table_grid("all", 4), np.arange(5))
+    np.testing.assert_array_equal(table_grid("nodes:2", 4), [0, 2, 4])
 
 
 def test_save_figure_is_byte_stable(tmp_path):
@@ -211,20 +247,18 @@ def test_save_figure_is_byte_stable(tmp_path):
 
     fig = Figure(figsize=(2, 2))
     fig.add_subplot().plot([0, 1], [1, 0])
-    a = ex.save_figure(fig, "a", tmp_path).read_bytes()
-    b = ex.save_figure(fig, "b", tmp_path).read_bytes()
+    a = save_figure(fig, "a", tmp_path).read_bytes()
+    b = save_figure(fig, "b", tmp_path).read_bytes()
     assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in a
 
 
-def test_repo_root_and_generated_dir(tmp_path, monkeypatch):
+def test_repo_root(tmp_path, monkeypatch):
     monkeypatch.delenv("DDPMDP_REPO", raising=False)
     (tmp_path / "_toc.yml").write_text("")
     (tmp_path / "pyproject.toml").write_text("")
     deep = tmp_path / "notebooks" / "smoke"
     deep.mkdir(parents=True)
     assert repo_root(deep) == tmp_path.resolve()
-    assert generated_dir("book/_generated", start=deep) == tmp_path.resolve() / "book" / "_generated"
-    assert (tmp_path / "book" / "_generated").is_dir()
     with pytest.raises(DdpmdpError, match="_toc.yml"):
         repo_root(tmp_path.parent)
     monkeypatch.setenv("DDPMDP_REPO", str(tmp_path))
@@ -237,7 +271,7 @@ def test_repo_root_and_generated_dir(tmp_path, monkeypatch):
 def test_embedded_card_table_reads_every_card():
     from ddpmdp.models.embedded import EMBEDDED, embedded_models
 
-    header, rows = ex.embedded_card_table()
+    header, rows = embedded_card_table()
     assert [r[0] for r in rows] == list(EMBEDDED)
     assert all(len(r) == len(header) for r in rows)
     col = header.index("Held-out bits/dim (full chain)")
@@ -245,14 +279,14 @@ def test_embedded_card_table_reads_every_card():
         held = embedded_models()[r[0]]["card"]["held_out"]
         assert r[col] == f"{held['bpd']:.3f} ± {held['bpd_se']:.3f}"
         assert r[header.index("Split")] == held["data"] and r[header.index("Images")] == str(held["n_images"])
-    assert [r[0] for r in ex.embedded_card_table(["cifar10-vlb"])[1]] == ["cifar10-vlb"]
+    assert [r[0] for r in embedded_card_table(["cifar10-vlb"])[1]] == ["cifar10-vlb"]
 
 
 def test_lossless_gap_sentences_and_the_weights_readme_match_the_cards():
     from ddpmdp.models.embedded import model_table, weights_dir
 
     readme = (weights_dir() / "README.md").read_text()
-    lines = ex.lossless_gap_lines()
+    lines = lossless_gap_lines()
     for r, line in zip(model_table(), lines):
         assert line.startswith(f"`{r['name']}`")
         if r["lossless100_bpd"] is None:
@@ -268,13 +302,13 @@ def test_lossless_gap_sentences_and_the_weights_readme_match_the_cards():
 def test_model_samples_follow_the_path_spec_and_seed():
     # float64 network: uint8 samples compared exactly across batch sizes (tests/README.md)
     model = tiny_adapter(cosine_schedule(T), channels=3, learned=True, seed=3, image_shape=(3, 8, 8), dtype="float64")
-    a = ex.model_samples(model, "quadratic:3", 3, seed=5, batch_size=2)
-    b = ex.model_samples(model, "quadratic:3", 3, seed=5, batch_size=3)
+    a = model_samples(model, "quadratic:3", 3, seed=5, batch_size=2)
+    b = model_samples(model, "quadratic:3", 3, seed=5, batch_size=3)
     assert a.shape == (3, 3, 8, 8) and a.dtype == np.uint8
     assert np.array_equal(a, b)  # sample i uses its own noise keys, whatever the batch size
-    assert not np.array_equal(a, ex.model_samples(model, "even:3", 3, seed=5))
+    assert not np.array_equal(a, model_samples(model, "even:3", 3, seed=5))
     with pytest.raises(DdpmdpError, match="path spec"):
-        ex.model_samples(model, "bogus:3", 3)
+        model_samples(model, "bogus:3", 3)
 
 
 def test_float64_network_matches_float32_and_has_its_own_cache_key():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpmdp.book.run_config import OUTPUTS_FOLDER, resolve_out_dir
+from ddpmdp.book.runtime.run_config import OUTPUTS_FOLDER, resolve_out_dir
 from ddpmdp.errors import DdpmdpError
 
 jupytext = pytest.importorskip("jupytext")

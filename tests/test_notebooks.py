@@ -15,8 +15,8 @@ The smoke references run their networks in float64 (``dtype: float64`` in ``para
 that their printed digits do not depend on the CPU; ``tests/README.md`` explains the mechanism and
 the measurements behind it.
 
-Refresh the smoke copies after editing a notebook with ``ddpmdp reproduce --smoke`` (or
-``python -m ddpmdp.book.runner --params-dir params/smoke --out notebooks/smoke``).
+Refresh the smoke copies after editing a notebook with ``ddpmdp reproduce --smoke`` (one notebook:
+``ddpmdp reproduce --smoke NAME``).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_source_is_thin_and_parameterised(name):
-    from ddpmdp.book.runner import notebook_parameters, prepare
+    from ddpmdp.book.runtime.runner import notebook_parameters, prepare
 
     nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
     params = [c for c in nb.cells if "parameters" in _tags(c)]
@@ -62,7 +62,7 @@ def test_source_is_thin_and_parameterised(name):
     for c in nb.cells:
         if c.cell_type == "code":
             found = DEFINITION.search(c.source)
-            assert found is None, f"{name}: defines {found.group(0).strip()!r}; move it into ddpmdp.book"
+            assert found is None, f"{name}: defines {found.group(0).strip()!r}; move it into a ddpmdp.book module"
     body = ast.parse(params[0].source).body
     untyped = [t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
     assert not untyped, f"{name}: parameters without a type annotation (papermill --help-notebook shows them as " \
@@ -83,7 +83,7 @@ def test_source_is_thin_and_parameterised(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_copy_is_current(name):
-    from ddpmdp.book.runner import load_params
+    from ddpmdp.book.runtime.runner import load_params
 
     path = ROOT / "notebooks" / "smoke" / f"{name}.ipynb"
     assert path.is_file(), f"{path.relative_to(ROOT)} is missing; {REFRESH}"
@@ -219,7 +219,7 @@ def test_changed_reference_number_fails(tmp_path):
     _need_data()
     nb = nbformat.read(ROOT / "notebooks" / "smoke" / "cifar10_nll.ipynb", as_version=4)
     text = next(c.outputs[0]["data"]["text/markdown"] for c in nb.cells
-                if c.cell_type == "code" and "nll_table" in c.source)
+                if c.cell_type == "code" and c.source.startswith("table = nll_table("))
     m = re.search(r"± (\d+\.\d+)", text)
     assert m, "no '± SE' in the stored bits/dim table"
     old = m.group(0)

@@ -10,13 +10,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from _models import random_images, tiny_adapter
-from ddpmdp.book import plotting, sample_figures
+from ddpmdp.book.reporting import plotting, sample_grids as sample_figures
 from ddpmdp.table import ElboTable
 from ddpmdp.table_estimation import estimate_table
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.evaluate import PathScore
 from ddpmdp.fid.frechet import FID_LABEL, PROXY_LABEL, FIDResult
-from ddpmdp.book.reports import PAPER_TABLE3
+from ddpmdp.book.reporting.paper import PAPER_TABLE3
 from ddpmdp.schedules import cosine_schedule
 from ddpmdp.strides import even_stride, quadratic_stride
 
@@ -227,3 +227,4 @@ def test_sample_grid_one_row_per_budget_then_extra_rows_from_the_left():
         assert axes[r, 0].images and axes[r, 0].get_title() == panel and axes[r, 0].get_ylabel() == label
         assert not axes[r, 1].axison and not axes[r, 2].axison
     fig.savefig(io.BytesIO(), format="png", dpi=40)
+

@@ -1,4 +1,5 @@
-"""Result tables: "bpd ± SE" cells, tidy CSV with split and image count, and DP-gain flags."""
+"""Reporting: "bpd ± SE" cells and tables, tidy CSV with split and image count, the one 2-SE verdict and
+the DP-gain flags built on it."""
 from __future__ import annotations
 
 import csv
@@ -10,16 +11,10 @@ import pytest
 
 from ddpmdp.errors import DdpmdpError
 from ddpmdp.evaluate import PathScore
-from ddpmdp.book.reports import (
-    FULL,
-    PAPER_TABLE3,
-    Cell,
-    bpd_table,
-    cell_of,
-    flag_dp_gains,
-    flags_markdown,
-    scores_by_stride,
-)
+from ddpmdp.book.reporting.comparisons import score_difference, verdict
+from ddpmdp.book.reporting.formatting import mean_pm_se
+from ddpmdp.book.reporting.paper import PAPER_TABLE3
+from ddpmdp.book.reporting.tables import FULL, Cell, bpd_table, cell_of, flag_dp_gains, flags_markdown, scores_by_stride
 
 D = 3072
 LN2D = D * math.log(2.0)
@@ -134,8 +129,6 @@ def test_scores_by_stride_and_paper_tables():
 
 
 def test_mean_pm_se_never_rounds_a_nonzero_se_to_zero():
-    from ddpmdp.book.reports import mean_pm_se
-
     assert mean_pm_se(3.17241, 0.0052) == "3.172 ± 0.005"
     assert mean_pm_se(0.02, 0.00038, signed=True) == "+0.0200 ± 0.0004"
     assert mean_pm_se(0.02, 0.00004, signed=True) == "+0.02000 ± 0.00004"
@@ -146,3 +139,28 @@ def test_mean_pm_se_never_rounds_a_nonzero_se_to_zero():
         digits = mean_pm_se(1.0, se).split("± ")[1]
         assert float(digits) > 0, se
     assert mean_pm_se(-3e-11, 2e-11, signed=True) == "-0.000 ± 0.000"  # rounding-level: no noise digits
+
+
+def test_verdict_is_the_one_two_se_rule():
+    """gain below −2 SE, loss above +2 SE, within otherwise (boundary, NaN and an infinite SE included);
+    the DP-gain flags use it."""
+    assert verdict(-0.3, 0.1) == "gain" and verdict(0.3, 0.1) == "loss" and verdict(0.1, 0.1) == "within"
+    assert verdict(-0.25, 0.125) == verdict(0.25, 0.125) == "within"  # |Δ| = 2·SE exactly (binary-exact)
+    assert verdict(-0.25, 0.125, n_sigma=1.0) == "gain"
+    assert verdict(float("nan"), 0.1) == verdict(-5.0, float("nan")) == verdict(-5.0, float("inf")) == "within"
+    for diff, se in ((-0.3, 0.1), (0.3, 0.1), (0.01, 0.1)):
+        half = se / math.sqrt(2)  # unpaired SE of the difference: √(2·half²) = se
+        (flag,) = flag_dp_gains({("m", "even", 8): (3.0, half), ("m", "dp", 8): (3.0 + diff, half)})
+        assert flag.status == {"gain": "gain", "loss": "loss", "within": "within 2 SE"}[verdict(diff, flag.se)]
+
+
+def test_score_difference_pairs_only_scores_of_the_same_images():
+    rng = np.random.default_rng(2)
+    base = rng.normal(4.0, 1.0, 50)
+    a, b = _score(base + 0.01, 8), _score(base, 8)
+    diff, se, paired = score_difference(a, b)
+    assert paired and diff == pytest.approx(a.bpd - b.bpd) and se < 0.01
+    diff, se, paired = score_difference(a, _score(base[:40], 8))
+    assert not paired and se == pytest.approx(math.hypot(a.bpd_se, _score(base[:40], 8).bpd_se))
+    assert score_difference((3.0, 0.3), (2.0, 0.4)) == (1.0, pytest.approx(0.5), False)
+    assert not score_difference(a, _score(base, 8, split="train"))[2]

@@ -1,4 +1,4 @@
-"""The notebook runner (python -m ddpmdp.book.runner) and `ddpmdp reproduce` on a throw-away repository."""
+"""`ddpmdp reproduce` and its papermill runner (ddpmdp.book.runtime.runner) on a throw-away repository."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +12,9 @@ pytest.importorskip("papermill")
 pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")
 
-from ddpmdp.book import runner as run_notebooks  # noqa: E402
+from ddpmdp.book.runtime import runner as run_notebooks  # noqa: E402
 from ddpmdp.cli import reproduce as reproduce_cli  # noqa: E402
+from ddpmdp.cli.main import main as ddpmdp_main  # noqa: E402
 from ddpmdp.errors import DdpmdpError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,17 +73,38 @@ def test_prepare_and_parameters(repo):
 
 
 def test_usage_errors_exit_2(repo, capsys):
-    assert run_notebooks.main(["good", "-p", "m", "1", "--out", "out"]) == 2
+    assert ddpmdp_main(["reproduce", "good", "-p", "m", "1", "--out", "out"]) == 2
     assert "unknown parameter(s) m" in capsys.readouterr().err
-    assert run_notebooks.main(["nope", "--out", "out"]) == 2
-    assert "no notebook 'nope'" in capsys.readouterr().err
-    assert run_notebooks.main(["good", "bad", "-f", "params/good.yaml"]) == 2
+    assert ddpmdp_main(["reproduce", "nope", "--out", "out"]) == 2
+    assert "unknown notebook(s) nope; available: bad, good" in capsys.readouterr().err
+    assert ddpmdp_main(["reproduce", "good", "bad", "-f", "params/good.yaml"]) == 2
     assert "applies to one notebook" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --smoke picks its own parameters
+        ddpmdp_main(["reproduce", "--smoke", "--params-dir", "params"])
+
+
+def test_list_shows_parameters_with_help(repo, capsys):
+    assert ddpmdp_main(["reproduce", "--list", "good"]) == 0
+    assert capsys.readouterr().out == "good:\n  n = 2  # how many\n  label = \"x\"  # a label\n"
+
+
+def test_reproduce_imports_nothing_heavy_at_module_level():
+    """``ddpmdp --help`` builds every subparser: reproduce.py may import only the standard library and
+    ddpmdp.errors when it loads; the runner (papermill, jupytext, ddpmdp.book) loads when it runs."""
+    import ast
+
+    tree = ast.parse(Path(reproduce_cli.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module for n in top if isinstance(n, ast.ImportFrom) and n.module]
+    assert sorted(n for n in names if n.split(".")[0] == "ddpmdp") == ["ddpmdp.errors"]
+    heavy = {"torch", "numpy", "matplotlib", "papermill", "jupytext", "nbformat", "yaml", "IPython"}
+    assert not {n.split(".")[0] for n in names} & heavy
 
 
 @pytest.mark.slow
 def test_execution_normalises_and_failures_name_the_cell(repo, capsys):
-    assert run_notebooks.main(["good", "--params-dir", "params", "-p", "label", "ab", "--out", "out"]) == 0
+    assert ddpmdp_main(["reproduce", "good", "--params-dir", "params", "-p", "label", "ab", "--out", "out"]) == 0
     assert "[1/1] good: done in" in capsys.readouterr().out
     nb = nbformat.read(repo / "out" / "good.ipynb", as_version=4)
     assert [c.id for c in nb.cells] == [f"cell-{i:03d}" for i in range(len(nb.cells))]
@@ -93,7 +115,7 @@ def test_execution_normalises_and_failures_name_the_cell(repo, capsys):
     assert os.environ.get("MPLBACKEND") == "Agg" and "DDPMDP_REPO" not in os.environ  # restored
     assert "injected-parameters" in nb.cells[2].metadata["tags"]
 
-    assert run_notebooks.main(["bad", "--out", "out"]) == 2
+    assert ddpmdp_main(["reproduce", "bad", "--out", "out"]) == 2
     err = capsys.readouterr().err
     assert "notebook bad failed in cell 3 (In [3]): ValueError: boom 2" in err
     assert "raise ValueError" in err and "out/bad.ipynb" in err
@@ -104,19 +126,24 @@ def test_reproduce_parser_and_checks(repo, monkeypatch):
     parser = argparse.ArgumentParser(prog="ddpmdp")
     sub = parser.add_subparsers(dest="command", required=True)
     reproduce_cli.add_parser(sub)
-    args = parser.parse_args(["reproduce", "--smoke", "--only", "good,nope", "--no-build"])
+    args = parser.parse_args(["reproduce", "--smoke", "good", "nope", "--no-build"])
     with pytest.raises(DdpmdpError, match="unknown notebook"):
         args.func(args)
     calls = []
     monkeypatch.setattr(run_notebooks, "run_all", lambda names, **kw: calls.append((names, kw)) or [])
-    args = parser.parse_args(["reproduce", "--smoke", "--only", "good"])
-    assert args.func(args) == 0  # smoke: no book build
+    builds = []
+    monkeypatch.setattr(reproduce_cli, "build_book", lambda root=None, strict=True: builds.append(root) or 1)
+    args = parser.parse_args(["reproduce", "--smoke", "good"])
+    assert args.func(args) == 0 and not builds  # smoke: no book build
     assert calls[-1][0] == ["good"] and calls[-1][1]["params_dir"] == "params/smoke"
     assert calls[-1][1]["out_dir"] == "notebooks/smoke"
-    monkeypatch.setattr(reproduce_cli, "build_book", lambda root=None, strict=True: 1)
-    args = parser.parse_args(["reproduce", "--only", "good"])
+    args = parser.parse_args(["reproduce", "good", "-f", "params/good.yaml", "-p", "n", "[1, 2]", "--out", "tmp"])
+    assert args.func(args) == 0 and not builds  # not the book's folder: no book build
+    assert calls[-1][1]["params_file"] == "params/good.yaml" and calls[-1][1]["overrides"] == {"n": [1, 2]}
+    args = parser.parse_args(["reproduce"])
     with pytest.raises(DdpmdpError, match="book build failed"):
         args.func(args)
+    assert calls[-1][0] == ["bad", "good"] and len(builds) == 1
     assert calls[-1][1]["out_dir"] == "notebooks/executed" and calls[-1][1]["params_dir"] is None
 
 

@@ -26,10 +26,10 @@ The extension also provides, for the chapters:
 
 * **The paper's numbers as substitutions.** ``{{ paper_t3_L_vlb_dp_32 }}`` (Table 3: objective,
   stride, K or ``all``), ``{{ paper_t4_dp_32 }}`` (Table 4, L_hybrid) and ``{{ paper_t5_dp_ELBO_32 }}``
-  (Table 5, FID) come from :mod:`ddpmdp.book.reports`, so no chapter types them by hand; and
+  (Table 5, FID) come from :mod:`ddpmdp.book.reporting.paper`, so no chapter types them by hand; and
   ``{{ repository_url }}`` comes from ``_config.yml`` ``repository.url`` (set in one place).
 * **The** ``paper-table`` **directive** (```` ```{paper-table} 3 ````): the paper's Table 3, 4 or 5 from
-  :mod:`ddpmdp.book.reports`, in a box labelled as the paper's numbers, never mixed with this run's.
+  :mod:`ddpmdp.book.reporting.paper`, in a box labelled as the paper's numbers, never mixed with this run's.
 """
 from __future__ import annotations
 
@@ -226,9 +226,9 @@ def _key(text: str) -> str:
 
 
 def _paper_tables() -> dict[int, dict]:
-    from ddpmdp.book import reports
+    from ddpmdp.book.reporting import paper
 
-    return {3: reports.PAPER_TABLE3, 4: reports.PAPER_TABLE4, 5: reports.PAPER_TABLE5}
+    return {3: paper.PAPER_TABLE3, 4: paper.PAPER_TABLE4, 5: paper.PAPER_TABLE5}
 
 
 def paper_substitutions() -> dict[str, str]:
@@ -259,7 +259,7 @@ _PAPER_CAPTIONS = {
 
 
 class PaperTable(Directive):
-    """```{paper-table} N``` — the paper's Table N (3, 4 or 5) from :mod:`ddpmdp.book.reports`, in a box
+    """```{paper-table} N``` — the paper's Table N (3, 4 or 5) from :mod:`ddpmdp.book.reporting.paper`, in a box
     titled as a reference so it is never read as this run's result."""
 
     required_arguments = 1
@@ -269,7 +269,7 @@ class PaperTable(Directive):
         num = int(self.arguments[0])
         tables = _paper_tables()
         if num not in tables:
-            raise self.error(f"paper-table: no Table {num} in ddpmdp.book.reports (have {sorted(tables)})")
+            raise self.error(f"paper-table: no Table {num} in ddpmdp.book.reporting.paper (have {sorted(tables)})")
         table = tables[num]
         Ks = sorted({K for row in table.values() for K in row if K != "all"})
         has_all = any("all" in row for row in table.values())
@@ -286,7 +286,7 @@ class PaperTable(Directive):
             lines.append("| " + " | ".join(cells) + " |")
         text = [f":::{{admonition}} Reference: Watson et al. (2021), Table {num} (the paper's numbers, not this run's)",
                 ":class: paper-reference", ""]
-        text += [f"{_PAPER_CAPTIONS[num]}; copied from the paper (`ddpmdp.book.reports.PAPER_TABLE{num}`), no SE given.",
+        text += [f"{_PAPER_CAPTIONS[num]}; copied from the paper (`ddpmdp.book.reporting.paper.PAPER_TABLE{num}`), no SE given.",
                  "Different models, data and sample counts from this run: compare the shape of the rows, not the values.",
                  ""]
         text += lines + [":::"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ddpmdp.errors import DdpmdpError
 
-__all__ = ["repo_root", "find_repo_root", "generated_dir", "notebooks_dir", "MARKERS"]
+__all__ = ["repo_root", "find_repo_root", "MARKERS"]
 
 MARKERS = ("_toc.yml", "pyproject.toml")
 """Files that together mark the repository root."""
@@ -49,19 +49,3 @@ def find_repo_root(start: str | os.PathLike | None = None) -> Path | None:
     except DdpmdpError:
         return None
 
-
-def generated_dir(out_dir: str | os.PathLike = "book/_generated", *, create: bool = True,
-                  start: str | os.PathLike | None = None) -> Path:
-    """``out_dir`` resolved against :func:`repo_root` (an absolute ``out_dir`` is kept),
-    created when ``create`` is true. The notebooks write their tables and figures here."""
-    p = Path(out_dir).expanduser()
-    if not p.is_absolute():
-        p = repo_root(start) / p
-    if create:
-        p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def notebooks_dir(start: str | os.PathLike | None = None) -> Path:
-    """``notebooks/`` under :func:`repo_root`: the jupytext sources ``NAME.py``."""
-    return repo_root(start) / "notebooks"

@@ -1,9 +1,7 @@
-"""Execute the book's notebooks: jupytext sources → papermill → normalised ``.ipynb``.
+"""Execute the book's notebooks: jupytext sources → papermill → normalised ``.ipynb``. The command
+line is ``ddpmdp reproduce`` (:mod:`ddpmdp.cli.reproduce`)::
 
-::
-
-    python -m ddpmdp.book.runner [NAME ...] [-f PARAMS.yaml | --params-dir DIR] [-p NAME VALUE ...]
-                                   [--out DIR] [--list]
+    ddpmdp reproduce [NAME ...] [-f PARAMS.yaml | --params-dir DIR] [-p NAME VALUE ...] [--out DIR] [--list]
 
 For each notebook ``notebooks/NAME.py`` (jupytext percent format, the reviewed source;
 ``toolchain.md`` §4.1):
@@ -23,16 +21,14 @@ notebook's own defaults apply (the book's default run). ``MPLBACKEND`` is remove
 kernel's environment, so that figures are embedded, and ``DDPMDP_REPO`` points at the
 repository, so that the output folder may lie anywhere.
 
-Exit status: 0 on success; 2 when a notebook fails (the message names the notebook, the cell
-and the error; the partially executed notebook is kept) or for a usage error.
+A failing notebook raises :class:`NotebookFailed` (the message names the notebook, the cell and
+the error; the partially executed notebook is kept); ``ddpmdp reproduce`` then exits with status 2.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.book.locations import repo_root
+from ddpmdp.book.runtime.locations import repo_root
 
 __all__ = ["NOTEBOOKS", "BOOK_OUTPUTS", "NotebookFailed", "NotebookRun", "notebook_names", "load_params", "prepare",
-           "notebook_parameters", "normalise", "execute", "run_all", "main"]
+           "notebook_parameters", "normalise", "execute", "run_all"]
 
 NOTEBOOKS: tuple[str, ...] = ("embedded_models", "cifar10_nll", "imagenet64_nll", "mc_ablation", "sample_quality",
                               "samples_and_schedules", "optimal_variance")
@@ -152,7 +148,7 @@ def normalise(nb):
 def _kernel_env(root: Path) -> Iterator[None]:
     """The kernel's environment: without ``MPLBACKEND`` (an Agg backend would stop figures being
     embedded), and with ``DDPMDP_REPO`` = ``root`` so that notebooks executed in a folder outside
-    the repository still find it (:func:`ddpmdp.book.locations.repo_root`)."""
+    the repository still find it (:func:`ddpmdp.book.runtime.locations.repo_root`)."""
     saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "DDPMDP_REPO")}
     os.environ.pop("MPLBACKEND", None)
     os.environ["DDPMDP_REPO"] = str(root)
@@ -217,7 +213,7 @@ def _rewrite(path: Path) -> None:
 BOOK_OUTPUTS: dict[str, Any] = {"out_dir": "book/_generated", "write_book": True, "cache_dir": "runs/cache"}
 """What a run into ``notebooks/executed/`` (the book's run) passes to every notebook that has these
 parameters and whose parameter file does not set them: a notebook's own default writes beside it
-and never into the book (:mod:`ddpmdp.book.run_config`)."""
+and never into the book (:mod:`ddpmdp.book.runtime.run_config`)."""
 
 
 def run_all(names: Sequence[str] | None = None, *, params_file: str | os.PathLike | None = None,
@@ -261,63 +257,3 @@ def run_all(names: Sequence[str] | None = None, *, params_file: str | os.PathLik
         log(f"[{i}/{len(names)}] {name}: done in {run.seconds:.1f} s", flush=True)
         runs.append(run)
     return runs
-
-
-def _parse_overrides(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for name, value in pairs or []:
-        try:
-            out[name] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            out[name] = value
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m ddpmdp.book.runner``."""
-    p = argparse.ArgumentParser(prog="python -m ddpmdp.book.runner",
-                                description="Execute notebooks/NAME.py with papermill into OUT/NAME.ipynb.")
-    p.add_argument("names", nargs="*", help=f"notebooks to run (default: all; {', '.join(NOTEBOOKS)})")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-f", "--params", dest="params_file", default=None, help="YAML parameter file (one notebook)")
-    g.add_argument("--params-dir", default=None, help="folder with NAME.yaml parameter files, e.g. params/smoke")
-    p.add_argument("-p", "--parameter", dest="overrides", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="override one parameter (VALUE is YAML, e.g. -p budgets '[2, 4]'); repeatable")
-    p.add_argument("--out", default="notebooks/executed", help="output folder (default: notebooks/executed)")
-    p.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
-    return p
-
-
-def _list(names: Sequence[str], root: Path) -> None:
-    for name in names:
-        params = notebook_parameters(prepare(root / "notebooks" / f"{name}.py"))
-        print(f"{name}:")
-        for k, v in params.items():
-            print(f"  {k} = {v['default']}" + (f"  # {v['help']}" if v.get("help") else ""))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for a failing notebook or a usage error)."""
-    args = build_parser().parse_args(argv)
-    try:
-        root = repo_root()
-        if args.list:
-            _list(args.names or notebook_names(root), root)
-            return 0
-        t0 = time.perf_counter()
-        runs = run_all(args.names, params_file=args.params_file, params_dir=args.params_dir,
-                       overrides=_parse_overrides(args.overrides), out_dir=args.out, root=root)
-        print(f"run_notebooks: {len(runs)} notebook(s) in {time.perf_counter() - t0:.1f} s", flush=True)
-        return 0
-    except DdpmdpError as exc:
-        print(f"run_notebooks: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("run_notebooks: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,43 +1,36 @@
-"""The NLL experiment (Paper Tables 3 and 4): table on train → DP for every budget → even,
-quadratic and DP strides (and optionally the full chain) scored on test, with paired SEs.
+"""The NLL experiment (Paper Tables 3 and 4; notebooks ``cifar10_nll`` and ``imagenet64_nll``):
+table on train → DP for every budget → even, quadratic and DP strides (and optionally the full
+chain) scored on test, with paired SEs; its table, figure, DP-path files and generated summary.
 """
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from ddpmdp.book.experiments.paths import solve_table, stride_paths
+from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.reporting.comparisons import verdict
+from ddpmdp.book.reporting.files import write_dp_json
+from ddpmdp.book.reporting.formatting import format_paths, mean_pm_se, ranges
+from ddpmdp.book.reporting.plotting import plot_bpd_vs_budget
+from ddpmdp.book.reporting.tables import ResultTable, bpd_table, flags_markdown, scores_by_stride
+from ddpmdp.book.runtime.inputs import describe_model, variance_rule
+from ddpmdp.book.runtime.run_config import RunConfig
+from ddpmdp.book.runtime.table_cache import cached_table, grid_with_strides
 from ddpmdp.data.images import ImageSet
 from ddpmdp.dp import DPSolution
-from ddpmdp.table import ElboTable
 from ddpmdp.errors import require
-from ddpmdp.evaluate import path_from_table, PathScore, evaluate_paths
+from ddpmdp.evaluate import PathScore, evaluate_paths, paired_difference, path_from_table
 from ddpmdp.models.adapter import DiffusionModel
-from ddpmdp.book.reports import ResultTable, bpd_table
-from ddpmdp.book.inputs import cached_table, default_variance, grid_with_strides, solve_table, stride_paths
-from ddpmdp.book.outputs import format_paths, write_dp_json
-from ddpmdp.book.plotting import plot_bpd_vs_budget
-from ddpmdp.book.reports import scores_by_stride
-from ddpmdp.book.run_config import RunConfig
-from ddpmdp.book.summaries import provenance
-from ddpmdp.book.reports import flags_markdown
-from ddpmdp.book.summaries import nll_summary_markdown
+from ddpmdp.table import ElboTable
 
-__all__ = [
-    "NLLResult",
-    "run_nll",
-    "nll_table",
-    "nll_summary",
-    "run_nll_models",
-    "nll_figure",
-    "nll_caption",
-    "write_nll_paths",
-    "nll_report",
-]
+__all__ = ["NLLResult", "run_nll", "run_nll_models", "nll_table", "nll_figure", "nll_caption", "nll_summary_markdown",
+           "write_nll_paths", "nll_report"]
 
 
 # ---- NLL: table on train, DP, direct evaluation on test ---------------------------------------
@@ -63,7 +56,7 @@ class NLLResult:
     cached: bool = False
 
     def keyed_scores(self) -> dict[tuple[str, str, int], PathScore]:
-        """``{(objective, stride, K): score}``, the input of :func:`ddpmdp.book.reports.bpd_table`."""
+        """``{(objective, stride, K): score}``, the input of :func:`ddpmdp.book.reporting.tables.bpd_table`."""
         return {(self.objective, s, K): sc for (s, K), sc in self.scores.items()}
 
     def dp_paths(self) -> dict[int, np.ndarray]:
@@ -81,7 +74,7 @@ def run_nll(model: DiffusionModel, train: ImageSet, test: ImageSet, *, objective
     evaluation, where U is the number of distinct nodes t > 0 on all paths (T with ``full_chain``).
     The test scores are paired: every path sees the same images and the same noise per node.
     """
-    variance = default_variance(model, variance)
+    variance = variance_rule(variance, model)
     T = model.schedule.T
     require(len(budgets) >= 1 and all(1 <= int(k) <= T for k in budgets), f"budgets must lie in 1..T = {T}")
     t0 = time.perf_counter()
@@ -118,27 +111,6 @@ def nll_table(results: Mapping[str, NLLResult], *, budgets: Sequence[int] | None
     return bpd_table(scores, full or None, budgets=budgets, precision=precision, title=title)
 
 
-def nll_summary(results: Mapping[str, NLLResult], precision: int = 3) -> list[str]:
-    """One sentence per objective: at the smallest and largest budget, the DP path's bits/dim
-    against the better baseline stride, with the paired SE of the difference."""
-    from ddpmdp.evaluate import paired_difference
-
-    out = []
-    for r in results.values():
-        Ks = sorted({K for (_, K) in r.scores})
-        parts = []
-        for K in dict.fromkeys((Ks[0], Ks[-1])):
-            dp = r.scores[("dp", K)]
-            base_name = min(("even", "quadratic"), key=lambda s: r.scores[(s, K)].bpd)
-            diff, se = paired_difference(dp, r.scores[(base_name, K)])
-            parts.append(f"at K = {K} the DP path scores {dp.bpd:.{precision}f} ± {dp.bpd_se:.{precision}f} "
-                         f"bits/dim, {diff:+.{precision}f} ± {se:.{precision}f} against the {base_name} stride")
-        full = (f"; the full {r.full.K}-step chain scores {r.full.bpd:.{precision}f} ± {r.full.bpd_se:.{precision}f}"
-                if r.full is not None else "")
-        out.append(f"{r.objective}: " + "; ".join(parts) + full + ".")
-    return out
-
-
 def run_nll_models(run: RunConfig, models: Mapping[str, str], train: ImageSet, test: ImageSet, *,
                    budgets: Sequence[int], grid: str | None, full_chain: bool,
                    noise_schedules: Mapping[str, str] | None = None, log=print) -> dict[str, NLLResult]:
@@ -147,7 +119,7 @@ def run_nll_models(run: RunConfig, models: Mapping[str, str], train: ImageSet, t
     results = {}
     for objective, spec in models.items():
         model = run.model(spec, (noise_schedules or {}).get(objective))
-        log(f"{objective}: {run.describe_model(model)}")
+        log(f"{objective}: {describe_model(model, run.variance)}")
         results[objective] = run_nll(model, train, test, objective=objective, budgets=budgets, grid=grid,
                                      variance=run.variance, full_chain=full_chain, cache_dir=run.cache,
                                      **run.settings())
@@ -167,6 +139,49 @@ def nll_caption(results: Mapping[str, NLLResult], train: ImageSet, test: ImageSe
     """Provenance of an NLL table: models with hashes, data origin, split, n, grid."""
     first = next(iter(results.values()))
     return provenance({o: r.model for o, r in results.items()}, train, test, first.table)
+
+
+def _fmt(diff: float, se: float, p: int) -> str:
+    return mean_pm_se(diff, se, p, signed=True)
+
+
+def nll_summary_markdown(results: Mapping[str, "NLLResult"], precision: int = 3) -> str:
+    """Where the DP path beats both strides, lies within 2 paired SE of one, or loses to one
+    (:func:`ddpmdp.book.reporting.comparisons.verdict`), per objective, and each path's gap to the
+    full chain at the largest budget."""
+    lines = []
+    for objective, r in results.items():
+        Ks = sorted({K for (_, K) in r.scores})
+        by: dict[str, list[int]] = {"gain": [], "within": [], "loss": []}
+        worst: dict[str, tuple[int, float, float]] = {}
+        for K in Ks:
+            dp = r.scores[("dp", K)]
+            per_stride = {s: paired_difference(dp, r.scores[(s, K)]) for s in ("even", "quadratic")}
+            status = [verdict(d, se) for d, se in per_stride.values()]
+            overall = "loss" if "loss" in status else ("within" if "within" in status else "gain")
+            by[overall].append(K)
+            for s, (d, se) in per_stride.items():
+                if s not in worst or d > worst[s][1]:
+                    worst[s] = (K, d, se)
+        K0 = Ks[0]
+        d0, se0 = paired_difference(r.scores[("dp", K0)], r.scores[("quadratic", K0)])
+        text = (f"**{objective}** (`{r.model}`, variance {r.variance}): the DP path beats both strides at "
+                f"{ranges(by['gain'])}; at K = {K0} it is {_fmt(d0, se0, precision)} bits/dim against the "
+                f"quadratic stride.")
+        if by["within"]:
+            text += f" Within 2 paired SE of a stride at {ranges(by['within'])}."
+        if by["loss"]:
+            worst_s = max(worst, key=lambda s: worst[s][1])
+            K, d, se = worst[worst_s]
+            text += (f" **Worse** than a stride at {ranges(by['loss'])} (largest: {_fmt(d, se, precision)} "
+                     f"against the {worst_s} stride at K = {K}).")
+        if r.full is not None:
+            K = Ks[-1]
+            gaps = ", ".join(f"{s} {_fmt(*paired_difference(r.scores[(s, K)], r.full), precision)}"
+                             for s in ("even", "quadratic", "dp"))
+            text += f" At K = {K}, bits/dim above the full {r.full.K}-step chain: {gaps}."
+        lines.append(text)
+    return "\n\n".join(lines) + "\n"
 
 
 def write_nll_paths(run: RunConfig, results: Mapping[str, NLLResult], prefix: str, budgets: Sequence[int]) -> str:

@@ -1,48 +1,20 @@
-"""What a notebook writes: tables (CSV + Markdown), figures and DP paths under ``_generated/``.
-"""
+"""What a notebook writes for the book: result tables (CSV + Markdown + caption), generated text,
+figures and DP paths, all under its output folder (``book/_generated/`` in the book's run)."""
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ddpmdp.book.reporting.tables import ResultTable, markdown_table
 from ddpmdp.dp import DPSolution
 from ddpmdp.table import ElboTable
-from ddpmdp.errors import DdpmdpError
-from ddpmdp.book.locations import repo_root
-from ddpmdp.book.reports import ResultTable
 
-__all__ = [
-    "write_text",
-    "format_paths",
-    "write_dp_json",
-    "write_result_table",
-    "markdown_table",
-    "save_figure",
-    "slug",
-    "relative",
-    "format_seconds",
-]
-
-
-# ---- writing results --------------------------------------------------------------------------
-def format_paths(paths: Mapping[int, np.ndarray], max_nodes: int = 40, key: str = "K") -> str:
-    """One line per entry, ``K =  8: 0, 1, 7, …, 1000`` (``key`` names the mapping's keys: the
-    budget K, or e.g. the table size n); paths longer than ``max_nodes`` nodes show their first
-    and last nodes around an ellipsis."""
-    width = len(str(max(paths))) if paths else 1
-    lines = []
-    for K in sorted(paths):
-        p = [int(x) for x in paths[K]]
-        body = (", ".join(map(str, p)) if len(p) <= max_nodes else
-                ", ".join(map(str, p[:max_nodes // 2])) + ", …, " + ", ".join(map(str, p[-max_nodes // 4:])))
-        lines.append(f"{key} = {K:>{width}}: {body}")
-    return "\n".join(lines)
+__all__ = ["write_result_table", "write_text", "save_figure", "write_dp_json"]
 
 
 def write_dp_json(table: ElboTable, solution: DPSolution, budgets: Sequence[int], path: str | os.PathLike,
@@ -67,13 +39,6 @@ def write_dp_json(table: ElboTable, solution: DPSolution, budgets: Sequence[int]
     return p
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> str:
-    """A Markdown table from a header and rows of cell texts, with an optional bold title line."""
-    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     import csv
 
@@ -91,9 +56,9 @@ def write_result_table(table: ResultTable | tuple[list[str], list[list[str]]], n
     * ``NAME.md`` — the Markdown table with its caption (:meth:`ResultTable.to_markdown`);
     * ``NAME_wide.csv`` — the display layout (cells "bpd ± SE") for ``csv-table :file:``;
     * ``NAME_caption.md`` — the caption alone (units, split, image count, SE kind, flags), followed
-      by ``caption`` (e.g. :func:`ddpmdp.book.summaries.provenance`), for the book to include.
+      by ``caption`` (e.g. :func:`ddpmdp.book.reporting.captions.provenance`), for the book to include.
 
-    A plain ``(header, rows)`` pair (e.g. :meth:`SampleQualityResult.fid_table`) is written as
+    A plain ``(header, rows)`` pair (e.g. :meth:`ddpmdp.book.experiments.sample_quality.SampleQualityResult.fid_table`) is written as
     ``NAME_wide.csv`` and a Markdown ``NAME.md`` only. Returns the paths by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,25 +103,3 @@ def save_figure(fig, name: str, out_dir: str | os.PathLike, *, dpi: int | None =
     path = out / f"{name}.png"
     fig.savefig(path, dpi=dpi, metadata={"Software": None})
     return path
-
-
-def slug(text: str) -> str:
-    """A file-name stem from a label: runs of non-word characters become ``_``, lower case
-    (``"64×64 L_hybrid"`` → ``"64_64_l_hybrid"``)."""
-    import re
-
-    return re.sub(r"\W+", "_", text, flags=re.ASCII).strip("_").lower()
-
-
-def relative(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository root when inside it (for machine-independent output)."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(repo_root()))
-    except (ValueError, DdpmdpError):
-        return str(p)
-
-
-def format_seconds(seconds: Mapping[str, float]) -> str:
-    """``"table 12.3 s, dp 0.1 s, …"`` (wall times; excluded from notebook output checks)."""
-    return ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f" (total {math.fsum(seconds.values()):.1f} s)"

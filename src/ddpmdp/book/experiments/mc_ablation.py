@@ -1,5 +1,6 @@
-"""The Monte Carlo ablation (Paper Fig. 3): DP paths from tables of 1, 2, 4, … training images,
-scored on test; the nested tables come from a single pass over the images.
+"""The Monte Carlo ablation (Paper Fig. 3; notebook ``mc_ablation``): DP paths from tables of 1,
+2, 4, … training images, scored on test; the nested tables come from a single pass over the
+images. Also its table and generated summary.
 """
 from __future__ import annotations
 
@@ -9,23 +10,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ddpmdp.batches import image_batches
+from ddpmdp.book.experiments.paths import solve_table
+from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.reporting.formatting import mean_pm_se
+from ddpmdp.book.reporting.tables import ResultTable, bpd_table
+from ddpmdp.book.runtime.inputs import variance_rule
+from ddpmdp.book.runtime.table_cache import table_grid
 from ddpmdp.data.images import ImageSet
+from ddpmdp.errors import require
+from ddpmdp.evaluate import PathScore, evaluate_paths, paired_difference
+from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.table import ElboTable, TableStats, table_meta
 from ddpmdp.table_estimation import accumulate_batch
-from ddpmdp.errors import require
-from ddpmdp.evaluate import PathScore, evaluate_paths
-from ddpmdp.models.adapter import DiffusionModel
-from ddpmdp.book.reports import ResultTable, bpd_table
-from ddpmdp.book.summaries import provenance
-from ddpmdp.book.inputs import default_variance, solve_table, table_grid
-from ddpmdp.batches import image_batches
 from ddpmdp.variances import VarianceRule
 
-__all__ = [
-    "nested_tables",
-    "MCAblationResult",
-    "run_mc_ablation",
-]
+__all__ = ["nested_tables", "MCAblationResult", "run_mc_ablation", "mc_ablation_summary_markdown"]
 
 
 # ---- Monte Carlo ablation ---------------------------------------------------------------------
@@ -83,7 +83,7 @@ def run_mc_ablation(model: DiffusionModel, train: ImageSet, test: ImageSet, *, l
                     batch_size: int = 32, seed: int = 0, device: str = "cpu") -> MCAblationResult:
     """Monte Carlo ablation (Paper §5.2, Fig. 3): :func:`nested_tables` on ``train``, the DP of
     each, and one direct evaluation of all DP paths on ``test`` (shared forward passes, paired)."""
-    variance = default_variance(model, variance)
+    variance = variance_rule(variance, model)
     t0 = time.perf_counter()
     tables = nested_tables(model, train, sizes, variance=variance, grid=grid, clip=clip, seed=seed,
                            batch_size=batch_size, device=device)
@@ -97,3 +97,23 @@ def run_mc_ablation(model: DiffusionModel, train: ImageSet, test: ImageSet, *, l
     scores = {n: {K: scored[f"{n}|{K}"] for K in d} for n, d in paths.items()}
     return MCAblationResult(label, sorted(tables), tables, paths, scores, {"tables": t1 - t0, "evaluate": t2 - t1},
                             provenance({label: model.identity}, train, test, tables[max(tables)]))
+
+
+def mc_ablation_summary_markdown(result: MCAblationResult, precision: int = 3) -> str:
+    """The largest paired difference between DP paths chosen from small tables and from the
+    largest table, with its SE."""
+    ref = max(result.sizes)
+    worst: tuple[float, float, int, int] | None = None
+    for n in result.sizes:
+        if n == ref:
+            continue
+        for K, sc in result.scores[n].items():
+            d, se = paired_difference(sc, result.scores[ref][K])
+            if worst is None or abs(d) > abs(worst[0]):
+                worst = (d, se, n, K)
+    if worst is None:
+        return f"**{result.label}**: only one table size ({ref} images).\n"
+    d, se, n, K = worst
+    return (f"**{result.label}**: the largest difference from the paths chosen with a {ref}-image table is "
+            f"{mean_pm_se(d, se, precision, signed=True)} bits/dim (paired SE), for the table of "
+            f"{n} image{'s' if n != 1 else ''} at K = {K}; every other table size and budget is closer.\n")

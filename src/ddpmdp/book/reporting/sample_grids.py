@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ddpmdp.errors import require
-from ddpmdp.book.plotting import FIGURE_DPI, styled
+from ddpmdp.book.reporting.plotting import FIGURE_DPI, styled
 
 __all__ = [
     "sample_grid_figure",

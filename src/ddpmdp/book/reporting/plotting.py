@@ -8,7 +8,7 @@ bits/dim (nats per image / (d·ln 2), :func:`ddpmdp.gaussians.nats_to_bpd`), FID
 extractor's label (proxy-FIDs say so).
 
 Scores may be :class:`ddpmdp.evaluate.PathScore` objects or ``(bpd, se)`` pairs
-(:data:`ddpmdp.book.reports.ScoreLike`); error bars are ±1 SE.
+(:data:`ddpmdp.book.reporting.comparisons.ScoreLike`); error bars are ±1 SE.
 
 Resolution and type: every figure carries ``dpi = FIGURE_DPI`` (200), so ``fig.savefig(path)``
 writes at least 200 dpi; fonts are set by :data:`FONT_RC` (12 pt text, 11 pt ticks, 10.5 pt
@@ -16,7 +16,8 @@ legends) and two-panel figures are 10 inches wide, so that text stays at least a
 when a figure is shown at the width of a book page (about 700 px).
 
 Functions (the Paper's figures, ``method.md`` §10.4): :func:`plot_bpd_vs_budget` (Fig. 1),
-:func:`plot_fid` (Fig. 2), :func:`plot_mc_ablation` (Fig. 3), :func:`sample_grid_figure`
+:func:`plot_fid` (Fig. 2), :func:`plot_mc_ablation` (Fig. 3),
+:func:`~ddpmdp.book.reporting.sample_grids.sample_grid_figure`
 (Figs. 4, 5, 7, 8), :func:`plot_dp_timesteps` (Fig. 6), :func:`plot_table_heatmap`.
 """
 from __future__ import annotations
@@ -38,9 +39,10 @@ from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 from ddpmdp.table import ElboTable
 from ddpmdp.errors import require
-from ddpmdp.evaluate import PathScore, paired_difference
+from ddpmdp.evaluate import PathScore
 from ddpmdp.fid.frechet import FIDResult
-from ddpmdp.book.reports import ScoreLike, cell_of
+from ddpmdp.book.reporting.comparisons import ScoreLike, score_difference
+from ddpmdp.book.reporting.tables import cell_of
 
 __all__ = [
     "plot_bpd_vs_budget",
@@ -105,13 +107,13 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
     """Test bits/dim against the budget K for several strides (Paper Fig. 1).
 
     Args:
-        results: ``{stride: {K: score}}`` (e.g. from :func:`ddpmdp.book.reports.scores_by_stride`);
+        results: ``{stride: {K: score}}`` (e.g. from :func:`ddpmdp.book.reporting.tables.scores_by_stride`);
             an entry named ``"full"`` or ``"all"`` (one score) is drawn as the full chain.
         title: axes title (e.g. "CIFAR-10 L_vlb, test split, 10,000 images").
         full: the full chain's score (K = T) if not inside ``results``: a horizontal line
             with a ±1 SE band.
         paper: optional published values ``{stride: {K: bpd, "all": bpd}}`` (e.g. a row group
-            of :data:`ddpmdp.book.reports.PAPER_TABLE3`), drawn as open markers on dotted lines.
+            of :data:`ddpmdp.book.reporting.paper.PAPER_TABLE3`), drawn as open markers on dotted lines.
         ylog: log-scale y axis (useful when the even stride at K = 8 dwarfs the rest).
     """
     require(len(results) > 0, "results is empty")
@@ -231,13 +233,7 @@ def _diff_curve(d: Mapping[int, ScoreLike], ref: Mapping[int, ScoreLike]) -> tup
     for K in sorted(d, key=int):
         if K not in ref:
             continue
-        a, b = d[K], ref[K]
-        if (isinstance(a, PathScore) and isinstance(b, PathScore) and a.per_image is not None
-                and b.per_image is not None and len(a.per_image) == len(b.per_image)):
-            diff, se = paired_difference(a, b)
-        else:
-            ca, cb = cell_of(a), cell_of(b)
-            diff, se = ca.bpd - cb.bpd, math.hypot(ca.se, cb.se)
+        diff, se, _ = score_difference(d[K], ref[K])
         Ks.append(int(K))
         diffs.append(diff)
         ses.append(se)

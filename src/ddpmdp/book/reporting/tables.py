@@ -10,9 +10,8 @@ columns K = 8 … 256 and "All" (the full chain, K = T), cells "bpd ± SE".
   :meth:`~ResultTable.to_csv` (one tidy row per cell, separate numeric ``bpd`` and ``se``
   columns, plus ``split`` and ``n_images``) and :meth:`~ResultTable.records`.
 * :func:`flag_dp_gains` compares the DP stride with each baseline at every K (``method.md``
-  §8.4): the difference Δ = bpd(DP) − bpd(baseline) with its **paired** SE when both scores
-  hold per-image totals of the same images (:func:`ddpmdp.evaluate.paired_difference`),
-  otherwise the unpaired √(SE₁² + SE₂²). A gain with abs(Δ) ≤ 2·SE is flagged as not significant.
+  §8.4): the difference Δ = bpd(DP) − bpd(baseline) with its paired SE where possible, and its
+  verdict (gain, loss or within 2 SE), both from :mod:`ddpmdp.book.reporting.comparisons`.
 
 Units: bits/dim throughout (nats per image / (d·ln 2), :func:`ddpmdp.gaussians.nats_to_bpd`);
 SE = sd(per-image totals)/√N for direct evaluations. No pandas: plain ``csv``.
@@ -21,77 +20,24 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
+from ddpmdp.book.reporting.comparisons import N_SIGMA, ScoreLike, score_bpd_se, score_difference, verdict
+from ddpmdp.book.reporting.formatting import mean_pm_se
+from ddpmdp.book.reporting.paper import PAPER_BUDGETS
 from ddpmdp.errors import require
-from ddpmdp.evaluate import PathScore, paired_difference
+from ddpmdp.evaluate import PathScore
 
-__all__ = ["mean_pm_se", "ScoreLike", "Cell", "cell_of", "ResultTable", "bpd_table", "GainFlag", "flag_dp_gains",
-           "flags_markdown", "scores_by_stride", "PAPER_BUDGETS", "PAPER_TABLE3", "PAPER_TABLE4", "PAPER_TABLE5",
-           "FULL"]
+__all__ = ["Cell", "cell_of", "ResultTable", "bpd_table", "GainFlag", "flag_dp_gains", "flags_markdown",
+           "scores_by_stride", "markdown_table", "FULL"]
 
-ScoreLike = Union[PathScore, tuple[float, float]]
-"""A :class:`PathScore` or a ``(bpd, se)`` pair in bits/dim."""
-
-PAPER_BUDGETS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
 FULL = "full"
 """The stride name under which full-chain scores appear in tidy records (K = T)."""
 
-# ---- the Paper's numbers (method.md §10), for overlays and comparisons -----------------------------
-_K = PAPER_BUDGETS
-PAPER_TABLE3: dict[tuple[str, str], dict[int | str, float]] = {
-    ("L_simple", "even"): dict(zip(_K, (6.95, 6.15, 5.46, 4.91, 4.47, 4.14))) | {"all": 3.73},
-    ("L_simple", "quadratic"): dict(zip(_K, (5.39, 4.86, 4.52, 3.84, 3.74, 3.73))),
-    ("L_simple", "dp"): dict(zip(_K, (4.59, 3.99, 3.79, 3.74, 3.73, 3.72))),
-    ("L_vlb", "even"): dict(zip(_K, (6.20, 5.48, 4.89, 4.42, 4.03, 3.73))) | {"all": 2.94},
-    ("L_vlb", "quadratic"): dict(zip(_K, (4.89, 4.09, 3.58, 3.23, 3.09, 3.05))),
-    ("L_vlb", "dp"): dict(zip(_K, (4.20, 3.41, 3.17, 3.08, 3.05, 3.04))),
-    ("L_hybrid", "even"): dict(zip(_K, (6.14, 5.39, 4.77, 4.29, 3.92, 3.66))) | {"all": 3.17},
-    ("L_hybrid", "quadratic"): dict(zip(_K, (4.91, 4.15, 3.71, 3.42, 3.30, 3.26))),
-    ("L_hybrid", "dp"): dict(zip(_K, (4.33, 3.62, 3.39, 3.30, 3.27, 3.26))),
-}
-"""Paper Table 3, CIFAR-10 test bits/dim; ``"all"`` is the full chain (T = 1000 for L_simple,
-4000 otherwise)."""
-PAPER_TABLE4: dict[tuple[str, str], dict[int | str, float]] = {
-    ("L_hybrid", "even"): dict(zip(_K, (6.07, 5.38, 4.82, 4.39, 4.08, 3.87))) | {"all": 3.55},
-    ("L_hybrid", "quadratic"): dict(zip(_K, (4.83, 4.14, 3.82, 3.65, 3.58, 3.56))),
-    ("L_hybrid", "dp"): dict(zip(_K, (4.29, 3.80, 3.65, 3.59, 3.56, 3.56))),
-}
-"""Paper Table 4, ImageNet 64×64 (the authors' 3M-step L_hybrid model), bits/dim."""
-PAPER_TABLE5: dict[tuple[str, str], dict[int | str, float]] = {
-    ("cifar10 L_simple", "even (DDPM)"): dict(zip(_K, (51.04, 28.83, 20.85, 13.50, 10.01, 7.61))) | {"all": 3.17},
-    ("cifar10 L_simple", "quadratic (DDPM)"): dict(zip(_K, (51.44, 25.80, 12.85, 7.73, 5.63, 5.25))),
-    ("cifar10 L_simple", "even (DDIM η=0)"): dict(zip(_K, (26.96, 15.88, 11.12, 8.40, 6.61, 5.50))),
-    ("cifar10 L_simple", "quadratic (DDIM η=0)"): dict(zip(_K, (19.24, 9.49, 6.16, 5.09, 4.70, 4.57))),
-    ("cifar10 L_simple", "dp (ELBO)"): dict(zip(_K, (62.79, 45.90, 21.11, 8.52, 5.47, 5.05))),
-    ("cifar10 L_simple", "dp + MSE reweighting"): dict(zip(_K, (58.11, 29.44, 12.07, 6.74, 5.24, 5.13))),
-}
-"""Paper Table 5, CIFAR-10 FID (50k samples, Inception-v3). Not comparable with proxy-FIDs."""
-
 
 # ---- cells -------------------------------------------------------------------------------------------
-def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = False) -> str:
-    """``"3.172 ± 0.005"``: both at ``precision`` decimals, or with up to two more where the SE
-    needs them to show its first significant digit (``"+0.0200 ± 0.0004"``). An SE below even
-    that (rounding-level differences, e.g. two rules giving the same path) prints at
-    ``precision`` decimals, so such digits never reach a table; ``"± n/a"`` without a finite SE."""
-    sign = "+" if signed else ""
-    if not math.isfinite(se):
-        return f"{value:{sign}.{precision}f} ± n/a"
-    decimals = precision
-    if 0 < se < 0.5 * 10.0 ** -precision:
-        decimals = max(precision, -math.floor(math.log10(se)))
-        if round(se, decimals) == 0:
-            decimals += 1
-        if decimals > precision + 2:
-            decimals = precision
-    return f"{value:{sign}.{decimals}f} ± {se:.{decimals}f}"
-
-
 @dataclass(frozen=True)
 class Cell:
     """One reported number: ``bpd`` and ``se`` in bits/dim, with where it was measured."""
@@ -111,9 +57,7 @@ def cell_of(score: ScoreLike) -> Cell:
     """A :class:`Cell` from a :class:`PathScore` or a ``(bpd, se)`` pair."""
     if isinstance(score, PathScore):
         return Cell(float(score.bpd), float(score.bpd_se), str(score.split), int(score.n_images), score.se_kind)
-    require(isinstance(score, (tuple, list)) and len(score) == 2,
-            f"a score must be a PathScore or a (bpd, se) pair, got {score!r}")
-    return Cell(float(score[0]), float(score[1]))
+    return Cell(*score_bpd_se(score))
 
 
 # ---- the table ---------------------------------------------------------------------------------------
@@ -208,7 +152,7 @@ class ResultTable:
         kinds = sorted({c.se_kind for c in self.cells.values() if c.se_kind})
         if kinds:
             caption.append("SE: " + "; ".join(kinds) + ".")
-        n_sigma = self.flags[0].n_sigma if self.flags else 2.0
+        n_sigma = self.flags[0].n_sigma if self.flags else N_SIGMA
         if losses:
             caption.append(f"† DP is worse than at least one baseline at this K by more than {n_sigma:g} SE.")
         if within - losses:
@@ -219,7 +163,7 @@ class ResultTable:
 
 def bpd_table(scores: Mapping[tuple[str, str, int], ScoreLike], full_chain: Mapping[str, ScoreLike] | None = None,
               *, budgets: Sequence[int] | None = None, precision: int = 3, dp: str = "dp",
-              n_sigma: float = 2.0, title: str = "", row_headers: tuple[str, str] = ("Objective", "Stride")
+              n_sigma: float = N_SIGMA, title: str = "", row_headers: tuple[str, str] = ("Objective", "Stride")
               ) -> ResultTable:
     """Build a :class:`ResultTable` from ``scores[(objective, stride, K)]`` and the optional
     ``full_chain[objective]`` (a PathScore, whose K = T, or ``(bpd, se)`` with T unknown → 0).
@@ -265,33 +209,27 @@ class GainFlag:
     diff: float
     se: float
     paired: bool
-    n_sigma: float = 2.0
+    n_sigma: float = N_SIGMA
 
     @property
     def within(self) -> bool:
-        """abs(Δ) ≤ n_sigma·SE: the difference is not significant (a DP "gain" within the noise)."""
-        return abs(self.diff) <= self.n_sigma * self.se if math.isfinite(self.se) else True
+        """The difference is within n_sigma SE: not significant (a DP "gain" within the noise)."""
+        return verdict(self.diff, self.se, self.n_sigma) == "within"
 
     @property
     def status(self) -> str:
-        """``"gain"`` (DP better beyond n_sigma SE), ``"loss"`` (worse beyond it) or ``"within 2 SE"``."""
-        if self.within:
-            return f"within {self.n_sigma:g} SE"
-        return "gain" if self.diff < 0 else "loss"
-
-
-def _paired_ok(a: ScoreLike, b: ScoreLike) -> bool:
-    return (isinstance(a, PathScore) and isinstance(b, PathScore) and a.per_image is not None
-            and b.per_image is not None and len(a.per_image) == len(b.per_image) and a.split == b.split
-            and a.dims == b.dims)
+        """``"gain"`` (DP better beyond n_sigma SE), ``"loss"`` (worse beyond it) or ``"within 2 SE"``
+        (:func:`ddpmdp.book.reporting.comparisons.verdict`)."""
+        v = verdict(self.diff, self.se, self.n_sigma)
+        return f"within {self.n_sigma:g} SE" if v == "within" else v
 
 
 def flag_dp_gains(scores: Mapping[tuple[str, str, int], ScoreLike], *, dp: str = "dp",
-                  baselines: Sequence[str] | None = None, n_sigma: float = 2.0) -> list[GainFlag]:
+                  baselines: Sequence[str] | None = None, n_sigma: float = N_SIGMA) -> list[GainFlag]:
     """Compare stride ``dp`` with every baseline stride (default: all others) at each
     (objective, K) where both exist. SE of Δ: paired (per-image totals of the same images,
     :func:`ddpmdp.evaluate.paired_difference`) when available, else √(SE_dp² + SE_base²),
-    which assumes independent estimates (conservative when they share images)."""
+    which assumes independent estimates (:func:`~ddpmdp.book.reporting.comparisons.score_difference`)."""
     out: list[GainFlag] = []
     keys = list(scores)
     for obj, stride, K in keys:
@@ -300,14 +238,8 @@ def flag_dp_gains(scores: Mapping[tuple[str, str, int], ScoreLike], *, dp: str =
         for obj2, base, K2 in keys:
             if obj2 != obj or K2 != K or base == dp or (baselines is not None and base not in baselines):
                 continue
-            a, b = scores[(obj, stride, K)], scores[(obj2, base, K2)]
-            if _paired_ok(a, b):
-                diff, se = paired_difference(a, b)  # type: ignore[arg-type]
-                paired = True
-            else:
-                ca, cb = cell_of(a), cell_of(b)
-                diff, se, paired = ca.bpd - cb.bpd, math.hypot(ca.se, cb.se), False
-            out.append(GainFlag(str(obj), int(K), dp, str(base), float(diff), float(se), paired, n_sigma))
+            diff, se, paired = score_difference(scores[(obj, stride, K)], scores[(obj2, base, K2)])
+            out.append(GainFlag(str(obj), int(K), dp, str(base), diff, se, paired, n_sigma))
     return out
 
 
@@ -324,10 +256,17 @@ def flags_markdown(flags: Sequence[GainFlag], precision: int = 3) -> str:
 def scores_by_stride(scores: Mapping[tuple[str, str, int], ScoreLike], objective: str
                      ) -> dict[str, dict[int, ScoreLike]]:
     """``scores[(objective, stride, K)]`` → ``{stride: {K: score}}`` for one objective (the
-    input of :func:`ddpmdp.book.plotting.plot_bpd_vs_budget`)."""
+    input of :func:`ddpmdp.book.reporting.plotting.plot_bpd_vs_budget`)."""
     out: dict[str, dict[int, ScoreLike]] = {}
     for (obj, stride, K), sc in scores.items():
         if obj == objective:
             out.setdefault(str(stride), {})[int(K)] = sc
     require(bool(out), f"no scores for objective {objective!r}")
     return out
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> str:
+    """A Markdown table from a header and rows of cell texts, with an optional bold title line."""
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,13 +1,13 @@
-"""Sample quality (Paper Table 5, Figs. 2, 4, 5): FID (or a labelled proxy-FID) of samples along
-even and quadratic strides under ancestral sampling and DDIM η = 0, the DP path and the DP path
-of the MSE-reweighted cost; sample grids whose noise is shared across strides within a budget.
+"""Sample quality (Paper Table 5, Fig. 2; notebook ``sample_quality``): FID (or a labelled
+proxy-FID) of samples along even and quadratic strides under ancestral sampling and DDIM η = 0,
+the DP path and the DP path of the MSE-reweighted cost; its FID table and generated summary.
 """
 from __future__ import annotations
 
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,25 +15,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ddpmdp.book.experiments.paths import solve_table, stride_paths
+from ddpmdp.book.reporting.formatting import ranges
+from ddpmdp.book.runtime.inputs import variance_rule
+from ddpmdp.book.runtime.locations import find_repo_root
 from ddpmdp.data.images import ImageSet
-from ddpmdp.table import ElboTable
 from ddpmdp.errors import require
 from ddpmdp.evaluate import PathScore, evaluate_paths
 from ddpmdp.models.adapter import DiffusionModel
-from ddpmdp.book.locations import find_repo_root
-from ddpmdp.book.inputs import default_variance, solve_table, stride_paths
+from ddpmdp.table import ElboTable
 
-__all__ = [
-    "mse_reweighted_cost",
-    "fid_extractor",
-    "SAMPLERS",
-    "SampleQualityResult",
-    "run_sample_quality",
-    "shared_noise_grids",
-]
+__all__ = ["SAMPLERS", "mse_reweighted_cost", "fid_extractor", "SampleQualityResult", "run_sample_quality",
+           "sample_quality_summary_markdown"]
 
 
-# ---- sample quality ---------------------------------------------------------------------------
 SAMPLERS: dict[str, tuple[str, Literal["ancestral", "ddim"]]] = {
     "even (DDPM)": ("even", "ancestral"),
     "quadratic (DDPM)": ("quadratic", "ancestral"),
@@ -139,7 +134,7 @@ def run_sample_quality(model: DiffusionModel, table: ElboTable, reference: Image
 
     unknown = [s for s in samplers if s not in SAMPLERS]
     require(not unknown, f"unknown sampler(s) {unknown}: use {list(SAMPLERS)}")
-    variance = default_variance(model, variance)
+    variance = variance_rule(variance, model)
     T = model.schedule.T
     shape = tuple(model.image_shape or reference.images.shape[1:])
     t0 = time.perf_counter()
@@ -185,27 +180,24 @@ def run_sample_quality(model: DiffusionModel, table: ElboTable, reference: Image
                                {"reference features": t1 - t0, "sampling + features": t2 - t1, "bits/dim": t3 - t2})
 
 
-def shared_noise_grids(model: DiffusionModel, paths: Mapping[int, Mapping[str, np.ndarray]], n: int, *,
-                       variance: str | None = None, clip: bool = True, seed: int = 0, device: str = "cpu",
-                       batch_size: int = 64, full_chain: bool = False, real: ImageSet | None = None
-                       ) -> dict[str, dict[str, np.ndarray]]:
-    """Sample grids for :func:`ddpmdp.book.sample_figures.sample_grid_figure`: ``{"K = 32": {stride: uint8
-    (n, C, H, W)}}`` from ``paths[K][stride]``, ancestral sampling with one seed, so that within a
-    budget every stride starts from the same x_T and draws the same per-step noise vectors
-    (Paper Figs. 4, 5). Optional rows: the full T-step chain and ``n`` real images."""
-    from ddpmdp.sampling import sample
-
-    variance = default_variance(model, variance)
-    shape = tuple(model.image_shape or (real.images.shape[1:] if real is not None else ()))
-    require(len(shape) == 3, "the model does not declare its image shape; pass real images")
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for K in sorted(paths):
-        out[f"K = {K}"] = {s: sample(model, p, n, shape, variance=variance, clip=clip, seed=seed, device=device,
-                                     batch_size=batch_size) for s, p in paths[K].items()}
-    T = model.schedule.T
-    if full_chain:
-        out[f"all {T} steps"] = {"full chain": sample(model, np.arange(T + 1), n, shape, variance=variance, clip=clip,
-                                                      seed=seed, device=device, batch_size=batch_size)}
-    if real is not None:
-        out["data"] = {"real images": real.images[:n]}
-    return out
+def sample_quality_summary_markdown(result: SampleQualityResult, label: str, precision: int = 2) -> str:
+    """Per budget: the sampler with the lowest FID, and the MSE-reweighted DP path against the
+    ELBO DP path. FIDs carry no SE (one sample set per cell)."""
+    Ks = sorted({K for d in result.fid.values() for K in d})
+    best = []
+    for K in Ks:
+        cand = {s: float(d[K]) for s, d in result.fid.items() if K in d}
+        s = min(cand, key=cand.__getitem__)
+        best.append(f"K = {K}: {s} ({cand[s]:.{precision}f})")
+    text = (f"Lowest {label} per budget ({result.n_samples} samples per cell against {result.n_reference} "
+            f"reference images; one sample set per cell, so no standard error): " + "; ".join(best) + ".")
+    mse = next((s for s in result.fid if "MSE" in s or "mse" in s), None)
+    elbo = next((s for s in result.fid if s.lower().startswith("dp") and s != mse), None)
+    if mse and elbo:
+        worse = [K for K in Ks if K in result.fid[mse] and K in result.fid[elbo]
+                 and float(result.fid[mse][K]) > float(result.fid[elbo][K])]
+        better = [K for K in Ks if K in result.fid[mse] and K in result.fid[elbo]
+                  and float(result.fid[mse][K]) < float(result.fid[elbo][K])]
+        text += (f" The MSE-reweighted DP path has a higher {label} than the ELBO DP path at {ranges(worse)} "
+                 f"and a lower one at {ranges(better)}.")
+    return text + "\n"

@@ -1,4 +1,5 @@
-"""The embedded models' cards as a table, and their sample grids.
+"""The embedded models (notebook ``embedded_models``): their cards as a table, the generated
+lossless-versus-JPEG sentences, and samples along a path.
 """
 from __future__ import annotations
 
@@ -7,17 +8,12 @@ from typing import Literal
 
 import numpy as np
 
+from ddpmdp.book.reporting.formatting import mean_pm_se
+from ddpmdp.book.runtime.inputs import variance_rule
 from ddpmdp.errors import require
 from ddpmdp.models.adapter import DiffusionModel
-from ddpmdp.book.inputs import default_variance
-from ddpmdp.book.reports import mean_pm_se
 
-__all__ = [
-    "EMBEDDED_CAPTION",
-    "embedded_card_table",
-    "lossless_gap_lines",
-    "model_samples",
-]
+__all__ = ["EMBEDDED_CAPTION", "embedded_card_table", "lossless_gap_lines", "model_samples"]
 
 
 EMBEDDED_CAPTION = (
@@ -94,5 +90,5 @@ def model_samples(model: DiffusionModel, path: str, n: int, *, method: Literal["
     require(shape is not None, "the model does not declare its image shape")
     assert shape is not None
     nodes = parse_path_spec(path, model.schedule.T)
-    return sample(model, nodes, n, shape, method=method, variance=default_variance(model, variance),
+    return sample(model, nodes, n, shape, method=method, variance=variance_rule(variance, model),
                   clip=clip, seed=seed, device=device, batch_size=batch_size)

@@ -1,10 +1,10 @@
 """One run configuration per notebook: where outputs go, how models and data load, how results show.
 
 A notebook's parameter cell sets plain values; ``run = RunConfig.from_parameters("NAME", globals())``
-picks the ones this class knows, and the notebook then calls only ``run.…`` and the drivers::
+picks the ones this class knows; the notebook then loads models with the run's device and dtype,
+passes ``run.settings()`` to the drivers and writes its outputs through the run::
 
     run = RunConfig.from_parameters("cifar10_nll", globals())
-    train = run.data(train_data, n_table_images)
     model = run.model("cifar10-hybrid")
     run.figure(fig, "cifar10_nll_L_hybrid")        # saved under run.out, returned for display
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,12 @@ from typing import Any, Literal
 
 import torch
 
-from ddpmdp.book.inputs import describe_data, describe_model, load_data
-from ddpmdp.book.locations import find_repo_root
-from ddpmdp.book.outputs import markdown_table, save_figure, write_result_table, write_text
-from ddpmdp.book.reports import ResultTable
-from ddpmdp.data.images import ImageSet
+from ddpmdp.book.reporting.files import save_figure, write_result_table, write_text
+from ddpmdp.book.reporting.tables import ResultTable, markdown_table
+from ddpmdp.book.runtime.inputs import load_experiment_model
+from ddpmdp.book.runtime.locations import find_repo_root
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.models.adapter import DiffusionModel, Numerics
-from ddpmdp.models.specs import load_model
+from ddpmdp.models.adapter import DiffusionModel
 
 __all__ = ["RunConfig", "resolve_out_dir", "OUTPUTS_FOLDER"]
 
@@ -70,7 +67,8 @@ class RunConfig:
 
     ``device``/``batch_size``/``seed``/``num_threads`` as in the CLI; ``dtype`` ``float32`` or
     ``float64`` (the network's forward pass; smoke references use float64 so that printed digits
-    hold on any CPU); ``clip`` clips x̂₀; ``variance`` None = each model's default rule;
+    hold on any CPU); ``clip`` clips x̂₀; ``variance`` None = each model's own rule
+    (:func:`ddpmdp.book.runtime.inputs.variance_rule`);
     ``data_dir`` None = ``$DDPMDP_DATA``; ``cache_dir`` keeps tables across notebooks (None: no
     cache); ``out_dir``/``write_book`` see :func:`resolve_out_dir`.
     """
@@ -135,27 +133,11 @@ class RunConfig:
             return str(self.out)
 
     # ---- inputs ----------------------------------------------------------------------------------
-    def data(self, spec: str, n: int | None = None) -> ImageSet:
-        """The first ``n`` images of a data spec (loader warnings become the set's notes)."""
-        return load_data(spec, n, data_dir=self.data_dir)
-
-    def describe(self, data: ImageSet) -> str:
-        """One paragraph about an image set, with the data folder written as ``$DDPMDP_DATA``."""
-        return describe_data(data, self.data_dir)
-
     def model(self, spec: str, noise_schedule: str | None = None) -> DiffusionModel:
-        """A model adapter from a model spec, with this run's device and dtype."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return load_model(spec, device=self.device, data_dir=self.data_dir, schedule=noise_schedule,
-                              numerics=Numerics(dtype=self.dtype))
-
-    def describe_model(self, model: DiffusionModel) -> str:
-        return describe_model(model, self.variance)
-
-    def variance_of(self, model: DiffusionModel) -> str:
-        """This run's variance rule for ``model``."""
-        return self.variance or model.variance
+        """A model adapter from a model spec, with this run's device, dtype and data folder
+        (:func:`ddpmdp.book.runtime.inputs.load_experiment_model`)."""
+        return load_experiment_model(spec, noise_schedule=noise_schedule, device=self.device, dtype=self.dtype,
+                                     data_dir=self.data_dir)
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments the drivers share (clip, seed, batch size, device)."""

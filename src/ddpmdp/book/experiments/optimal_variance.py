@@ -1,8 +1,10 @@
-"""The optimal-variance experiment (issue 13): one table pass on the training split gives every
-scalar variance rule (``fixed_small``, ``fixed_large``, ``analytic``, ``optimal``) and, for a
-learned-variance model, ``learned_range`` and the per-edge ``best``; each rule's DP, even and
-quadratic paths are then scored on held-out images in one paired evaluation, each edge with the
-σ² its rule fixed on the training table (:mod:`ddpmdp.rescore`, :mod:`ddpmdp.inference_schedule`).
+"""The optimal-variance experiment (issue 13; notebook ``optimal_variance``): one table pass on
+the training split gives every scalar variance rule (``fixed_small``, ``fixed_large``,
+``analytic``, ``optimal``) and, for a learned-variance model, ``learned_range`` and the per-edge
+``best``; each rule's DP, even and quadratic paths are then scored on held-out images in one
+paired evaluation, each edge with the σ² its rule fixed on the training table
+(:mod:`ddpmdp.rescore`, :mod:`ddpmdp.inference_schedule`). Also its table, σ² figure and
+generated sentences.
 """
 from __future__ import annotations
 
@@ -13,8 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ddpmdp.book.inputs import cached_table, solve_table, stride_paths, superset_rule
-from ddpmdp.book.reports import ResultTable, bpd_table, mean_pm_se
+from ddpmdp.book.experiments.paths import solve_table, stride_paths
+from ddpmdp.book.reporting.comparisons import verdict
+from ddpmdp.book.reporting.formatting import mean_pm_se
+from ddpmdp.book.reporting.tables import ResultTable, bpd_table
+from ddpmdp.book.runtime.inputs import variance_rule
+from ddpmdp.book.runtime.table_cache import cached_table, superset_rule
 from ddpmdp.data.images import ImageSet
 from ddpmdp.dp import DPSolution
 from ddpmdp.errors import require
@@ -73,7 +79,8 @@ def run_optimal_variance(model: DiffusionModel, train: ImageSet, test: ImageSet,
     rules = (["fixed_small", "fixed_large", "learned_range", "analytic", "optimal", "best"] if learned
              else ["fixed_small", "fixed_large", "analytic", "optimal"])
     t0 = time.perf_counter()
-    base, cached = cached_table(model, train, variance=superset_rule(model, model.variance), grid=grid, clip=clip,
+    own = variance_rule(None, model)
+    base, cached = cached_table(model, train, variance=superset_rule(model, own), grid=grid, clip=clip,
                                 seed=seed, batch_size=batch_size, device=device, cache_dir=cache_dir)
     t1 = time.perf_counter()
     tables = {r: rescore(base, r) for r in rules}
@@ -89,7 +96,7 @@ def run_optimal_variance(model: DiffusionModel, train: ImageSet, test: ImageSet,
     if full_chain:
         paths["full"] = np.arange(model.schedule.T + 1)
     t2 = time.perf_counter()
-    out = evaluate_paths(model, test, paths, variance=model.variance, clip=clip, batch_size=batch_size, seed=seed,
+    out = evaluate_paths(model, test, paths, variance=own, clip=clip, batch_size=batch_size, seed=seed,
                          device=device)
     t3 = time.perf_counter()
     scores = {k: out["|".join(map(str, k))] for k in schedules}
@@ -113,22 +120,21 @@ def paired_gains(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str
 
 def gain_lines(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str]) -> list[str]:
     """One sentence for the pair: the paired difference a − b at every K with its SE, and at which K
-    it exceeds 2 SE (negative: a is better)."""
+    it exceeds 2 SE (:func:`ddpmdp.book.reporting.comparisons.verdict`; negative: a is better)."""
     gains = paired_gains(r, a, b)
     if not gains:
         return []
     first = r.scores[(*a, next(iter(gains)))]
     cells = ", ".join(f"K = {K}: {mean_pm_se(d, se, signed=True)}" for K, (d, se) in gains.items())
-    better = [K for K, (d, se) in gains.items() if d < -2 * se]
-    worse = [K for K, (d, se) in gains.items() if d > 2 * se]
-    within = [K for K in gains if K not in better + worse]
-    if len(better) == len(gains) or len(worse) == len(gains):
-        verdict = f"{a[0] if better else b[0]} is better beyond 2 SE at every K"
+    by = {v: [K for K, (d, se) in gains.items() if verdict(d, se) == v] for v in ("gain", "loss", "within")}
+    if len(by["gain"]) == len(gains) or len(by["loss"]) == len(gains):
+        said = f"{a[0] if by['gain'] else b[0]} is better beyond 2 SE at every K"
     else:
-        groups = ((f"{a[0]} better beyond 2 SE", better), (f"{b[0]} better beyond 2 SE", worse), ("within 2 SE", within))
-        verdict = "; ".join(f"{label} at K = {', '.join(map(str, Ks))}" for label, Ks in groups if Ks)
+        groups = ((f"{a[0]} better beyond 2 SE", by["gain"]), (f"{b[0]} better beyond 2 SE", by["loss"]),
+                  ("within 2 SE", by["within"]))
+        said = "; ".join(f"{label} at K = {', '.join(map(str, Ks))}" for label, Ks in groups if Ks)
     return [f"{r.name}, {' '.join(a)} − {' '.join(b)} (bits/dim, paired, {first.split} split, {first.n_images} "
-            f"images): {cells}; {verdict}."]
+            f"images): {cells}; {said}."]
 
 
 def sigma_along_path(r: OptimalVarianceResult, rule: str, K: int) -> dict[str, np.ndarray]:
@@ -170,11 +176,9 @@ def anchor_markdown() -> str:
     return "\n".join(rows)
 
 
-
-
 def curves(r: OptimalVarianceResult, strides: Sequence[str] = ("dp",), extra: Sequence[tuple[str, str]] = ()
            ) -> dict[str, dict[int, PathScore]]:
-    """``{"rule stride": {K: score}}`` for :func:`ddpmdp.book.plotting.plot_bpd_vs_budget`: every rule's
+    """``{"rule stride": {K: score}}`` for :func:`ddpmdp.book.reporting.plotting.plot_bpd_vs_budget`: every rule's
     ``strides`` plus the (rule, stride) pairs in ``extra``."""
     out: dict[str, dict[int, PathScore]] = {}
     for (rule, stride, K), sc in r.scores.items():

@@ -1,0 +1,59 @@
+"""Numbers as text, one convention for the whole book: mean ± SE, lists of budgets, DP paths,
+wall times and file-name stems."""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["mean_pm_se", "ranges", "format_paths", "format_seconds", "slug"]
+
+
+def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = False) -> str:
+    """``"3.172 ± 0.005"``: both at ``precision`` decimals, or with up to two more where the SE
+    needs them to show its first significant digit (``"+0.0200 ± 0.0004"``). An SE below even
+    that (rounding-level differences, e.g. two rules giving the same path) prints at
+    ``precision`` decimals, so such digits never reach a table; ``"± n/a"`` without a finite SE."""
+    sign = "+" if signed else ""
+    if not math.isfinite(se):
+        return f"{value:{sign}.{precision}f} ± n/a"
+    decimals = precision
+    if 0 < se < 0.5 * 10.0 ** -precision:
+        decimals = max(precision, -math.floor(math.log10(se)))
+        if round(se, decimals) == 0:
+            decimals += 1
+        if decimals > precision + 2:
+            decimals = precision
+    return f"{value:{sign}.{decimals}f} ± {se:.{decimals}f}"
+
+
+def ranges(values: Sequence[int]) -> str:
+    """``[8, 16, 32]`` → ``"K = 8, 16, 32"``; empty → ``"no K"``."""
+    return "K = " + ", ".join(str(v) for v in values) if values else "no K"
+
+
+def format_paths(paths: Mapping[int, np.ndarray], max_nodes: int = 40, key: str = "K") -> str:
+    """One line per entry, ``K =  8: 0, 1, 7, …, 1000`` (``key`` names the mapping's keys: the
+    budget K, or e.g. the table size n); paths longer than ``max_nodes`` nodes show their first
+    and last nodes around an ellipsis."""
+    width = len(str(max(paths))) if paths else 1
+    lines = []
+    for K in sorted(paths):
+        p = [int(x) for x in paths[K]]
+        body = (", ".join(map(str, p)) if len(p) <= max_nodes else
+                ", ".join(map(str, p[:max_nodes // 2])) + ", …, " + ", ".join(map(str, p[-max_nodes // 4:])))
+        lines.append(f"{key} = {K:>{width}}: {body}")
+    return "\n".join(lines)
+
+
+def format_seconds(seconds: Mapping[str, float]) -> str:
+    """``"table 12.3 s, dp 0.1 s, …"`` (wall times; excluded from notebook output checks)."""
+    return ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f" (total {math.fsum(seconds.values()):.1f} s)"
+
+
+def slug(text: str) -> str:
+    """A file-name stem from a label: runs of non-word characters become ``_``, lower case
+    (``"64×64 L_hybrid"`` → ``"64_64_l_hybrid"``)."""
+    return re.sub(r"\W+", "_", text, flags=re.ASCII).strip("_").lower()

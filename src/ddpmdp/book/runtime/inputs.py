@@ -1,0 +1,89 @@
+"""What a notebook reads: data and models (loaded quietly, described portably) and the variance
+rule of a run.
+
+:func:`variance_rule` is the one place in :mod:`ddpmdp.book` that picks a variance rule: the
+drivers, :func:`ddpmdp.book.runtime.table_cache.cached_table` and :func:`describe_model` all ask it.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Literal, cast
+
+import torch
+
+from ddpmdp.data.images import ImageSet, data_root
+from ddpmdp.data.specs import load_images
+from ddpmdp.errors import require
+from ddpmdp.models.adapter import DiffusionModel
+from ddpmdp.variances import VarianceRule
+
+__all__ = ["variance_rule", "load_data", "describe_data", "load_experiment_model", "describe_model"]
+
+
+def variance_rule(requested: str | None, model: DiffusionModel) -> VarianceRule:
+    """The variance rule a run uses for ``model``: ``requested`` if given, else the model's own rule
+    (``learned_range`` for learned-variance models, ``fixed_large`` otherwise). Consumers validate
+    it (:func:`ddpmdp.variances.check_rule`)."""
+    return cast(VarianceRule, requested or model.variance)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def load_data(spec: str, n: int | None = None, *, data_dir: str | os.PathLike | None = None) -> ImageSet:
+    """The first ``n`` images (all when None) of a data spec (:func:`ddpmdp.data.specs.load_images`).
+
+    Warnings raised while loading (e.g. "differs from the official files") are not printed;
+    they are kept in the returned set's ``notes`` (and hence in every table's metadata).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_images(spec, data_dir)
+    extra = [str(w.message) for w in caught if str(w.message) not in ds.notes]
+    ds = ds.subset(n)
+    ds.notes.extend(extra)
+    return ds
+
+
+def _portable(text: str, data_dir: str | os.PathLike | None = None) -> str:
+    """``text`` with the data folder written as ``$DDPMDP_DATA`` (outputs independent of the machine)."""
+    root = data_root(data_dir)
+    if root is not None:
+        for form in {str(root), str(Path(root).resolve())}:
+            text = text.replace(form, "$DDPMDP_DATA")
+    return text
+
+
+def describe_data(ds: ImageSet, data_dir: str | os.PathLike | None = None) -> str:
+    """One paragraph about an image set: identity, split, N, shape, d and its notes, with the data
+    folder written as ``$DDPMDP_DATA``."""
+    C, H, W = ds.images.shape[1:]
+    lines = [f"{ds.identity}: split {ds.split}, {len(ds):,} images of {C}×{H}×{W} (d = {ds.dims:,})"]
+    lines += [f"  note: {_portable(n, data_dir)}" for n in ds.notes]
+    return "\n".join(lines)
+
+
+# ---- models -------------------------------------------------------------------------------------
+def load_experiment_model(spec: str, *, noise_schedule: str | None = None, device: str = "cpu",
+                          dtype: Literal["float32", "float64"] = "float32",
+                          data_dir: str | os.PathLike | None = None) -> DiffusionModel:
+    """A model adapter from a model spec (:func:`ddpmdp.models.specs.load_model`): an embedded
+    model name, ``iddpm:PRESET[:PATH]``, ``ho[:PATH]``, ``gaussian:DATA`` or ``module:callable``.
+    ``noise_schedule`` (``linear:T``, ``cosine:T``, a ``.npy`` of ᾱ) is for the specs that need
+    or accept one; ``dtype`` is the network's arithmetic. Loader warnings are suppressed (data
+    notes travel with the data instead)."""
+    from ddpmdp.models.adapter import Numerics
+    from ddpmdp.models.specs import load_model
+
+    if device.startswith("cuda"):
+        require(torch.cuda.is_available(), f"device {device!r}: CUDA is not available here; use device='cpu'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(spec, device=device, data_dir=data_dir, schedule=noise_schedule,
+                          numerics=Numerics(dtype=dtype))
+
+
+def describe_model(model: DiffusionModel, variance: str | None = None) -> str:
+    """One line: identity, noise schedule, T and the variance rule in use (:func:`variance_rule`)."""
+    return (f"{model.identity}: {model.schedule.describe()}, T = {model.schedule.T}, "
+            f"variance {variance_rule(variance, model)}")
