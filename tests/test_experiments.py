@@ -159,6 +159,27 @@ def test_one_cached_pass_serves_every_rule_of_the_models_own_sums(model, train, 
     assert len(list(tmp_path.glob("TABLE-*.npz"))) == 3
 
 
+def test_optimal_variance_scores_every_rule_paired_and_plots_without_pyplot(model, train, test_set):
+    from matplotlib.figure import Figure
+
+    from ddpmdp.book.experiments.optimal_variance import (must_show_lines, plot_sigma_along_path,
+                                                          run_optimal_variance, variance_table)
+
+    r = run_optimal_variance(model, train.subset(3), test_set, name="tiny", budgets=[2, 4],
+                             grid="log:8+even:2,4+quadratic:2,4", full_chain=True, batch_size=4)
+    assert r.variance == "learned_range" and r.rules == ["fixed_small", "fixed_large", "learned_range", "analytic",
+                                                         "optimal", "best"]
+    assert set(r.scores) == {(rule, s, K) for rule in r.rules for s in ("even", "quadratic", "dp") for K in (2, 4)}
+    assert len({sc.n_images for sc in r.scores.values()}) == 1 and r.full is not None
+    table = variance_table(r, budgets=[2, 4])
+    assert table.full == {"learned_range": (T, table.full["learned_range"][1])}  # the row of the model's own rule
+    lines = must_show_lines(r)
+    assert len(lines) == 5 and all("paired" in line and "K = 2:" in line for line in lines)
+    fig = plot_sigma_along_path(r, "best", 4)
+    assert isinstance(fig, Figure) and fig.canvas.manager is None  # not a pyplot figure: shown once
+    assert fig.dpi >= 200 and fig.axes[0].get_xlabel().startswith("edge start t")
+
+
 def test_mse_reweighted_cost(nll):
     W = mse_reweighted_cost(nll.table)
     nodes, m = nll.table.nodes, nll.table.mse()[0]

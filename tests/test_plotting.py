@@ -228,3 +228,18 @@ def test_sample_grid_one_row_per_budget_then_extra_rows_from_the_left():
         assert not axes[r, 1].axison and not axes[r, 2].axison
     fig.savefig(io.BytesIO(), format="png", dpi=40)
 
+
+def test_no_book_module_uses_pyplot():
+    """Figures come from ``matplotlib.figure.Figure`` only: a pyplot figure is also shown by the inline
+    backend at the end of the cell, so a notebook that displays it would show it twice."""
+    import ast
+    from pathlib import Path
+
+    book = Path(plotting.__file__).resolve().parents[1]
+    found = []
+    for path in sorted(book.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(book)}: {n}" for n in names if n.startswith("matplotlib.pyplot")]
+    assert not found, found

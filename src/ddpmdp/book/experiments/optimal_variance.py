@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from matplotlib.figure import Figure
+
 from ddpmdp.book.experiments.paths import solve_table, stride_paths
 from ddpmdp.book.reporting.comparisons import verdict
 from ddpmdp.book.reporting.formatting import mean_pm_se
+from ddpmdp.book.reporting.plotting import FIGURE_DPI, styled
 from ddpmdp.book.reporting.tables import ResultTable, bpd_table
 from ddpmdp.book.runtime.inputs import variance_rule
 from ddpmdp.book.runtime.table_cache import cached_table, superset_rule
@@ -50,10 +53,12 @@ anchor on *their* models (T = 1000), not comparable cell by cell with the embedd
 class OptimalVarianceResult:
     """``scores[(rule, stride, K)]`` held-out PathScores (all paired: same images, same noise per
     node); ``tables[rule]`` the training tables, ``solutions[rule]`` their DPs; ``schedules`` the
-    evaluated schedules with per-edge σ²; ``full`` the full chain under the model's default rule."""
+    evaluated schedules with per-edge σ²; ``full`` the full chain under ``variance``, the model's own
+    rule (:func:`ddpmdp.book.runtime.inputs.variance_rule`)."""
 
     name: str
     model: str
+    variance: str
     rules: list[str]
     tables: dict[str, ElboTable]
     solutions: dict[str, DPSolution]
@@ -100,13 +105,14 @@ def run_optimal_variance(model: DiffusionModel, train: ImageSet, test: ImageSet,
                          device=device)
     t3 = time.perf_counter()
     scores = {k: out["|".join(map(str, k))] for k in schedules}
-    return OptimalVarianceResult(name, model.identity, rules, tables, solutions, schedules, scores,
+    return OptimalVarianceResult(name, model.identity, own, rules, tables, solutions, schedules, scores,
                                  out.get("full"), {"table": t1 - t0, "solve": t2 - t1, "evaluate": t3 - t2}, cached)
 
 
 def variance_table(r: OptimalVarianceResult, budgets: Sequence[int] | None = None, title: str = "") -> ResultTable:
-    """Rows rule × stride, columns K (and the full chain under the default rule), held-out bits/dim ± SE."""
-    full = {r.rules[0]: r.full} if r.full is not None else None
+    """Rows rule × stride, columns K (and the full chain in the row of the model's own rule),
+    held-out bits/dim ± SE."""
+    full = {r.variance: r.full} if r.full is not None else None
     return bpd_table(r.scores, full, budgets=budgets, title=title or f"{r.name}: test bits/dim",
                      row_headers=("Variance rule", "Stride"))
 
@@ -148,12 +154,12 @@ def sigma_along_path(r: OptimalVarianceResult, rule: str, K: int) -> dict[str, n
             "fixed_large": fl.sigma2, "rules": np.array(sch.rules)}
 
 
-def plot_sigma_along_path(r: OptimalVarianceResult, rule: str, K: int):
+@styled
+def plot_sigma_along_path(r: OptimalVarianceResult, rule: str, K: int) -> Figure:
     """σ² of each edge t → s of the K-step DP path of ``rule`` against fixed_small and fixed_large."""
-    import matplotlib.pyplot as plt
-
     d = sigma_along_path(r, rule, K)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(dpi=FIGURE_DPI, figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.add_subplot()
     for key, style in (("fixed_large", "s--"), ("fixed_small", "v--"), ("sigma2", "o-")):
         ax.plot(d["t"], d[key], style, label=rule if key == "sigma2" else key, ms=4)
     ax.set_xscale("log")
@@ -162,7 +168,6 @@ def plot_sigma_along_path(r: OptimalVarianceResult, rule: str, K: int):
     ax.set_ylabel("σ²_{t,s} (decoder edge: σ²_dec)")
     ax.set_title(f"{r.name}: σ² along the K = {K} DP path of {rule}")
     ax.legend()
-    fig.tight_layout()
     return fig
 
 
