@@ -24,6 +24,7 @@ book's ``write_dp_json``) are read with a one-line warning and no identity check
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -92,9 +93,7 @@ class SolvedSchedules:
         b = self.budget(K)
         ident = self.identity
         if ident is not None:
-            ident = ScheduleIdentity(ident.model, ident.model_hash, ident.noise_schedule, ident.noise_schedule_hash,
-                                     ident.T, ident.objective, ident.sampler, f"{self.source}:{int(K)}",
-                                     allow_other_model)
+            ident = dataclasses.replace(ident, source=f"{self.source}:{int(K)}", allow_other_model=allow_other_model)
         if b.rules is not None and b.sigma2 is not None:
             return InferenceSchedule(b.nodes, b.rules, b.sigma2, ident)
         return InferenceSchedule(b.nodes, identity=ident)

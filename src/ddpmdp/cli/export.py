@@ -7,9 +7,10 @@
 Prints (or writes to ``--out``) the path in the target's format with a short code snippet, the notes
 on the decoder step and DDIM, and every variance rule the target cannot express
 (:mod:`ddpmdp.export`). The solved-schedule file names its noise schedule and holds ᾱ on its grid,
-so k-diffusion's σ need nothing else; ``--model`` (checked against the file's model, another one
-only with ``--other-model``) fills the diffusers snippet's folder. Files written before format
-version 2 take the noise schedule from ``--model``, ``--noise-schedule`` or their table's metadata.
+so k-diffusion's σ need nothing else. ``--model`` is checked against the file's model (another one
+only with ``--other-model``) and ``diffusers:DIR`` fills the snippet's folder; ``--noise-schedule``
+alone is checked against the file's noise schedule. Files written before format version 2 take
+the noise schedule from ``--model``, ``--noise-schedule`` or their table's metadata.
 """
 from __future__ import annotations
 
@@ -41,11 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "unless --overwrite)")
     common.add_overwrite(p)
     common.add_json(p, "the export as one JSON line instead of a commented Python snippet")
-    p.add_argument("--model", default=None, help="the model spec the path is for (checked against the file; "
-                   "diffusers:DIR also fills the snippet's folder)")
-    p.add_argument("--noise-schedule", default=None, help="linear:T, cosine:T or a .npy of ᾱ (only for files "
-                   "written before format version 2, which do not record it)")
     common.add_other_model(p)
+    common.add_model_args(p, required=False)  # --model: checked against the file; diffusers:DIR fills the snippet
     common.add_data_dir(p)
     p.set_defaults(func=run)
     return p
@@ -81,13 +79,10 @@ def run(args: argparse.Namespace) -> int:
     from ddpmdp.schedules import parse_schedule
 
     common.check_outputs(args.out, overwrite=args.overwrite, nothing="nothing was exported")
-    require(not (args.model and args.noise_schedule), "give either --model or --noise-schedule, not both")
     path = read_solved(args.solved)
     model, schedule = None, None
     if args.model:
-        from ddpmdp.models.specs import load_model
-
-        model = load_model(args.model, data_dir=args.data_dir)
+        model = common.load_model(args)  # with --noise-schedule for gaussian: and module:callable specs
     elif args.noise_schedule:
         schedule = parse_schedule(args.noise_schedule)
     if path.identity is None:
