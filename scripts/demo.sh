@@ -5,6 +5,8 @@
 # Default model: the embedded cifar10-hybrid network (L_hybrid, learned range, T = 1000).
 # The closed-form Gaussian-data model needs no weights:
 #   MODEL=gaussian:cifar10:train NOISE=linear:1000 VARIANCE=fixed_large make demo
+# Re-runnable: the table resumes (--resume), the other outputs are replaced (--overwrite).
+# Every command ends with a JSON summary line on stdout.
 set -euo pipefail
 MODEL=${MODEL:-cifar10-hybrid}
 NOISE=${NOISE:-}
@@ -21,11 +23,11 @@ common=(--model "$MODEL")
 set -x
 ddpmdp table "${common[@]}" --data cifar10:train --n-images "$N_TRAIN" --grid "$GRID" --batch-size 64 \
   --out "$OUT/train_table.npz" --resume --quiet
-ddpmdp solve "$OUT/train_table.npz" --budgets "$BUDGETS" --json > "$OUT/dp.json"
-ddpmdp solve "$OUT/train_table.npz" --budgets "$BUDGETS"
+ddpmdp solve "$OUT/train_table.npz" --budgets "$BUDGETS" --out "$OUT/dp.json" --overwrite
 : > "$OUT/heldout_bpd.txt"
 for K in ${BUDGETS//,/ }; do  # DP first: the other strides get paired differences against it
   ddpmdp evaluate "${common[@]}" --data cifar10:test --n-images "$N_TEST" --batch-size 64 --quiet \
     --schedule "dp:$OUT/dp.json:$K" --schedule even:$K --schedule quadratic:$K | tee -a "$OUT/heldout_bpd.txt"
 done
-ddpmdp sample "${common[@]}" --schedule "dp:$OUT/dp.json:32" --n 16 --out "$OUT/samples_dp32.png" --quiet
+ddpmdp sample "${common[@]}" --schedule "dp:$OUT/dp.json:32" --n 16 --out "$OUT/samples_dp32.png" --quiet \
+  --overwrite

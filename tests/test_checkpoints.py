@@ -284,7 +284,7 @@ def test_model_info_of_a_user_callable(tmp_path: Path, monkeypatch: pytest.Monke
         "from ddpmdp.models.nets.iddpm_unet import IDDPMUNet, get_preset\n"
         "def build():\n    return IDDPMUNet(get_preset('tiny'))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(DdpmdpError, match="also pass --schedule"):
+    with pytest.raises(DdpmdpError, match="also pass --noise-schedule"):
         model_info("my_tiny_model:build")
     info = model_info("my_tiny_model:build", schedule="cosine:1000", output="eps+v", time_input="iddpm")
     assert (info["parameters"], info["state_dict_keys"], info["schedule"]) == (757_030, 128, "cosine:1000")

@@ -152,7 +152,7 @@ def test_download_md5_mismatch_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(DdpmdpError, match="downloaded CIFAR-10 archive has MD5 [0-9a-f]{32}, expected "
                                           "c58f30108f718f92721af3b95e74349a"):
-        cifar10.load_cifar10("test", tmp_path, urlopen=opener)
+        cifar10.load_cifar10("test", tmp_path, download=True, urlopen=opener)
     assert calls == [cifar10.URL]
     assert not list(tmp_path.glob("*.part")) and not (tmp_path / cifar10.FOLDER).exists()
 
@@ -162,7 +162,8 @@ def test_download_success_extracts_only_the_batches(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(cifar10, "ARCHIVE_MD5", hashlib.md5(archive).hexdigest())
     root = tmp_path / "data"
     with pytest.warns(UserWarning, match="differs from the official files"):
-        ds = cifar10.load_cifar10("test", root, urlopen=lambda url, timeout=None: FakeResponse(archive))
+        ds = cifar10.load_cifar10("test", root, download=True,
+                                 urlopen=lambda url, timeout=None: FakeResponse(archive))
     assert len(ds) == 5
     assert not (tmp_path / "escape.txt").exists() and not (root / "escape.txt").exists()
     assert not (root / "cifar-10-python.tar.gz").exists()
@@ -173,7 +174,7 @@ def test_download_without_network_says_where_to_put_files(tmp_path: Path) -> Non
         raise urllib.error.URLError("Temporary failure in name resolution")
 
     with pytest.raises(DdpmdpError, match="downloading .*failed.*put the official cifar-10-batches-py/ folder there"):
-        cifar10.load_cifar10("train", tmp_path, urlopen=offline)
+        cifar10.load_cifar10("train", tmp_path, download=True, urlopen=offline)
 
 
 # ---- ImageNet 64 ----------------------------------------------------------------------------------

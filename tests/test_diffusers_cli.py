@@ -46,7 +46,7 @@ def test_table_solve_export_then_diffusers_samples_the_path(tmp_path, folder, da
     ddpmdp("table", "--model", spec, "--data", data, "--out", tmp_path / "t.npz", "--batch-size", 8, "--quiet",
            cwd=tmp_path)
     solved = tmp_path / "solved.json"
-    solved.write_text(ddpmdp("solve", tmp_path / "t.npz", "--budgets", "3,6", "--json", cwd=tmp_path))
+    ddpmdp("solve", tmp_path / "t.npz", "--budgets", "3,6", "--out", solved, cwd=tmp_path)
     nodes = json.loads(solved.read_text())["budgets"]["6"]["nodes"]
 
     snippet = tmp_path / "sample_with_diffusers.py"
@@ -63,7 +63,7 @@ def test_table_solve_export_then_diffusers_samples_the_path(tmp_path, folder, da
 
     as_json = json.loads(ddpmdp("export", f"{solved}:6", "--to", "diffusers", "--json", cwd=tmp_path))
     assert as_json["timesteps"] == [n - 1 for n in nodes[:0:-1]] and as_json["variance"] == "fixed_large"
-    # k-diffusion: the schedule comes from the table's metadata (linear:50)
+    # k-diffusion: the noise schedule (linear:50) and its ᾱ come from the solved file itself
     sig = json.loads(ddpmdp("export", f"{solved}:6", "--to", "k-diffusion", "--json", cwd=tmp_path))["sigmas"]
     assert sigmas_to_nodes(sig, linear_schedule(T)).tolist() == nodes
     from ddpmdp.export import export

@@ -30,7 +30,7 @@ from ddpmdp.data.images import ImageSet, validate_images
 from ddpmdp.table import ElboTable
 from ddpmdp.progress import progress_bar
 from ddpmdp.elbo_terms import edge_term, predict_x0, prior_term, q_sample
-from ddpmdp.inference_schedule import InferenceSchedule, as_schedule
+from ddpmdp.inference_schedule import InferenceSchedule, as_schedule, check_schedule_identity
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.gaussians import nats_to_bpd
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
@@ -74,6 +74,7 @@ def path_from_table(table: ElboTable, nodes) -> PathScore:
     """Σ of the table's cells along ``nodes`` (all in the table's grid) plus the prior, in bits/dim.
     ``nodes`` may be an :class:`InferenceSchedule` with per-edge variances: its σ² (fixed on the
     selection split) are then applied to this table's statistics (:func:`ddpmdp.rescore.schedule_cells`)."""
+    check_schedule_identity(nodes, table=table)
     sch = as_schedule(nodes)
     nodes = validate_path(sch.nodes, table.T)
     pos = np.searchsorted(table.nodes, nodes)
@@ -108,6 +109,7 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
     the union of the paths).
     Returns a :class:`PathScore` per path with per-image totals and the exact SE.
     """
+    check_schedule_identity(paths, model=model)
     if isinstance(data, np.ndarray):
         validate_images(data)
         data = ImageSet(data, "array")

@@ -1,7 +1,8 @@
 """Hand a solved path to the samplers people use: diffusers, improved-diffusion, k-diffusion.
 
-A path of ``ddpmdp solve --json`` (``SOLVED.json:K``) is nodes 0 = t₀ < … < t_K = T (``method.md``
-§1.3: node 0 is the data, node n ≥ 1 is diffusers'/improved-diffusion's 0-based timestep n − 1).
+A path of a solved-schedule file (``ddpmdp solve --out SOLVED.json``; ``SOLVED.json:K``) is nodes
+0 = t₀ < … < t_K = T (``method.md`` §1.3: node 0 is the data, node n ≥ 1 is diffusers'/improved-diffusion's
+0-based timestep n − 1).
 
 * **diffusers** — ``DDPMScheduler.set_timesteps(timesteps=[t_K − 1, …, t₁ − 1])`` (strictly
   descending, 0-based). Its ``step`` takes β of a jump from the ratio of ᾱ at consecutive listed
@@ -23,14 +24,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.schedules import Schedule, node_to_diffusers_timestep
-from ddpmdp.strides import validate_path
+from ddpmdp.inference_schedule import InferenceSchedule, ScheduleIdentity, check_schedule_identity
+from ddpmdp.schedule_file import SolvedSchedules, read_schedule_spec
+from ddpmdp.schedules import Schedule, node_to_diffusers_timestep, parse_schedule
 
 __all__ = ["export", "SolvedPath", "read_solved", "diffusers_timesteps", "iddpm_use_timesteps", "k_diffusion_sigmas",
            "sigmas_to_nodes", "export_path", "render_text", "TARGETS"]
@@ -44,7 +45,9 @@ _DDIM_NOTE = ("DDIM: diffusers' DDIMScheduler cannot take custom timesteps; samp
 
 @dataclass(frozen=True)
 class SolvedPath:
-    """One budget of a solve output: its nodes and the variance rule of each edge (decoder last)."""
+    """One budget of a solved-schedule file: its nodes, the variance rule of each edge (from T down,
+    decoder last), the identity of the model and noise schedule it was solved for (None in files
+    before version 2), ᾱ at its nodes when the file records them, and the file's other fields."""
 
     source: str
     K: int
@@ -53,6 +56,8 @@ class SolvedPath:
     edge_variances: tuple[str, ...]
     table: str | None
     meta: dict[str, Any]
+    identity: ScheduleIdentity | None = None
+    abar: np.ndarray | None = None
 
     @property
     def variance(self) -> str | list[str]:
@@ -60,44 +65,30 @@ class SolvedPath:
         rules = list(dict.fromkeys(self.edge_variances))
         return rules[0] if len(rules) == 1 else list(self.edge_variances)
 
+    @property
+    def noise_schedule(self) -> str | None:
+        """The noise schedule's name as recorded (``cosine:1000``), or None."""
+        return self.identity.noise_schedule if self.identity is not None else self.meta.get("schedule")
 
-def _edge_rules(entry: dict[str, Any], top: str | None, K: int, where: str) -> tuple[str, ...]:
-    if isinstance(entry.get("variances"), list):
-        rules = [str(r) for r in entry["variances"]]
-    elif isinstance(entry.get("edges"), list):
-        rules = [str(e.get("variance") or e.get("rule") or top) if isinstance(e, dict) else str(e)
-                 for e in entry["edges"]]
-    elif entry.get("variance"):
-        rules = [str(entry["variance"])] * K
-    else:
-        require(top is not None, f"{where}: no variance rule (neither the budget nor the file names one)")
-        rules = [str(top)] * K
-    require(len(rules) == K, f"{where}: {len(rules)} per-edge variance rules for K = {K} edges")
-    return tuple(rules)
+
+def solved_path(solved: SolvedSchedules, K: int) -> SolvedPath:
+    """Budget K of a solved-schedule file as a :class:`SolvedPath`."""
+    b = solved.budget(K)
+    src = f"{solved.source}:{int(K)}"
+    rules = b.rules[::-1] if b.rules is not None else None
+    if rules is None:
+        require(solved.variance is not None, f"{src}: no variance rule (neither the budget nor the file names one)")
+        rules = (str(solved.variance),) * b.K
+    selection = solved.info.get("selection") or {}
+    table = selection.get("table") if isinstance(selection, dict) else None
+    return SolvedPath(src, b.K, solved.T, b.nodes, tuple(rules), table or solved.info.get("table"), dict(solved.info),
+                      solved.schedule(K).identity, solved.abar(b.nodes))
 
 
 def read_solved(spec: str) -> SolvedPath:
-    """``SOLVED.json:K`` (the output of ``ddpmdp solve --json``) → :class:`SolvedPath`."""
-    file, _, k = str(spec).rpartition(":")
-    require(bool(file) and k.isdigit(), f"{spec!r}: expected SOLVED.json:K (a file of ddpmdp solve --json and a "
-            "budget in it), e.g. solved.json:16")
-    path = Path(file)
-    require(path.is_file(), f"solved-paths file {file!r} does not exist (write it with ddpmdp solve --json)")
-    try:
-        solved = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DdpmdpError(f"{file}: not a JSON file of ddpmdp solve --json ({exc})") from None
-    require(isinstance(solved, dict) and isinstance(solved.get("budgets"), dict),
-            f"{file}: not an output of ddpmdp solve --json (no 'budgets')")
-    entry = solved["budgets"].get(str(int(k)))
-    require(isinstance(entry, dict), f"{file}: no budget K = {k} in this solve output "
-            f"(it has {sorted(int(b) for b in solved['budgets'])})")
-    T = int(solved.get("T", -1))
-    nodes = validate_path(entry["nodes"], T)
-    K = len(nodes) - 1
-    rules = _edge_rules(entry, solved.get("variance"), K, f"{file}:{k}")
-    return SolvedPath(f"{file}:{int(k)}", K, T, nodes, rules, solved.get("table"),
-                      {key: v for key, v in solved.items() if key != "budgets"})
+    """``SOLVED.json:K`` (a file of ``ddpmdp solve --out``) → :class:`SolvedPath`."""
+    solved, K = read_schedule_spec(spec)
+    return solved_path(solved, K)
 
 
 # ---- the three formats ----------------------------------------------------------------
@@ -116,7 +107,12 @@ def k_diffusion_sigmas(nodes, schedule: Schedule) -> list[float]:
     """σ = √((1 − ᾱ)/ᾱ) at t_K, …, t₁ (descending), then 0 — k-diffusion's ``sigmas``."""
     n = np.asarray(nodes, dtype=np.int64)
     require(int(n[-1]) <= schedule.T, f"node {int(n[-1])} is beyond this schedule's T = {schedule.T}")
-    a = np.asarray(schedule.abar(n[n >= 1][::-1]), dtype=np.float64)
+    return _sigmas(np.asarray(schedule.abar(n[n >= 1]), dtype=np.float64))
+
+
+def _sigmas(abar: np.ndarray) -> list[float]:
+    """k-diffusion's σ list from ᾱ at the nodes t₁ < … < t_K (ascending): σ descending, then 0."""
+    a = np.asarray(abar, dtype=np.float64)[::-1]
     return [float(s) for s in np.sqrt((1.0 - a) / a)] + [0.0]
 
 
@@ -175,8 +171,8 @@ images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 """
 
 
-def _iddpm_snippet(use: list[int], rule: str | None, path: SolvedPath, schedule: Schedule | None) -> str:
-    name = (schedule.name.partition(":")[0] if schedule is not None else "") or "linear"
+def _iddpm_snippet(use: list[int], rule: str | None, path: SolvedPath, noise_schedule: str | None) -> str:
+    name = (noise_schedule or "").partition(":")[0] or "linear"
     kind = name if name in ("linear", "cosine") else "linear  # use your model's beta schedule"
     var = {"fixed_small": "FIXED_SMALL", "fixed_large": "FIXED_LARGE", "learned_range": "LEARNED_RANGE"}.get(
         rule or "", "LEARNED_RANGE  # set your model's variance type")
@@ -208,30 +204,57 @@ samples = K.sampling.sample_euler_ancestral(model_wrap, x, sigmas.float())
 """
 
 
-def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = None, model_dir: str | None = None,
+def _recorded_schedule(path: SolvedPath) -> Schedule | None:
+    """The noise schedule a file names, rebuilt when its name is a spec (``cosine:1000``) whose hash
+    matches the recorded one; None otherwise (then ᾱ at the path's nodes comes from the file)."""
+    ident = path.identity
+    if ident is None or not ident.noise_schedule or not ident.noise_schedule_hash:
+        return None
+    try:
+        sched = parse_schedule(ident.noise_schedule)
+    except DdpmdpError:
+        return None
+    return sched if sched.fingerprint() == ident.noise_schedule_hash else None
+
+
+def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = None, model=None,
+                allow_other_model: bool = False, model_dir: str | None = None,
                 pipeline: bool = False) -> dict[str, Any]:
     """A JSON-ready export of one solved path for ``target`` (diffusers, iddpm or k-diffusion).
 
-    ``schedule`` (ᾱ) is needed for k-diffusion's σ; ``model_dir`` fills the diffusers snippet's folder
-    (``pipeline``: a pipeline folder with ``unet/`` and ``scheduler/``)."""
+    The path is checked against ``model`` (a ``DiffusionModel``; another model only with
+    ``allow_other_model``) and ``schedule`` (a noise schedule; never another one). k-diffusion's σ
+    need ᾱ at the path's nodes: from ``schedule``, ``model``, or the file itself (version 2 records
+    ᾱ on its grid). ``model_dir`` fills the diffusers snippet's folder (``pipeline``: a pipeline
+    folder with ``unet/`` and ``scheduler/``)."""
     require(target in TARGETS, f"unknown export target {target!r}: use diffusers, iddpm or k-diffusion")
+    ident = path.identity.transferred() if path.identity is not None and allow_other_model else path.identity
+    check_schedule_identity(InferenceSchedule(path.nodes, identity=ident), model=model, noise_schedule=schedule)
+    if schedule is None and model is not None:
+        schedule = model.schedule
     if schedule is not None:
         require(schedule.T == path.T, f"{path.source} was solved for T = {path.T}, but the schedule has "
                 f"T = {schedule.T}")
         want = path.meta.get("schedule_hash")
         require(want is None or want == schedule.fingerprint(), f"{path.source}: the table's schedule "
                 f"({path.meta.get('schedule')}) is not this schedule ({schedule.describe()})")
+    else:
+        schedule = _recorded_schedule(path)
+    abar = np.asarray(schedule.abar(path.nodes), dtype=np.float64) if schedule is not None else path.abar
     rule = _scheduler_rule(path)
     out: dict[str, Any] = {"target": target, "source": path.source, "K": path.K, "T": path.T,
                            "nodes": [int(n) for n in path.nodes], "variance": path.variance,
+                           "noise_schedule": schedule.describe() if schedule is not None else path.noise_schedule,
                            "not_expressible": _not_expressible(path, target), "notes": []}
+    if path.identity is not None:
+        out["model"] = {"identity": path.identity.model, "hash": path.identity.model_hash}
     if target == "diffusers":
         ts = diffusers_timesteps(path.nodes)
         out["timesteps"] = ts
         out["variance_type"] = rule
         t1 = int(path.nodes[1])
         if t1 > 1:
-            large = f" = {1 - float(schedule.abar(t1)):.4g}" if schedule is not None else ""
+            large = f" = {1 - float(abar[1]):.4g}" if abar is not None else ""
             out["notes"].append(
                 f"decoder: the last listed timestep is {t1 - 1} > 0, where DDPMScheduler.step still adds noise "
                 f"(fixed_large: sigma^2 = 1 - abar_{t1}{large}; fixed_small: 1e-20; learned_range: "
@@ -247,24 +270,28 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
         out["notes"].append("SpacedDiffusion respaces beta as 1 - abar_t/abar_s between kept indices and adds no "
                             "noise at its last step: the ddpmdp sampler edge for edge")
         out["notes"].append("DDIM: the same SpacedDiffusion's ddim_sample_loop follows this path too")
-        out["snippet"] = _iddpm_snippet(use, rule, path, schedule)
+        out["snippet"] = _iddpm_snippet(use, rule, path, out["noise_schedule"])
     else:
-        require(schedule is not None, "k-diffusion sigmas need the noise schedule: pass --model SPEC or "
-                "--noise-schedule linear:T|cosine:T|FILE.npy")
-        sig = k_diffusion_sigmas(path.nodes, schedule)  # type: ignore[arg-type]
-        require(np.array_equal(sigmas_to_nodes(sig, schedule), path.nodes),  # type: ignore[arg-type]
-                "internal: the sigma list does not map back to the same nodes")
+        require(abar is not None, f"{path.source}: k-diffusion sigmas need the noise schedule and this file records "
+                "no ᾱ (written before ddpmdp-schedules version 2): pass --model SPEC or --noise-schedule "
+                "linear:T|cosine:T|FILE.npy (Python: schedule=...), or solve the table again")
+        assert abar is not None
+        sig = _sigmas(abar[path.nodes >= 1])
+        if schedule is not None:
+            require(np.array_equal(sigmas_to_nodes(sig, schedule), path.nodes),
+                    "internal: the sigma list does not map back to the same nodes")
         out["sigmas"] = sig
         out["snippet"] = _k_snippet(sig)
     return out
 
 
-def export(solved: str, to: str, *, schedule: Schedule | None = None, model_dir: str | None = None,
-           pipeline: bool = False) -> dict[str, Any]:
+def export(solved: str, to: str, *, schedule: Schedule | None = None, model=None, allow_other_model: bool = False,
+           model_dir: str | None = None, pipeline: bool = False) -> dict[str, Any]:
     """``ddpmdp export SOLVED.json:K --to TARGET --json`` as a function, e.g.
-    ``export("solved.json:16", "diffusers")["timesteps"]`` or
-    ``export("solved.json:16", "k-diffusion", schedule=linear_schedule(1000))["sigmas"]``."""
-    return export_path(read_solved(solved), to, schedule=schedule, model_dir=model_dir, pipeline=pipeline)
+    ``export("solved.json:16", "diffusers")["timesteps"]`` or ``export("solved.json:16", "k-diffusion")["sigmas"]``
+    (ᾱ from the file; older files need ``schedule=linear_schedule(1000)``)."""
+    return export_path(read_solved(solved), to, schedule=schedule, model=model, allow_other_model=allow_other_model,
+                       model_dir=model_dir, pipeline=pipeline)
 
 
 def render_text(result: dict[str, Any]) -> str:

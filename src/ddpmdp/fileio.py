@@ -16,7 +16,7 @@ import numpy as np
 
 from ddpmdp.errors import DdpmdpError
 
-__all__ = ["atomic_write", "atomic_savez", "file_digests", "file_sha256", "file_md5"]
+__all__ = ["atomic_write", "atomic_savez", "atomic_write_text", "file_digests", "file_sha256", "file_md5"]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -61,6 +61,11 @@ def atomic_savez(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
             np.savez(f, **arrays)
 
     atomic_write(path, write)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 ``text`` through :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def file_digests(path: str | os.PathLike) -> tuple[str, str]:

@@ -7,19 +7,66 @@ per-edge variances (``rules is None``) uses the run's ``--variance``.
 
 Edge k (k = 0..K−1) is nodes[k+1] → nodes[k]; ``sigma2[k]`` is NaN for a learned-range edge
 (its σ² is per pixel, from the network's v).
+
+A schedule solved on a table also carries that table's **identity** (:class:`ScheduleIdentity`:
+the model's identity string and fingerprint, the noise schedule's name, T and hash, the objective
+and the sampler it is valid for). :func:`check_schedule_identity`, called at the start of
+``evaluate_paths``, ``path_from_table``, the samplers and ``export``, refuses a schedule applied to
+another noise schedule (always) or to another model (unless the schedule was read with
+``allow_other_model=True``, the command line's ``--other-model``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ddpmdp.errors import require
+from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.strides import validate_path
 from ddpmdp.variances import VARIANCE_RULES
 
-__all__ = ["InferenceSchedule"]
+__all__ = ["InferenceSchedule", "ScheduleIdentity", "check_schedule_identity"]
+
+OBJECTIVES = ("elbo",)
+"""What a solved schedule optimises: ``elbo`` (Watson et al.'s DP over L(t, s))."""
+SAMPLERS = {"ancestral": ("ancestral", "ddim")}
+"""Per sampler kind a schedule is valid for, the samplers that may follow it: an ELBO path's nodes
+are also a valid DDIM path (DDIM ignores the per-edge variances)."""
+
+
+@dataclass(frozen=True)
+class ScheduleIdentity:
+    """What a solved schedule was made for. ``model``/``model_hash``: the model's identity string
+    and fingerprint (``DiffusionModel.identity``/``fingerprint()``, table meta ``model``/``model_hash``);
+    ``noise_schedule``/``noise_schedule_hash``/``T``: ``Schedule.describe()``/``fingerprint()``/T;
+    ``objective``: ``elbo``; ``sampler``: the sampler kind it is valid for (``ancestral``);
+    ``source``: where it came from (for messages); ``allow_other_model``: a deliberate transfer to
+    another model of the same noise schedule (never to another noise schedule)."""
+
+    model: str | None
+    model_hash: str | None
+    noise_schedule: str | None
+    noise_schedule_hash: str | None
+    T: int
+    objective: str = "elbo"
+    sampler: str = "ancestral"
+    source: str = ""
+    allow_other_model: bool = False
+
+    @classmethod
+    def from_table_meta(cls, meta: Mapping[str, Any], *, objective: str = "elbo", sampler: str = "ancestral",
+                        source: str = "") -> "ScheduleIdentity":
+        """The identity of schedules solved on a table with metadata ``meta`` (``ElboTable.meta``)."""
+        return cls(meta.get("model"), meta.get("model_hash"), meta.get("schedule"), meta.get("schedule_hash"),
+                   int(meta["T"]), objective, sampler, source)
+
+    def transferred(self) -> "ScheduleIdentity":
+        """The same identity, allowed on another model of the same noise schedule."""
+        return dataclasses.replace(self, allow_other_model=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +74,7 @@ class InferenceSchedule:
     nodes: np.ndarray
     rules: tuple[str, ...] | None = None
     sigma2: np.ndarray | None = None
+    identity: ScheduleIdentity | None = None
 
     def __post_init__(self) -> None:
         if self.rules is not None:
@@ -70,8 +118,15 @@ class InferenceSchedule:
                         "rule": None if self.rules is None else self.rules[k], "sigma2": s2})
         return out
 
+    def for_other_model(self) -> "InferenceSchedule":
+        """This schedule, deliberately allowed on another model of the same noise schedule
+        (``allow_other_model=True``; the command line's ``--other-model``)."""
+        ident = self.identity.transferred() if self.identity is not None else None
+        return dataclasses.replace(self, identity=ident)
+
     @classmethod
-    def from_edges_json(cls, nodes, edges: list[dict], T: int) -> "InferenceSchedule":
+    def from_edges_json(cls, nodes, edges: list[dict], T: int,
+                        identity: ScheduleIdentity | None = None) -> "InferenceSchedule":
         nodes = validate_path(nodes, T)
         by_t = {int(e["t"]): e for e in edges}
         require(all(int(nodes[k + 1]) in by_t and int(by_t[int(nodes[k + 1])]["s"]) == int(nodes[k])
@@ -79,11 +134,12 @@ class InferenceSchedule:
         rules = tuple(str(by_t[int(nodes[k + 1])]["rule"]) for k in range(len(nodes) - 1))
         s2 = np.array([np.nan if by_t[int(nodes[k + 1])]["sigma2"] is None else float(by_t[int(nodes[k + 1])]["sigma2"])
                        for k in range(len(nodes) - 1)])
-        return cls(nodes, rules, s2)
+        return cls(nodes, rules, s2, identity)
 
     @classmethod
     def from_table(cls, table, nodes) -> "InferenceSchedule":
-        """The schedule of ``nodes`` with the per-edge rules and σ² of a (selection) table."""
+        """The schedule of ``nodes`` with the per-edge rules and σ² of a (selection) table, and the
+        table's identity (model, noise schedule; objective ``elbo``)."""
         nodes = validate_path(nodes, table.T)
         pos = np.searchsorted(table.nodes, nodes)
         require(bool(np.all(table.nodes[np.minimum(pos, len(table.nodes) - 1)] == nodes)),
@@ -92,7 +148,8 @@ class InferenceSchedule:
                 "this table records no per-edge variances (an old table): rescore it with ddpmdp rescore")
         i, j = pos[1:], pos[:-1]
         rules = tuple(VARIANCE_RULES[int(c)] for c in table.edge_rule[i, j])
-        return cls(nodes, rules, table.sigma2[i, j].astype(np.float64))
+        ident = ScheduleIdentity.from_table_meta(table.meta) if "T" in table.meta else None
+        return cls(nodes, rules, table.sigma2[i, j].astype(np.float64), ident)
 
 
 def as_schedule(path) -> InferenceSchedule:
@@ -101,3 +158,62 @@ def as_schedule(path) -> InferenceSchedule:
 
 
 __all__.append("as_schedule")
+
+
+def _target(model, table, noise_schedule) -> tuple[str, str | None, str | None, str | None, str | None, int]:
+    """(what, model identity, model hash, noise schedule, its hash, T) of a model, a table or a noise schedule."""
+    if model is None and table is None:
+        desc = noise_schedule.describe()
+        return f"noise schedule {desc}", None, None, desc, noise_schedule.fingerprint(), int(noise_schedule.T)
+    if model is not None:
+        sched = model.schedule
+        return (f"model {model.identity}", model.identity, model.fingerprint(), sched.describe(),
+                sched.fingerprint(), int(sched.T))
+    meta = table.meta
+    return (f"the table of model {meta.get('model')}", meta.get("model"), meta.get("model_hash"), meta.get("schedule"),
+            meta.get("schedule_hash"), int(table.T))
+
+
+def _schedules(paths) -> list[InferenceSchedule]:
+    if isinstance(paths, InferenceSchedule):
+        return [paths]
+    if isinstance(paths, Mapping):
+        paths = paths.values()
+    if isinstance(paths, Iterable) and not isinstance(paths, (np.ndarray, str)):
+        return [p for p in paths if isinstance(p, InferenceSchedule)]
+    return []
+
+
+def check_schedule_identity(paths, *, model=None, table=None, noise_schedule=None, sampler: str | None = None
+                            ) -> None:
+    """Refuse schedules made for another noise schedule or another model than ``model`` (a
+    :class:`~ddpmdp.models.adapter.DiffusionModel`), ``table`` (an ``ElboTable``) or
+    ``noise_schedule`` (a :class:`~ddpmdp.schedules.Schedule`; checked only when neither model nor
+    table is given), or for another sampler than ``sampler``. ``paths``: a schedule, nodes, or a
+    mapping/iterable of them; plain nodes and schedules without identity pass unchecked. A
+    schedule marked ``allow_other_model`` (:meth:`InferenceSchedule.for_other_model`) may go to
+    another model of the same noise schedule, never to another noise schedule. Raises
+    :class:`DdpmdpError` with one line naming both sides."""
+    checked = [s for s in _schedules(paths) if s.identity is not None]
+    given = model is not None or table is not None or noise_schedule is not None
+    if not checked or (not given and sampler is None):
+        return
+    target = _target(model, table, noise_schedule) if given else None
+    for sch in checked:
+        ident = sch.identity
+        assert ident is not None
+        src = f"schedule {ident.source}" if ident.source else "the schedule"
+        if sampler is not None:
+            require(sampler in SAMPLERS.get(ident.sampler, (ident.sampler,)),
+                    f"{src} was solved for the {ident.sampler} sampler (objective {ident.objective}), not {sampler}")
+        if target is None:
+            continue
+        what, t_model, t_hash, t_sched, t_sched_hash, t_T = target
+        if ident.T != t_T or (ident.noise_schedule_hash and t_sched_hash and ident.noise_schedule_hash != t_sched_hash):
+            raise DdpmdpError(f"{src} was solved for noise schedule {ident.noise_schedule} (T = {ident.T}, hash "
+                              f"{ident.noise_schedule_hash}), but {what} uses {t_sched} (T = {t_T}, hash "
+                              f"{t_sched_hash}); a schedule never transfers to another noise schedule")
+        if ident.model_hash and t_hash and ident.model_hash != t_hash and not ident.allow_other_model:
+            raise DdpmdpError(f"{src} was solved for model {ident.model} (hash {ident.model_hash}), not {what} "
+                              f"(hash {t_hash}); to transfer it deliberately pass --other-model "
+                              "(Python: allow_other_model=True)")

@@ -2,15 +2,12 @@
 ``dp:SOLVED.json:K``, ``nodes:0,…,T``), shared by the CLI and the notebooks."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.strides import even_stride, quadratic_stride, validate_path
-
 from ddpmdp.inference_schedule import InferenceSchedule
+from ddpmdp.schedule_file import read_schedule_spec
+from ddpmdp.strides import even_stride, quadratic_stride, validate_path
 
 __all__ = ["parse_path_spec", "parse_schedule_spec"]
 
@@ -20,12 +17,14 @@ def parse_path_spec(spec: str, T: int) -> np.ndarray:
     return parse_schedule_spec(spec, T).nodes
 
 
-def parse_schedule_spec(spec: str, T: int) -> InferenceSchedule:
+def parse_schedule_spec(spec: str, T: int, *, allow_other_model: bool = False) -> InferenceSchedule:
     """Resolve a path spec to an :class:`InferenceSchedule` (int64 nodes 0 = t₀ < … < t_K = T).
 
-    ``even:K`` and ``quadratic:K`` (:mod:`ddpmdp.strides`), ``dp:SOLVED.json:K`` (a budget of
-    ``ddpmdp solve --json``'s output; it carries each edge's rule and σ² when the file records
-    them) or ``nodes:0,…,T``. Only ``dp:`` schedules carry per-edge variances."""
+    ``even:K`` and ``quadratic:K`` (:mod:`ddpmdp.strides`), ``dp:SOLVED.json:K`` (a budget of a
+    solved-schedule file, :mod:`ddpmdp.schedule_file`: it carries the identity of the model and
+    noise schedule it was solved for, and each edge's rule and σ² when the file records them;
+    ``allow_other_model`` lets it go to another model of the same noise schedule) or
+    ``nodes:0,…,T``. Only ``dp:`` schedules carry per-edge variances and an identity."""
     kind, _, rest = spec.partition(":")
     if kind in ("even", "quadratic"):
         try:
@@ -42,16 +41,9 @@ def parse_schedule_spec(spec: str, T: int) -> InferenceSchedule:
     if kind == "dp":
         file, _, k = rest.rpartition(":")
         require(bool(file) and k.isdigit(), f"path spec {spec!r}: expected dp:SOLVED.json:K")
-        path = Path(file)
-        require(path.is_file(), f"solved-paths file {file!r} does not exist (write it with ddpmdp solve --json)")
-        try:
-            solved = json.loads(path.read_text())
-            entry = solved["budgets"][str(int(k))]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DdpmdpError(f"{file}: no budget K = {k} in this solve output "
-                              f"(it has {sorted(map(int, solved.get('budgets', {})))})") from None
-        require(int(solved.get("T", -1)) == T, f"{file} was solved for T = {solved.get('T')}, not T = {T}")
-        if entry.get("edges") and entry["edges"][0].get("rule") is not None:
-            return InferenceSchedule.from_edges_json(entry["nodes"], entry["edges"], T)
-        return InferenceSchedule(validate_path(entry["nodes"], T))
+        solved, K = read_schedule_spec(rest)
+        noise = f"noise schedule {solved.identity.noise_schedule}, " if solved.identity is not None else ""
+        require(solved.T == T, f"{file} was solved for {noise}T = {solved.T}, not T = {T}; a schedule never "
+                "transfers to another noise schedule")
+        return solved.schedule(K, allow_other_model=allow_other_model)
     raise DdpmdpError(f"unknown path spec {spec!r}: use even:K, quadratic:K, dp:SOLVED.json:K or nodes:0,…,T")

@@ -24,7 +24,7 @@ from ddpmdp.errors import require
 from ddpmdp.strides import validate_path
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_SAMPLE, keyed_normal
-from ddpmdp.inference_schedule import as_schedule
+from ddpmdp.inference_schedule import as_schedule, check_schedule_identity
 from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule, edge_log_variance
 
 __all__ = ["sample_ancestral", "sample_ddim", "sample", "to_uint8"]
@@ -66,6 +66,7 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
     """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space. ``nodes``
     may be an :class:`~ddpmdp.inference_schedule.InferenceSchedule` with per-edge variances: each
     edge then uses its recorded σ² (or the network's v on a learned-range edge)."""
+    check_schedule_identity(nodes, model=model, sampler="ancestral")
     sch = as_schedule(nodes)
     variance = variance or model.variance
     if not sch.has_variances:
@@ -92,6 +93,7 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
                 clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
                 index_offset: int = 0, on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ float32 (n, C, H, W)."""
+    check_schedule_identity(nodes, model=model, sampler="ddim")
     require(eta >= 0, f"eta must be >= 0, got {eta}")
     check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
@@ -112,6 +114,7 @@ def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
            batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """n samples as uint8 (n, C, H, W), generated in batches; sample i always uses the noise keys of
     index i, so the result does not depend on the batch size."""
+    check_schedule_identity(nodes, model=model, sampler=method)
     require(method in ("ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
     from ddpmdp.progress import progress_bar
 

@@ -16,9 +16,11 @@ default would invite mixing them up). Files are looked up under
   with a :func:`warnings.warn` and a note in :attr:`ImageSet.notes`: bits/dim on it are
   not comparable to published numbers. A partial training set (e.g. only
   ``data_batch_1``) loads the batches that are present, with a note saying which.
-* When the files for the requested split are all missing, the official archive is
-  downloaded from :data:`URL` (MD5 :data:`ARCHIVE_MD5`) into the data root and extracted;
-  a mismatching MD5 is an error. Without a network the error says where to put the files.
+* When the files for the requested split are all missing, loading fails at once, without any
+  network access, with a message that says where to put the files and how to download them
+  explicitly: ``ddpmdp download cifar10 [--data-dir DIR]`` (:func:`download_cifar10`: the
+  official archive from :data:`URL`, MD5 :data:`ARCHIVE_MD5`, a mismatch is an error).
+  ``load_cifar10(..., download=True)`` opts in to that download from Python.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from ddpmdp.data.images import ImageSet, data_root
 from ddpmdp.fileio import file_md5
 from ddpmdp.errors import DdpmdpError, require
 
-__all__ = ["URL", "ARCHIVE_MD5", "FILE_MD5", "FOLDER", "load_cifar10", "download_cifar10", "read_batch"]
+__all__ = ["URL", "ARCHIVE_MD5", "FILE_MD5", "FOLDER", "load_cifar10", "download_cifar10", "read_batch",
+           "missing_message"]
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -161,10 +164,17 @@ def download_cifar10(root: Path, *, url: str | None = None, md5: str | None = No
     return root / FOLDER
 
 
-def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
+def missing_message(root: Path, what: str) -> str:
+    """Where CIFAR-10 files go and how to download them explicitly (no download is attempted)."""
+    return (f"{what} missing from {root / FOLDER}: put the official {FOLDER}/ folder under {root}, or download "
+            f"it (checksum-verified, from {URL}) with: ddpmdp download cifar10 --data-dir {root}")
+
+
+def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = False,
                  urlopen: Callable[..., Any] | None = None) -> ImageSet:
     """CIFAR-10 ``train`` (50,000 images, batches 1..5 in order) or ``test`` (10,000) as an
-    :class:`ImageSet` of uint8 (N, 3, 32, 32); see the module docstring for checks and notes."""
+    :class:`ImageSet` of uint8 (N, 3, 32, 32); see the module docstring for checks and notes.
+    Missing files are an error naming ``ddpmdp download cifar10``, unless ``download=True``."""
     require(split in SPLIT_FILES, f"unknown CIFAR-10 split {split!r}: use cifar10:train or cifar10:test")
     root = data_root(data_dir)
     require(root is not None, "CIFAR-10 needs a data folder: set DDPMDP_DATA or pass --data-dir (a folder that "
@@ -174,7 +184,7 @@ def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, *, downl
     wanted = SPLIT_FILES[split]
     present = [f for f in wanted if (folder / f).is_file()]
     if not present:
-        require(download, f"CIFAR-10 {split} files are missing from {folder}; download {URL} and extract it there")
+        require(download, missing_message(root, f"the CIFAR-10 {split} files are"))
         download_cifar10(root, urlopen=urlopen)
         present = [f for f in wanted if (folder / f).is_file()]
         require(bool(present), f"the CIFAR-10 archive did not contain {wanted[0]}")

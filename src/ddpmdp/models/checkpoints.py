@@ -95,9 +95,9 @@ def _check_iddpm_head(sd: Mapping[str, torch.Tensor], cfg: IDDPMConfig, path: Pa
 
 def _check_overrides(what: str, native: dict[str, str], schedule: str | None, output: str | None,
                      time_input: str | None) -> None:
-    """Refuse ``--schedule/--output/--time-input`` values that contradict what a checkpoint was trained with."""
+    """Refuse ``--noise-schedule/--output/--time-input`` values that contradict what a checkpoint was trained with."""
     if schedule is not None and parse_schedule(schedule) != parse_schedule(native["schedule"]):
-        raise DdpmdpError(f"{what} was trained with schedule {native['schedule']}; drop --schedule {schedule} "
+        raise DdpmdpError(f"{what} was trained with schedule {native['schedule']}; drop --noise-schedule {schedule} "
                           "(the checkpoint fixes its diffusion)")
     if output is not None and output != native["output"]:
         raise DdpmdpError(f"{what} produces output {native['output']!r}, not {output!r}; drop --output")
@@ -218,7 +218,8 @@ def _check_ho_scheduler(sched: Path | None) -> None:
     for k, v in want.items():
         if k in cfg and cfg[k] != v:
             raise DdpmdpError(f"{sched}: {k} = {cfg[k]!r}, but the ho loader supports Ho et al.'s linear "
-                              f"schedule only ({k} = {v!r}); use module:callable with --schedule for other models")
+                              f"schedule only ({k} = {v!r}); use module:callable with --noise-schedule for other "
+                              "models")
     if cfg.get("prediction_type", "epsilon") != "epsilon":
         raise DdpmdpError(f"{sched}: prediction_type = {cfg['prediction_type']!r}; ddpmdp needs an ε-prediction model")
 

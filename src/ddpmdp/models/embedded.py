@@ -288,7 +288,7 @@ def embedded_spec(name: str) -> Callable[..., DiffusionModel]:
         from ddpmdp.schedules import parse_schedule
 
         if schedule is not None and parse_schedule(schedule) != cfg.schedule():
-            raise DdpmdpError(f"{name} was trained with schedule {cfg.schedule_spec}; drop --schedule {schedule}")
+            raise DdpmdpError(f"{name} was trained with schedule {cfg.schedule_spec}; drop --noise-schedule {schedule}")
         if output is not None and output != cfg.output:
             raise DdpmdpError(f"{name} produces output {cfg.output!r}, not {output!r}; drop --output")
         if time_input is not None and time_input != cfg.time_input:

@@ -28,7 +28,7 @@ def model_info(spec: str, data_dir: str | Path | None = None, *, schedule: str |
     ``file_sha256`` (None without a file), plus ``spec``, ``architecture``, ``preset``,
     ``output``, ``image_size``, ``file`` and ``weights``. Other specs are loaded through
     :func:`ddpmdp.models.specs.load_model` (``schedule``, ``output`` and ``time_input`` are
-    passed on, as ``--schedule`` etc. would be) and must give a ``TorchModelAdapter``.
+    passed on, as ``--noise-schedule`` etc. would be) and must give a ``TorchModelAdapter``.
     """
     prefix, _sep, arg = spec.partition(":")
     if prefix == "iddpm":

@@ -76,7 +76,7 @@ def _user_callable(spec: str, *, device: str, schedule: str | None, output: str 
     assert fn is not None
     obj = fn()
     if isinstance(obj, torch.nn.Module):
-        require(schedule is not None, f"model spec {spec!r} returned an nn.Module: also pass --schedule "
+        require(schedule is not None, f"model spec {spec!r} returned an nn.Module: also pass --noise-schedule "
                 "linear:T, cosine:T or a .npy file of ᾱ")
         require(output is not None, f"model spec {spec!r} returned an nn.Module: also pass --output eps or eps+v")
         return TorchModelAdapter(obj.to(device), parse_schedule(schedule), output=output,  # type: ignore[arg-type]

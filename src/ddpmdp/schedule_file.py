@@ -1,0 +1,283 @@
+"""The solved-schedule file (``ddpmdp solve --out FILE``): one type, one writer, one reader.
+
+A file holds the DP paths of one selection table for several budgets, and everything a reader
+needs to use them without that table: which model and noise schedule they were solved for
+(checked by :func:`ddpmdp.inference_schedule.check_schedule_identity` wherever a schedule is
+used), the objective and the sampler they are valid for, the grid with ᾱ at its nodes (enough for
+k-diffusion's σ), and per budget the nodes, the selection table's own nats and bits/dim
+(optimistically biased: the paths were chosen on those images) and each edge's variance rule
+and σ². Layout, format ``ddpmdp-schedules`` version 2 (JSON)::
+
+    {"format": "ddpmdp-schedules", "version": 2, "objective": "elbo", "sampler": {"kind": "ancestral"},
+     "model": {"identity": …, "hash": …, "numerics": {"dtype": …, "bf16": …, "channels_last": …}},
+     "noise_schedule": {"name": "cosine:1000", "T": 1000, "hash": …, "abar_grid": [ᾱ at grid.nodes]},
+     "T": 1000, "variance": RULE, "clip": true, "decoder_convention": …,
+     "grid": {"spec": "log:200", "size": G, "nodes": [0, …, T]},
+     "selection": {"table": PATH, "data": …, "data_hash": …, "split": "train", "n_images": N, "seed": S},
+     "note": …, "version_written": "ddpmdp X.Y",
+     "budgets": {"K": {"K": K, "nodes": [0, …, T], "nats": …, "bpd": …, "optimistic": true,
+                       "variance": "rule+rule", "edges": [{"t": …, "s": …, "rule": …, "sigma2": …}, …]}}}
+
+Edges are listed from T down; ``sigma2`` is null on learned-range edges (σ² per pixel from the
+network). Files written before version 2 (``ddpmdp solve --json`` of earlier releases, the
+book's ``write_dp_json``) are read with a one-line warning and no identity check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.fileio import atomic_write_text
+from ddpmdp.inference_schedule import OBJECTIVES, InferenceSchedule, ScheduleIdentity
+from ddpmdp.strides import validate_path
+from ddpmdp.variances import VARIANCE_RULES
+from ddpmdp.version import __version__
+
+__all__ = ["FORMAT", "VERSION", "SolvedBudget", "SolvedSchedules", "write_schedule_file", "read_schedule_file",
+           "read_schedule_spec"]
+
+FORMAT = "ddpmdp-schedules"
+VERSION = 2
+NOTE = ("nats and bpd are the selection table's own values (optimistically biased: the paths were chosen on "
+        "those images); evaluate the paths on held-out data")
+
+
+@dataclass(frozen=True, eq=False)
+class SolvedBudget:
+    """One budget: ``nodes`` int64 (K+1,) 0 = t₀ < … < t_K = T; ``nats``/``bpd`` on the selection
+    table incl. the prior (None when the cost solved was not the table's ELBO); ``rules``/``sigma2``
+    per edge in node order (edge k = nodes[k+1] → nodes[k]; σ² NaN on learned-range edges), None
+    when the file records none."""
+
+    K: int
+    nodes: np.ndarray
+    nats: float | None = None
+    bpd: float | None = None
+    rules: tuple[str, ...] | None = None
+    sigma2: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class SolvedSchedules:
+    """The content of a solved-schedule file. ``identity``: None for files without one (before
+    version 2); ``variance``: the selection table's rule; ``info``: the rest of the document (grid,
+    ᾱ at the grid, selection data, numerics, …); ``source``: the file read."""
+
+    identity: ScheduleIdentity | None
+    T: int
+    variance: str | None
+    budgets: dict[int, SolvedBudget]
+    info: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    # ---- use -------------------------------------------------------------------------------
+    def budget(self, K: int) -> SolvedBudget:
+        """The entry of budget K; one-line error naming the budgets the file has."""
+        require(int(K) in self.budgets, f"{self.source or 'the solved-schedule file'}: no budget K = {K} "
+                f"(it has {sorted(self.budgets)})")
+        return self.budgets[int(K)]
+
+    def schedule(self, K: int, *, allow_other_model: bool = False) -> InferenceSchedule:
+        """Budget K as an :class:`InferenceSchedule` with per-edge variances (when recorded) and
+        this file's identity (``allow_other_model``: deliberately usable on another model of the
+        same noise schedule)."""
+        b = self.budget(K)
+        ident = self.identity
+        if ident is not None:
+            ident = dataclasses.replace(ident, source=f"{self.source}:{int(K)}", allow_other_model=allow_other_model)
+        if b.rules is not None and b.sigma2 is not None:
+            return InferenceSchedule(b.nodes, b.rules, b.sigma2, ident)
+        return InferenceSchedule(b.nodes, identity=ident)
+
+    def abar(self, nodes) -> np.ndarray | None:
+        """ᾱ at ``nodes`` (all grid nodes) from the file's grid, or None when it records none."""
+        grid, abar = self.info.get("grid", {}).get("nodes"), self.info.get("noise_schedule", {}).get("abar_grid")
+        if not grid or not abar:
+            return None
+        lookup = dict(zip((int(n) for n in grid), (float(a) for a in abar)))
+        n = [int(x) for x in np.asarray(nodes)]
+        require(all(x in lookup for x in n), f"{self.source}: nodes outside the file's grid have no ᾱ")
+        return np.array([lookup[x] for x in n], dtype=np.float64)
+
+    # ---- the writer's content ----------------------------------------------------------------
+    @classmethod
+    def from_table(cls, table, solution, budgets: Sequence[int], *, table_path: str | os.PathLike | None = None,
+                   L: np.ndarray | None = None, objective: str = "elbo") -> "SolvedSchedules":
+        """The paths of ``solution`` (a :class:`~ddpmdp.dp.DPSolution` of ``table``) for ``budgets``,
+        with the table's identity. ``L``: the cost the solution was computed from when it is not the
+        table's ELBO (nats/bpd are then omitted)."""
+        require(objective in OBJECTIVES, f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+        meta = table.meta
+        ident = ScheduleIdentity.from_table_meta(meta, objective=objective)
+        out: dict[int, SolvedBudget] = {}
+        for K in sorted({int(k) for k in budgets}):
+            nodes = np.asarray(solution.path(K), dtype=np.int64)
+            nats = float(solution.costs[K] + table.prior) if L is None else None
+            rules, s2 = None, None
+            if table.sigma2 is not None and table.edge_rule is not None:
+                sch = InferenceSchedule.from_table(table, nodes)
+                rules, s2 = sch.rules, sch.sigma2
+            out[K] = SolvedBudget(K, nodes, nats, None if nats is None else float(table.bpd(nats)), rules, s2)
+        info = {
+            "model": {"identity": meta.get("model"), "hash": meta.get("model_hash"),
+                      "numerics": {"dtype": meta.get("network_dtype"), "bf16": meta.get("network_bf16"),
+                                   "channels_last": meta.get("network_channels_last")}},
+            "noise_schedule": {"name": meta.get("schedule"), "T": table.T, "hash": meta.get("schedule_hash"),
+                               "abar_grid": meta.get("abar_grid")},
+            "clip": meta.get("clip"), "decoder_convention": meta.get("decoder_convention"),
+            "grid": {"spec": meta.get("grid") or (f"stride:{meta['grid_stride']}" if meta.get("grid_stride") else None),
+                     "size": int(len(table.nodes)), "nodes": [int(n) for n in table.nodes]},
+            "selection": {"table": None if table_path is None else str(table_path), "data": meta.get("data"),
+                          "data_hash": meta.get("data_hash"), "split": meta.get("split"),
+                          "n_images": meta.get("n_images"), "seed": meta.get("seed")},
+        }
+        return cls(ident, table.T, meta.get("variance"), out, info)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document :func:`write_schedule_file` writes (format ``ddpmdp-schedules`` version 2)."""
+        require(self.identity is not None, "a solved-schedule file needs the identity of its model and noise schedule")
+        ident = self.identity
+        assert ident is not None
+        info = self.info
+        budgets = {}
+        for K, b in sorted(self.budgets.items()):
+            entry: dict[str, Any] = {"K": K, "nodes": [int(n) for n in b.nodes]}
+            if b.nats is not None:
+                entry.update(nats=b.nats, bpd=b.bpd, optimistic=True)
+            if b.rules is not None and b.sigma2 is not None:
+                sch = InferenceSchedule(b.nodes, b.rules, b.sigma2)
+                entry.update(variance=sch.label(), edges=sch.edges_json())
+            budgets[str(K)] = entry
+        return {
+            "format": FORMAT, "version": VERSION, "objective": ident.objective, "sampler": {"kind": ident.sampler},
+            "model": dict(info.get("model", {}), identity=ident.model, hash=ident.model_hash),
+            "noise_schedule": dict(info.get("noise_schedule", {}), name=ident.noise_schedule, T=ident.T,
+                                   hash=ident.noise_schedule_hash),
+            "T": self.T, "variance": self.variance, "clip": info.get("clip"),
+            "decoder_convention": info.get("decoder_convention"), "grid": info.get("grid"),
+            "selection": info.get("selection"), "note": NOTE, "version_written": f"ddpmdp {__version__}",
+            "budgets": budgets,
+        }
+
+
+def write_schedule_file(path: str | os.PathLike, solved: SolvedSchedules) -> Path:
+    """Write ``solved`` as JSON atomically (temporary file, fsync, rename): an existing file is
+    replaced only by a complete new one. Returns the path."""
+    text = json.dumps(solved.to_json(), indent=1) + "\n"
+    atomic_write_text(path, text)
+    return Path(path)
+
+
+# ---- the reader ------------------------------------------------------------------------------
+def _rules_of(entry: dict[str, Any], top: str | None, K: int, where: str) -> tuple[tuple[str, ...] | None,
+                                                                                np.ndarray | None]:
+    """(rules, σ²) in node order from a budget entry: ``edges`` (T down, ``rule``/``variance`` and
+    ``sigma2``), an old ``variances`` list (T down) or one ``variance``; σ² only from ``edges``."""
+    rules_down: list[str] | None = None
+    s2_down: list[float] | None = None
+    if isinstance(entry.get("edges"), list):
+        edges = entry["edges"]
+        rules_down = [str(e.get("rule") or e.get("variance") or top) if isinstance(e, dict) else str(e) for e in edges]
+        if all(isinstance(e, dict) and e.get("rule") is not None and "sigma2" in e for e in edges):
+            s2_down = [math.nan if e["sigma2"] is None else float(e["sigma2"]) for e in edges]
+    elif isinstance(entry.get("variances"), list):
+        rules_down = [str(r) for r in entry["variances"]]
+    elif entry.get("variance"):
+        rules_down = [str(entry["variance"])] * K
+    if rules_down is None:
+        return None, None
+    require(len(rules_down) == K, f"{where}: {len(rules_down)} per-edge variance rules for K = {K} edges")
+    unknown = sorted(set(rules_down) - set(VARIANCE_RULES))
+    require(not unknown, f"{where}: unknown variance rule(s) {', '.join(map(repr, unknown))}")
+    rules = tuple(rules_down[::-1])
+    return rules, (None if s2_down is None else np.asarray(s2_down[::-1], dtype=np.float64))
+
+
+def _budget(entry: Any, K: int, T: int, top: str | None, where: str) -> SolvedBudget:
+    require(isinstance(entry, dict) and isinstance(entry.get("nodes"), list), f"{where}: a budget needs a 'nodes' list")
+    nodes = validate_path(np.asarray([int(n) for n in entry["nodes"]], dtype=np.int64), T)
+    require(len(nodes) - 1 == K, f"{where}: {len(nodes) - 1} edges under budget K = {K}")
+    rules, s2 = _rules_of(entry, top, K, where)
+    if s2 is not None and rules is not None:
+        InferenceSchedule(nodes, rules, s2)  # validates rules and σ² (one line on a bad value)
+    nats = entry.get("nats")
+    return SolvedBudget(K, nodes, None if nats is None else float(nats),
+                        None if entry.get("bpd") is None else float(entry["bpd"]), rules, s2)
+
+
+def _identity(doc: dict[str, Any], T: int, where: str) -> ScheduleIdentity:
+    model, noise, sampler = doc.get("model"), doc.get("noise_schedule"), doc.get("sampler")
+    if not (isinstance(model, dict) and isinstance(noise, dict)):
+        raise DdpmdpError(f"{where}: version 2 needs 'model' and 'noise_schedule' objects")
+    require(int(noise.get("T", T)) == T, f"{where}: noise_schedule T = {noise.get('T')} but the file's T = {T}")
+    kind = sampler.get("kind") if isinstance(sampler, dict) else sampler
+    return ScheduleIdentity(model.get("identity"), model.get("hash"), noise.get("name"), noise.get("hash"), T,
+                            str(doc.get("objective") or "elbo"), str(kind or "ancestral"), where)
+
+
+def _parse(doc: Any, where: str) -> SolvedSchedules:
+    require(isinstance(doc, dict) and isinstance(doc.get("budgets"), dict),
+            f"{where}: not a solved-schedule file (no 'budgets'; write one with ddpmdp solve --out FILE)")
+    fmt, version = doc.get("format"), doc.get("version")
+    if fmt is not None or version is not None:
+        require(fmt == FORMAT, f"{where}: format {fmt!r} is not a solved-schedule file ({FORMAT!r})")
+        require(isinstance(version, int), f"{where}: version {version!r} is not an integer")
+        require(version <= VERSION, f"{where}: {FORMAT} version {version} is newer than this ddpmdp reads "
+                f"({VERSION}); upgrade ddpmdp")
+    require(isinstance(doc.get("T"), int), f"{where}: no integer 'T'")
+    T = int(doc["T"])
+    ident = None
+    if fmt is not None and version is not None and version >= 2:
+        ident = _identity(doc, T, where)
+        require(ident.objective in OBJECTIVES, f"{where}: unknown objective {ident.objective!r} "
+                f"(this ddpmdp knows {', '.join(OBJECTIVES)})")
+    else:
+        warnings.warn(f"{where} records no model or noise schedule (written before {FORMAT} version {VERSION}); "
+                      "its paths are not checked against the model they are used with", stacklevel=3)
+    top = doc.get("variance")
+    budgets = {}
+    for key, entry in doc["budgets"].items():
+        require(str(key).isdigit(), f"{where}: budget key {key!r} is not an integer")
+        budgets[int(key)] = _budget(entry, int(key), T, top, f"{where}:{key}")
+    info = {k: v for k, v in doc.items() if k != "budgets"}
+    return SolvedSchedules(ident, T, None if top is None else str(top), budgets, info, where)
+
+
+def read_schedule_file(path: str | os.PathLike) -> SolvedSchedules:
+    """Read and check a solved-schedule file. Every problem (missing file, not JSON, another
+    format, a newer version, malformed entries) is one :class:`DdpmdpError` line; a file without
+    identity (before version 2) loads with a warning."""
+    p = Path(path)
+    require(p.is_file(), f"solved-schedule file {str(p)!r} does not exist (write it with ddpmdp solve TABLE "
+            f"--budgets … --out {p.name})")
+    try:
+        doc = json.loads(p.read_text())
+    except UnicodeDecodeError:
+        raise DdpmdpError(f"{p}: not a JSON text file (write it with ddpmdp solve --out)") from None
+    except json.JSONDecodeError as exc:
+        raise DdpmdpError(f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    try:
+        return _parse(doc, str(p))
+    except DdpmdpError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DdpmdpError(f"{p}: malformed solved-schedule file ({type(exc).__name__}: {exc})") from None
+
+
+def read_schedule_spec(spec: str) -> tuple[SolvedSchedules, int]:
+    """``FILE:K`` → (the file's content, K); one-line errors for a bad spec or a missing budget."""
+    file, _, k = str(spec).rpartition(":")
+    require(bool(file) and k.isdigit(), f"{spec!r}: expected FILE:K (a file of ddpmdp solve --out and a budget in "
+            "it), e.g. dp.json:16")
+    solved = read_schedule_file(file)
+    solved.budget(int(k))
+    return solved, int(k)
