@@ -202,14 +202,8 @@ except SystemExit:
 heavy = sorted(m for m in ("torch", "matplotlib") if m in sys.modules)
 print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 """
-LATER = {"train": "cli/train.py imports ddpmdp.training.config (models, torch) at module level",
-         "reproduce": "cli/reproduce.py imports ddpmdp.book (torch, matplotlib) at module level"}
-
-
 @pytest.mark.parametrize("command", [""] + [c.name for c in registry.COMMANDS])
 def test_help_imports_neither_torch_nor_matplotlib(command):
-    if command in LATER:
-        pytest.xfail(f"{LATER[command]}: its owner moves the import into the run function")
     argv = [command, "--help"] if command else ["--help"]
     proc = subprocess.run([sys.executable, "-c", START_UP.format(argv=argv)], capture_output=True, text=True)
     assert "usage: ddpmdp" in proc.stdout

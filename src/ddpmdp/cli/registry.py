@@ -41,7 +41,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("model-info", "ddpmdp.cli.model_info", "parameter count, key count, fingerprint, schedule of a model spec"),
     Command("download", "ddpmdp.cli.download", "download a data set (checksum-verified) into the data folder"),
     Command("train", "ddpmdp.cli.train", "train a small DDPM (L_simple, L_hybrid or L_vlb) on CPU or GPU"),
-    Command("reproduce", "ddpmdp.cli.reproduce", "run every notebook with papermill and build the book",
+    Command("reproduce", "ddpmdp.cli.reproduce", "run the book's notebooks with papermill and build the book",
             own_summary=False),
 )
 

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ddpmdp.cli.registry import command
 from ddpmdp.errors import DdpmdpError, require
 
 __all__ = ["add_parser", "build_book", "run_reproduce", "SMOKE_PARAMS", "SMOKE_OUT", "BOOK_OUT"]
@@ -45,7 +46,7 @@ BOOK_OUT = "notebooks/executed"
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``reproduce`` subcommand to the ``ddpmdp`` parser's subparsers."""
-    p = subparsers.add_parser("reproduce", help="run the book's notebooks with papermill and build the book",
+    p = subparsers.add_parser("reproduce", help=command("reproduce").summary,
                               description=__doc__.split("\n\n")[0].replace("``", ""),
                               epilog="Examples: ddpmdp reproduce --smoke; ddpmdp reproduce cifar10_nll -f my.yaml "
                                      "--out /tmp/nb; ddpmdp reproduce --list")

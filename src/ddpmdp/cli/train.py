@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ddpmdp.training.config import HYBRID_LAMBDA, OBJECTIVES, TrainConfig
+from ddpmdp.cli.registry import command
+from ddpmdp.training.objectives import HYBRID_LAMBDA, OBJECTIVES
+
+if TYPE_CHECKING:
+    from ddpmdp.training.config import TrainConfig
 
 __all__ = ["add_parser", "config_from_args"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to an ``argparse`` subparsers object; returns its parser."""
-    p = subparsers.add_parser("train", help="train a small DDPM (L_simple, L_hybrid or L_vlb) on CPU or GPU",
+    p = subparsers.add_parser("train", help=command("train").summary,
                               description="Train an improved-diffusion UNet with the paper's objectives; writes "
                               "EMA float16 weights, a model card and a resumable checkpoint.")
     p.add_argument("--name", required=True, help="model name (an embedded name such as cifar10-hybrid fixes "
@@ -63,8 +67,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> "TrainConfig":
     """The :class:`TrainConfig` described by parsed ``train`` arguments."""
+    from ddpmdp.training.config import TrainConfig
+
     return TrainConfig(
         name=args.name, data=args.data, out=args.out, preset=args.preset, objective=args.objective,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, lr_min=args.lr_min,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpmdp.data.images import ImageSet, data_root, validate_images
+from ddpmdp.data.images import ImageSet, validate_images
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.fid.frechet import FeatureExtractor, PROXY_LABEL, PROXY_STEPS
 
@@ -131,25 +131,16 @@ class ProxyTrainingReport:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def load_cifar10_labelled(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+def load_cifar10_labelled(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = False
                           ) -> tuple[ImageSet, np.ndarray]:
-    """CIFAR-10 images **and labels**: (ImageSet uint8 (N, 3, 32, 32), int64 (N,) in 0..9).
-
-    :func:`ddpmdp.data.cifar10.load_cifar10` drops the labels, so they are read here with the same
-    restricted reader (:func:`ddpmdp.data.cifar10.read_batch`) from the same files, in the same
-    order; the images of both reads must agree.
-    """
-    from ddpmdp.data.cifar10 import FOLDER, SPLIT_FILES, load_cifar10, read_batch
+    """CIFAR-10 images **and labels**: (ImageSet uint8 (N, 3, 32, 32), int64 (N,) in 0..9), as
+    :func:`ddpmdp.data.cifar10.load_cifar10` reads them (no download unless asked)."""
+    from ddpmdp.data.cifar10 import load_cifar10
 
     images = load_cifar10(split, data_dir, download=download)
-    root = data_root(data_dir)
-    assert root is not None
-    present = [f for f in SPLIT_FILES[split] if (root / FOLDER / f).is_file()]
-    parts = [read_batch(root / FOLDER / f) for f in present]
-    x = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    require(x.shape == images.images.shape and np.array_equal(x, images.images),
-            f"CIFAR-10 files under {root / FOLDER} changed while reading; retry")
+    require(images.labels is not None, f"CIFAR-10 {split}: the batches hold no labels")
+    assert images.labels is not None
+    labels = images.labels
     require(bool(((labels >= 0) & (labels <= 9)).all()), "CIFAR-10 labels must lie in 0..9")
     return images, labels
 

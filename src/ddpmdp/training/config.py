@@ -12,6 +12,7 @@ from typing import Any, Literal
 from ddpmdp.models.embedded import (EMBEDDED, config_to_dict,
                        resolve_architecture)
 from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.training.objectives import HYBRID_LAMBDA, OBJECTIVES, Objective
 from ddpmdp.models.nets.iddpm_unet import IDDPMConfig
 
 __all__ = [
@@ -29,11 +30,7 @@ __all__ = [
 ]
 
 
-Objective = Literal["simple", "hybrid", "vlb"]
 LrSchedule = Literal["constant", "cosine"]
-OBJECTIVES: tuple[str, ...] = ("simple", "hybrid", "vlb")
-HYBRID_LAMBDA = 0.001
-"""λ of L_hybrid = L_simple + λ·L_vlb (Nichol & Dhariwal 2021)."""
 
 CHECKPOINT_FORMAT = "ddpmdp-train-checkpoint-v1"
 # TrainConfig fields that may change between a run and its resumption. None of them enters the

@@ -82,13 +82,14 @@ def model_samples(model: DiffusionModel, path: str, n: int, *, method: Literal["
                   variance: str | None = None, clip: bool = True, seed: int = 0, device: str = "cpu",
                   batch_size: int = 64) -> np.ndarray:
     """``n`` samples, uint8 (n, C, H, W), along a path spec (``even:K``, ``quadratic:K``,
-    ``dp:FILE.json:K``, ``nodes:…``; :func:`ddpmdp.path_specs.parse_path_spec`) with the model's variance rule by default."""
-    from ddpmdp.path_specs import parse_path_spec
+    ``dp:FILE.json:K``, ``nodes:…``; :func:`ddpmdp.path_specs.parse_schedule_spec`, which checks a solved
+    file's model and noise schedule) with the model's variance rule by default."""
+    from ddpmdp.path_specs import parse_schedule_spec
     from ddpmdp.sampling import sample
 
     shape = model.image_shape
     require(shape is not None, "the model does not declare its image shape")
     assert shape is not None
-    nodes = parse_path_spec(path, model.schedule.T)
+    nodes = parse_schedule_spec(path, model.schedule.T)
     return sample(model, nodes, n, shape, method=method, variance=variance_rule(variance, model),
                   clip=clip, seed=seed, device=device, batch_size=batch_size)

@@ -19,24 +19,13 @@ __all__ = ["write_result_table", "write_text", "save_figure", "write_dp_json"]
 
 def write_dp_json(table: ElboTable, solution: DPSolution, budgets: Sequence[int], path: str | os.PathLike,
                   L: np.ndarray | None = None) -> Path:
-    """The DP paths in the format of ``ddpmdp solve --json`` (usable as ``dp:FILE.json:K``):
-    T, split, variance, n_images and per budget the nodes with the selection table's own
-    (optimistic) nats and bits/dim. ``L``: the cost the solution was computed from, when it is
-    not the table's ELBO (then nats/bpd are omitted)."""
-    res: dict[str, Any] = {"table": table.meta.get("model"), "T": table.T, "split": table.meta.get("split"),
-                           "variance": table.meta.get("variance"), "n_images": table.meta.get("n_images"),
-                           "note": "costs are the selection table's own values (optimistically biased); "
-                                   "evaluate the paths on held-out data", "budgets": {}}
-    for K in budgets:
-        nodes = solution.path(int(K))
-        entry: dict[str, Any] = {"nodes": [int(n) for n in nodes]}
-        if L is None:
-            nats = float(solution.costs[int(K)] + table.prior)
-            entry.update(nats=nats, bpd=float(table.bpd(nats)))
-        res["budgets"][str(int(K))] = entry
-    p = Path(path)
-    p.write_text(json.dumps(res, indent=1) + "\n")
-    return p
+    """The DP paths as a solved-schedule file (:mod:`ddpmdp.schedule_file`, the one format that
+    ``ddpmdp solve --out`` writes and ``dp:FILE.json:K`` reads), with the table's model and noise
+    schedule identity and each edge's rule and σ². ``L``: the cost the solution was computed from,
+    when it is not the table's ELBO (then nats/bpd are omitted)."""
+    from ddpmdp.schedule_file import SolvedSchedules, write_schedule_file
+
+    return write_schedule_file(path, SolvedSchedules.from_table(table, solution, budgets, L=L))
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
