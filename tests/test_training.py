@@ -295,6 +295,9 @@ def test_init_from_earlier_weights_continues_counters(data_files, tmp_path):
     assert card3["images_seen"] == card1["images_seen"] + 30 * 16
     assert card3["wall_seconds"] >= card1["wall_seconds"]
     assert card3["initialised_from"]["weights_sha256"] == card1["weights_sha256"]
+    # the stages that made the weights: the first run, then this one, each with its data and steps
+    assert [s["steps"] for s in card3["training_history"]] == [20, 30]
+    assert all(s["data"] == data_files[0] and s["n_train_images"] == 64 for s in card3["training_history"])
     assert fixed_batch_loss(MICRO, w3, "hybrid") < loss1  # training went on from there, not from scratch
     # a corrupt or foreign source is refused before any training
     bad = tmp_path / "bad.safetensors"

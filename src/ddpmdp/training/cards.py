@@ -25,6 +25,7 @@ __all__ = [
     "heldout_full_chain",
     "device_description",
     "model_card",
+    "training_history",
 ]
 
 
@@ -80,6 +81,27 @@ def heldout_full_chain(config: TrainConfig, cfg: IDDPMConfig, weights: Path, tra
             "n_images": score.n_images, "path": f"full chain, nodes 0..{T} (K = {T})", "variance": cfg.variance,
             "clip": True, "seed": 0, "evaluator": "ddpmdp.evaluate.evaluate_paths", "data_notes": list(data.notes),
             "units": "bits/dim", "eval_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def training_history(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages that produced the weights of ``card``, oldest first: per stage the training data,
+    steps and wall minutes (and the optimiser settings where the card records them). Cards written
+    before stages were recorded are reconstructed from ``initialised_from`` (one level: an earlier
+    stage on the card's own data)."""
+    if card.get("training_history"):
+        return [dict(s) for s in card["training_history"]]
+    init = card.get("initialised_from") or {}
+    stages = []
+    steps0, wall0, images0 = int(init.get("steps", 0)), float(init.get("wall_seconds", 0.0)), int(init.get("images_seen", 0))
+    if init:
+        stages.append({"data": card.get("data"), "steps": steps0, "images": images0,
+                       "wall_minutes": round(wall0 / 60.0, 1), "note": "reconstructed from initialised_from"})
+    stages.append({"data": card.get("data"), "data_identity": card.get("data_identity"),
+                   "n_train_images": card.get("n_train_images"), "steps": int(card.get("steps", 0)) - steps0,
+                   "images": int(card.get("images_seen", 0)) - images0,
+                   "wall_minutes": round((float(card.get("wall_seconds", 0.0)) - wall0) / 60.0, 1),
+                   "optimizer": card.get("optimizer"), "augmentation": card.get("augmentation")})
+    return stages
 
 
 def device_description(device: str) -> str:
@@ -164,7 +186,15 @@ def model_card(config: TrainConfig, cfg: IDDPMConfig, objective: str, run: RunSt
     }
     if cfg.noise_schedule == "cosine" and cfg.diffusion_steps != 4000:
         card["T_note"] = T_NOTE
+    earlier: list[dict[str, Any]] = []
     if run.init_card is not None:
-        card["initialised_from"] = run.init_card
+        card["initialised_from"] = {k: v for k, v in run.init_card.items() if k != "training_history"}
         card["steps_this_run"] = run.step - run.start_step
+        earlier = list(run.init_card.get("training_history") or [])
+    init = run.init_card or {}
+    card["training_history"] = earlier + [{
+        "data": config.data, "data_identity": data.identity, "n_train_images": len(data),
+        "steps": run.step - run.start_step, "images": run.images_seen - int(init.get("images_seen", 0)),
+        "wall_minutes": round((run.wall_seconds - float(init.get("wall_seconds", 0.0))) / 60.0, 1),
+        "optimizer": card["optimizer"], "augmentation": card["augmentation"]}]
     return card

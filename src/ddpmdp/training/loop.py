@@ -20,7 +20,7 @@ from ddpmdp.models.embedded import (EMBEDDED, adapter_from_file, config_to_dict)
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.fileio import atomic_write
 from ddpmdp.models.nets.iddpm_unet import IDDPMConfig, IDDPMUNet
-from ddpmdp.training.cards import heldout_full_chain, model_card, save_weights_fp16
+from ddpmdp.training.cards import heldout_full_chain, model_card, save_weights_fp16, training_history
 from ddpmdp.training.config import (CHECKPOINT_FORMAT, TrainConfig, checkpoint_path, learning_rate,
                                     resumable_changes, validate_config)
 from ddpmdp.training.losses import compute_losses
@@ -82,7 +82,7 @@ class TrainingRun:
         self.init_card = {"source": source if source in EMBEDDED else str(weights), "weights_sha256":
                           card.get("weights_sha256"), "steps": self.step, "images_seen": self.images_seen,
                           "wall_seconds": self.wall_seconds, "created": card.get("created"),
-                          "held_out": card.get("held_out"),
+                          "held_out": card.get("held_out"), "training_history": training_history(card),
                           "note": "network and EMA initialised from these EMA weights; new AdamW state"}
 
     # -- checkpoint --
