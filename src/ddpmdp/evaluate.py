@@ -36,7 +36,7 @@ from ddpmdp.gaussians import nats_to_bpd
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_EVAL, keyed_normal
 from ddpmdp.strides import validate_path
-from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule
+from ddpmdp.variances import VarianceRule, check_rule, get_rule, resolve_rule
 from ddpmdp.batches import batch_ranges, image_batches
 
 __all__ = ["PathScore", "path_from_table", "evaluate_paths", "paired_difference"]
@@ -113,13 +113,12 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
         data = ImageSet(data, "array")
     check_image_shape(model, data.images.shape[1:], f"the data {data.identity}")
     sched = model.schedule
-    variance = variance or model.variance
+    variance = resolve_rule(variance, model)
     require(len(paths) >= 1, "give at least one path")
     schedules = {name: as_schedule(p) for name, p in paths.items()}
     if any(not sc.has_variances for sc in schedules.values()):
-        check_rule(variance, model.learned_variance)
-        require(variance not in DERIVED_RULES, f"variance rule {variance} takes its σ² from a selection table: "
-                "pass schedules from ddpmdp solve --json (InferenceSchedule), which record each edge's σ²")
+        require(get_rule(variance).cells == "summed", f"variance rule {variance} takes its σ² from a selection "
+                "table: pass schedules from ddpmdp solve --json (InferenceSchedule), which record each edge's σ²")
     for sc in schedules.values():
         if sc.rules is not None and "learned_range" in sc.rules:
             check_rule("learned_range", model.learned_variance)
