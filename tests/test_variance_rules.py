@@ -1,6 +1,6 @@
 """Variance rules as registry entries (issue 18): one rule resolver, one scalar cell, one decoder NLL
 (batched candidates bitwise equal to the per-candidate reference), the learned variance kept by
-``ddpmdp.sample``."""
+``ddpmdp.sample``, and the optimistic table route refused."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,10 @@ from _models import random_images, tiny_adapter
 from ddpmdp.data.images import to_model_space
 from ddpmdp.elbo_terms import kl_row, kl_scalar, predict_x0, q_sample, scalar_cell
 from ddpmdp.errors import DdpmdpError
+from ddpmdp.evaluate import evaluate_paths, full_chain_bpd, path_from_table
 from ddpmdp.gaussians import discretized_gaussian_log_likelihood, discretized_gaussian_nll, normal_kl
+from ddpmdp.inference_schedule import InferenceSchedule
+from ddpmdp.rescore import rescore
 from ddpmdp.schedules import cosine_schedule, linear_schedule
 from ddpmdp.table_estimation import estimate_table
 from ddpmdp.variances import (DERIVED_RULES, RULES, SCALAR_RULES, VARIANCE_RULES, decoder_candidates, get_rule,
@@ -134,3 +137,45 @@ def test_sample_defaults_to_the_models_own_rule():
     assert not np.array_equal(default, large)
     with pytest.raises(DdpmdpError, match="learned-variance"):
         ddpmdp.sample(tiny_adapter(cosine_schedule(20), learned=False), path, 2, (3, 8, 8), variance="learned_range")
+
+
+@pytest.mark.parametrize("rule", ["optimal", "analytic", "best"])
+def test_optimistic_table_route_is_refused(rule):
+    """A held-out table whose σ² were optimised on its own images scores only paths with their own σ²."""
+    learned = rule == "best"
+    model = tiny_adapter(cosine_schedule(30), learned=learned, seed=5)
+    train, test = random_images(32, seed=6), random_images(48, seed=7)
+    held = estimate_table(model, test, variance=rule, batch_size=16, seed=1)
+    nodes = np.array([0, 1, 9, 30])
+    with pytest.raises(DdpmdpError, match="optimised on its own images") as err:
+        path_from_table(held, nodes)
+    assert "dp:SOLVED.json:K" in str(err.value) and "--variance fixed_large" in str(err.value)
+    assert full_chain_bpd(held) == (None, "optimistic: σ² optimised on this table's images")
+    path_from_table(rescore(held, "fixed_large"), nodes)  # the second way out
+    if rule != "optimal":
+        return
+    # what it would have given, against the honest numbers (σ² fixed on a selection table), on
+    # held-out images that differ from the selection images (flatter, darker)
+    test = (random_images(16, seed=7) // 4 + 96).astype(np.uint8)
+    held = estimate_table(model, test, variance=rule, batch_size=16, seed=1)
+    nodes = np.array([0, 1, 2, 5, 12, 30])
+    pos = np.searchsorted(held.nodes, nodes)
+    optimistic = float(held.L[pos[1:], pos[:-1]].sum() + held.prior)
+    solved = InferenceSchedule.from_table(estimate_table(model, train, variance=rule, batch_size=16, seed=1), nodes)
+    honest_table = path_from_table(held, solved).nats
+    honest_direct = evaluate_paths(model, test, {"p": solved}, batch_size=16, seed=2)["p"]
+    # each optimal cell minimises over σ² on the same images and noise: strictly below, here by 22 nats
+    assert optimistic < honest_table - 10
+    assert optimistic < honest_direct.nats - honest_direct.nats_se, (optimistic, honest_direct.nats)
+
+
+def test_full_chain_bpd():
+    model = tiny_adapter(cosine_schedule(12), learned=False, seed=1)
+    images = random_images(6, seed=2)
+    full = estimate_table(model, images, variance="fixed_large", batch_size=6)
+    bpd, why = full_chain_bpd(full)
+    idx = np.arange(1, 13)
+    assert why is None and bpd == pytest.approx(full.bpd(full.L[idx, idx - 1].sum() + full.prior), rel=1e-15)
+    assert bpd == pytest.approx(path_from_table(full, np.arange(13)).bpd, rel=1e-12)
+    sparse = estimate_table(model, images, variance="fixed_large", grid_stride=4, batch_size=6)
+    assert full_chain_bpd(sparse) == (None, f"not every node in the grid ({len(sparse.nodes)} of 13)")
