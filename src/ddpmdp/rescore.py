@@ -67,7 +67,7 @@ def node_stats(table: ElboTable, q: dict, rule: str) -> NodeStats:
         gamma = table.gamma()[0]
         require(bool(np.all(np.isfinite(gamma[1:]))), "this table has no Γ_t sums (written before they existed): "
                 "rebuild it to use the analytic rule")
-    nll = table.decoder_candidate_nll()[0] if rule == "optimal" else None
+    nll = table.decoder_candidate_nll()[0] if "decoder_candidates" in need and _has_candidates(table) else None
     return NodeStats(t=np.asarray(table.nodes), abar=q["abar"], beta_tilde_min=float(q["beta_tilde_min"]),
                      m_per_dim=m, gamma=gamma, candidate_nll=nll)
 
@@ -95,7 +95,7 @@ def scalar_variances(table: ElboTable, rule: str) -> tuple[np.ndarray, np.ndarra
                    candidate_nll=None if node.candidate_nll is None else node.candidate_nll[1:])
     dec[1:] = spec.decoder_choice(rest)
     s2[1:, 0] = np.take_along_axis(rest.candidates(), dec[1:, None], axis=1)[:, 0]
-    if rule == "analytic" and not _has_candidates(table):
+    if "decoder_candidates" in spec.node_stats and not _has_candidates(table):
         s2[1:, 0] = np.nan  # its decoder σ² is a candidate whose sums this table lacks
     return s2, dec
 
@@ -204,8 +204,8 @@ def _decoder_cells(table: ElboTable, q: dict, rows: np.ndarray, s2: np.ndarray, 
             index = np.argmax(hit, axis=1)
         return nll[rows, index], nll_se[rows, index]
     base = table.meta.get("sums_variance", table.meta.get("variance"))
-    require(base in ("fixed_small", "fixed_large"), "this table has no decoder-candidate sums: rebuild it with "
-            "--variance analytic, optimal or best to derive other decoder variances")
+    require(get_rule(str(base)).scalar, "this table has no decoder-candidate sums: rebuild it with --variance "
+            "analytic, optimal or best to derive other decoder variances")
     own = scalar_variances(table, str(base))[0][rows, 0]
     require(bool(np.all(np.isclose(own, s2, rtol=1e-9))), f"this table's decoder sums are for {base} only: rebuild "
             "it with --variance analytic, optimal or best to derive other decoder variances")

@@ -155,6 +155,13 @@ def _learned_decoder(n: NodeStats):
     return n.v * math.log(1.0 - float(n.abar)) + (1.0 - n.v) * math.log(n.beta_tilde_min)
 
 
+def _optimal_decoder(n: NodeStats) -> np.ndarray:
+    if n.candidate_nll is None:
+        raise DdpmdpError("this table has no decoder-candidate sums: rebuild it with --variance analytic, optimal "
+                          "or best")
+    return np.argmin(n.candidate_nll, axis=-1)
+
+
 def _analytic_decoder(n: NodeStats) -> np.ndarray:
     assert n.beta_tilde_min is not None
     target = np.maximum(analytic_covariance(n.abar, n.gamma), n.beta_tilde_min)
@@ -173,7 +180,7 @@ RULES: dict[str, Rule] = {r.name: r for r in (
          lambda q, n: q.beta_tilde + q.c2 * analytic_covariance(n.abar, n.gamma), _analytic_decoder),
     Rule("optimal", "derived", True, False, ("M", "decoder_candidates"),
          "σ² = β̃ + c²·M(t)/d, the KL-optimal isotropic σ² for the network's mean, on the selection images",
-         lambda q, n: q.beta_tilde + q.c2 * n.m_per_dim, lambda n: np.argmin(n.candidate_nll, axis=-1)),
+         lambda q, n: q.beta_tilde + q.c2 * n.m_per_dim, _optimal_decoder),
     Rule("best", "derived", False, True, ("M", "decoder_candidates"),
          "per edge the smaller cell of learned_range and optimal, on the selection images",
          parts=("learned_range", "optimal")),
