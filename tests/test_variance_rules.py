@@ -115,6 +115,22 @@ def test_batched_decoder_candidates_are_bitwise_the_reference(B):
                     assert torch.equal(got[:, c], ref) and torch.equal(ref, old), (t, c)
 
 
+def test_decoder_likelihood_under_autograd_same_floats_finite_gradients():
+    """Training differentiates the learned-range decoder term: under autograd the same floats come
+    out, and the outer bins (opened at ±OPEN_EDGE, not ±inf) give finite gradients."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 8, 8), generator=g).double() / 127.5 - 1
+    assert bool((x == 1).any() and (x == -1).any())
+    mean = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    log_scale = (0.5 * math.log(1e-3) + 0.5 * torch.rand(x.shape, generator=g, dtype=torch.float64))
+    plain = discretized_gaussian_log_likelihood(x, mean, log_scale)
+    mean_g, ls_g = mean.clone().requires_grad_(True), log_scale.clone().requires_grad_(True)
+    ll = discretized_gaussian_log_likelihood(x, mean_g, ls_g)
+    assert torch.equal(ll.detach(), plain) and torch.equal(plain, _old_discretized_ll(x, mean, log_scale))
+    ll.sum().backward()
+    assert torch.isfinite(mean_g.grad).all() and torch.isfinite(ls_g.grad).all()
+
+
 def test_derived_pass_sums_the_plain_pass_cells_bitwise():
     """An optimal table's summed cells (its decoder column taken from the candidates) are the
     fixed_large table's, bit for bit, for a float64 network."""
