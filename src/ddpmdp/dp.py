@@ -40,7 +40,7 @@ import numpy as np
 
 from ddpmdp.errors import DdpmdpError, require
 
-__all__ = ["DPSolution", "solve"]
+__all__ = ["path_cost", "DPSolution", "solve"]
 
 _BLOCK = 128
 """Rows per block (tuned on 2 cores for G = 4001, k_max = 256)."""
@@ -370,3 +370,13 @@ def solve(
     _check_table(Lf, n, _BLOCK)
     costs, D = _min_plus_all_budgets(Lf, k_max, _BLOCK, int(n_threads), _MIN_PARALLEL_WORK, use)
     return DPSolution(nodes=n, costs=costs, predecessors=D)
+
+
+def path_cost(L: np.ndarray, nodes: np.ndarray, path: np.ndarray) -> float:
+    """Σ_i L[t_i → t_{i−1}] along ``path`` (node values, each in ``nodes``): the cost the DP
+    minimises, on the table's own cells (no prior). Use it to check a DP path against another path
+    on the same table; held-out scores come from :mod:`ddpmdp.evaluate`."""
+    pos = np.searchsorted(nodes, path)
+    require(bool(np.all((pos < len(nodes)) & (np.asarray(nodes)[np.minimum(pos, len(nodes) - 1)] == path))),
+            "path nodes are not all in the table's grid")
+    return float(np.asarray(L, dtype=np.float64)[pos[1:], pos[:-1]].sum())

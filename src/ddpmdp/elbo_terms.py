@@ -18,12 +18,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ddpmdp.gaussians import discretized_gaussian_log_likelihood
-from ddpmdp.schedules import Schedule
-from ddpmdp.variances import VarianceRule, decoder_log_variance, decoder_variance
+from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.gaussians import bin_edges, discretized_gaussian_nll, log_bin_probability
+from ddpmdp.schedules import Schedule, stride_quantities
+from ddpmdp.variances import NodeStats, VarianceRule, get_rule
 
 __all__ = ["q_sample", "predict_x0", "q_posterior", "prior_term", "kl_row", "decoder_term", "row_chunk_size",
-           "kl_scalar", "decoder_nll_scalar", "edge_term"]
+           "kl_scalar", "scalar_cell", "edge_term", "decoder_node"]
 
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, t: int | torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -72,11 +73,12 @@ def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s
            method: Literal["auto", "direct", "chebyshev"] = "auto") -> torch.Tensor:
     """L(t, s) for every s in ``s_nodes`` (each 1 ≤ s < t) from one forward pass at t.
 
-    Scalar rules (``method.md`` §5.2), with r = β̃_{t,s}/σ²_{t,s} and M = ‖x₀ − x̂₀‖²::
+    Rules with summed per-image cells only (``fixed_small``, ``fixed_large``, ``learned_range``; the
+    derived rules come from node statistics, :mod:`ddpmdp.rescore`). Scalar rules (``method.md``
+    §5.2): :func:`scalar_cell` with M = ‖x₀ − x̂₀‖² and the rule's σ² (``RULES[rule].sigma2``).
 
-        L(t, s) = (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²_{t,s})·M
-
-    ``learned_range`` (§5.3), with ℓ = log((1 − ᾱ_t)/(1 − ᾱ_s)), Δ = SNR(s) − SNR(t), e = x₀ − x̂₀::
+    ``learned_range`` (§5.3): the rule's σ²_j substituted in closed form, β̃/σ²_j = e^{−v_j ℓ},
+    with ℓ = log((1 − ᾱ_t)/(1 − ᾱ_s)) = log(β/β̃), Δ = SNR(s) − SNR(t) = c²/β̃, e = x₀ − x̂₀::
 
         L(t, s) = ½ Σ_j [v_j ℓ + e^{−v_j ℓ}(1 + Δ e_j²) − 1]
 
@@ -91,24 +93,23 @@ def kl_row(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s
     """
     B, d = x0.shape[0], x0[0].numel()
     dev = x0.device
+    spec = get_rule(rule)
+    if spec.cells != "summed":
+        raise DdpmdpError(f"variance rule {rule} has no per-image cells: its σ² come from a selection table's "
+                          "node statistics (ddpmdp.rescore)")
     s_idx = torch.as_tensor(s_nodes, dtype=torch.int64, device=dev)  # no copy when already on dev
     if s_idx.numel() == 0:
         return torch.zeros(B, 0, dtype=torch.float64, device=dev)
     err = (x0 - x0_hat).flatten(1)
     at = float(schedule.abar(t))
     abar_s = abar_tensor(schedule, dev)[s_idx]  # (S,) float64, computed on the device: no host sync
-    if rule in ("fixed_small", "fixed_large"):
+    if spec.scalar:
         m = err.double().pow(2).sum(1)  # (B,)
-        beta = 1.0 - at / abar_s
-        c2 = abar_s * beta ** 2 / (1.0 - at) ** 2
-        if rule == "fixed_small":  # σ² = β̃, r = 1
-            bt = beta * (1.0 - abar_s) / (1.0 - at)
-            return (c2 / (2.0 * bt))[None, :] * m[:, None]
-        r = (1.0 - abar_s) / (1.0 - at)  # σ² = β, r = β̃/β
-        return (0.5 * d * (r - 1.0 - torch.log(r)))[None, :] + (c2 / (2.0 * beta))[None, :] * m[:, None]
-    if rule != "learned_range":
-        raise ValueError(f"unknown variance rule {rule!r}")
-    assert v is not None, "learned_range needs v"
+        q = stride_quantities(at, abar_s)  # (S,) each
+        sigma2 = spec.sigma2(q, NodeStats(t=t, abar=at))
+        return scalar_cell(d, q.beta_tilde[None, :], sigma2[None, :], q.c2[None, :], m[:, None])
+    require(v is not None, "learned_range needs v")
+    assert v is not None
     ell = math.log1p(-at) - torch.log1p(-abar_s)  # (S,) float64, ℓ = log(β_{t,s}/β̃_{t,s}) ≥ 0
     delta = abar_s / (1.0 - abar_s) - at / (1.0 - at)  # (S,) float64, Δ = SNR(s) − SNR(t)
     vf = v.flatten(1)
@@ -198,61 +199,59 @@ def abar_tensor(schedule: Schedule, device: torch.device | str) -> torch.Tensor:
     return hit[1]
 
 
+def decoder_node(schedule: Schedule, t: int, v: torch.Tensor | None = None) -> NodeStats:
+    """The node statistics of a decoder edge t → 0 that need no table (ᾱ_t, β̃_min, v)."""
+    require(1 <= t <= schedule.T, f"decoder node t must be in 1..{schedule.T}, got {t}")
+    return NodeStats(t=t, abar=float(schedule.abar(t)), beta_tilde_min=schedule.beta_tilde_min, v=v)
+
+
 def decoder_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, rule: VarianceRule,
                  v: torch.Tensor | None = None) -> torch.Tensor:
     """L(t, 0) = −Σ_j log P(x₀ⱼ | x̂₀ⱼ, σ²_dec(t)): the discretised-Gaussian decoder term with the
-    ddpmdp convention (:mod:`ddpmdp.variances`). (B,) float64 nats per image."""
-    if rule in ("fixed_small", "fixed_large"):  # scalar: the one implementation the candidate sums use
-        return decoder_nll_scalar(x0, x0_hat, [decoder_variance(schedule, t, rule)])[:, 0]
-    logvar = decoder_log_variance(schedule, t, rule, v)
-    log_scale = 0.5 * logvar if torch.is_tensor(logvar) else torch.full_like(x0_hat, 0.5 * logvar)
-    ll = discretized_gaussian_log_likelihood(x0.double(), x0_hat.double(), log_scale.double())
-    return -ll.flatten(1).sum(1)
+    rule's decoder σ² (:mod:`ddpmdp.variances`; scalar rules: their decoder candidate, the same
+    floats as the candidate column of a table pass). (B,) float64 nats per image."""
+    spec = get_rule(rule)
+    if spec.cells != "summed":
+        raise DdpmdpError(f"variance rule {rule} takes its decoder σ² from a selection table: use a schedule "
+                          "written by ddpmdp solve --json")
+    node = decoder_node(schedule, t, v)
+    if spec.scalar:
+        return discretized_gaussian_nll(x0, x0_hat, spec.decoder_sigma2(node)[None])[:, 0]
+    require(v is not None, f"{rule} needs v")
+    plus, minus = bin_edges(x0.double(), x0_hat.double())
+    inv_std = torch.exp(-(0.5 * spec.decoder_log_sigma2(node)).double())
+    return -log_bin_probability(plus, minus, inv_std).flatten(1).sum(1)
+
+
+def scalar_cell(d: int, beta_tilde, sigma2, c2, m):
+    """The expected KL of an edge t → s with a scalar σ² (``method.md`` §5.2), r = β̃_{t,s}/σ²:
+
+        L(t, s) = (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²)·M,
+
+    M = ‖x₀ − x̂₀(x_t, t)‖² (per image, or its mean M(t)). The one implementation of the scalar
+    cell: table rows, rescoring and evaluation with a recorded σ² call it. numpy arrays or torch
+    tensors (float64), broadcasting; nats (per image if M is)."""
+    r = beta_tilde / sigma2
+    log = torch.log if isinstance(r, torch.Tensor) else np.log if isinstance(r, np.ndarray) else math.log
+    return 0.5 * d * (r - 1.0 - log(r)) + c2 / (2.0 * sigma2) * m
 
 
 def kl_scalar(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int, sigma2: float) -> torch.Tensor:
-    """L(t, s) for 1 ≤ s < t with a given scalar σ² (``method.md`` §5.2), r = β̃_{t,s}/σ²:
-    (d/2)(r − 1 − log r) + c²_{t,s}/(2σ²)·‖x₀ − x̂₀‖². (B,) float64 nats per image."""
-    d = x0[0].numel()
-    c, _ = schedule.posterior_coefficients(t, s)
-    r = float(schedule.beta_tilde(t, s)) / sigma2
+    """L(t, s) for 1 ≤ s < t with a given scalar σ² (:func:`scalar_cell` with per-image M). (B,) float64 nats."""
+    q = schedule.stride(t, s)
     m = (x0 - x0_hat).double().pow(2).flatten(1).sum(1)
-    return 0.5 * d * (r - 1.0 - math.log(r)) + float(c) ** 2 / (2.0 * sigma2) * m
-
-
-def decoder_nll_scalar(x0: torch.Tensor, x0_hat: torch.Tensor, sigma2s) -> torch.Tensor:
-    """−Σ_j log P(x₀ⱼ | x̂₀ⱼ, σ²) for each scalar σ² in ``sigma2s`` (the decoder candidates): the
-    discretised Gaussian of :func:`ddpmdp.gaussians.discretized_gaussian_log_likelihood` (same CDF
-    approximation and 1e-12 clamp) with one log per pixel instead of three. (B, len(sigma2s)) float64."""
-    x = x0.flatten(1).double()
-    centered = x - x0_hat.flatten(1).double()
-    lo_edge, hi_edge = x < -0.999, x > 0.999
-    plus, minus = centered + 1.0 / 255.0, centered - 1.0 / 255.0
-    out = torch.empty(x.shape[0], len(sigma2s), dtype=torch.float64, device=x.device)
-    for i, v in enumerate(np.asarray(sigma2s, dtype=np.float64).ravel()):
-        # 1/σ as exp(−½·log σ²), the same float as discretized_gaussian_log_likelihood's inv_std
-        inv = torch.exp(-torch.full((1,), 0.5 * math.log(float(v)), dtype=torch.float64, device=x.device))
-        cdf_p, cdf_m = _approx_cdf_(plus * inv), _approx_cdf_(minus * inv)
-        prob = torch.where(lo_edge, cdf_p, torch.where(hi_edge, 1.0 - cdf_m, cdf_p - cdf_m))
-        out[:, i] = -torch.log(prob.clamp_(min=1e-12)).sum(1, dtype=torch.float64)
-    return out
-
-
-def _approx_cdf_(z: torch.Tensor) -> torch.Tensor:
-    """½(1 + tanh(√(2/π)(z + 0.044715 z³))) with in-place steps, bitwise equal to
-    :func:`ddpmdp.gaussians.approx_standard_normal_cdf` (z³ = z·z·z as torch's pow computes it)."""
-    a = z * z
-    return a.mul_(z).mul_(0.044715).add_(z).mul_(math.sqrt(2.0 / math.pi)).tanh_().add_(1.0).mul_(0.5)
+    return scalar_cell(x0[0].numel(), float(q.beta_tilde), float(sigma2), float(q.c2), m)
 
 
 def edge_term(schedule: Schedule, x0: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int, rule: VarianceRule,
               sigma2: float | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
     """The term of one edge t → s, (B,) float64 nats per image: with a given scalar ``sigma2`` (a
-    schedule's recorded σ², any scalar rule) :func:`kl_scalar` / :func:`decoder_nll_scalar`; without
-    one, ``rule``'s own variance (:func:`kl_row` / :func:`decoder_term`)."""
+    schedule's recorded σ², any scalar rule) :func:`kl_scalar` / the decoder NLL with that σ²;
+    without one, ``rule``'s own variance (:func:`kl_row` / :func:`decoder_term`)."""
     if sigma2 is not None and math.isfinite(sigma2):
-        return decoder_nll_scalar(x0, x0_hat, [sigma2])[:, 0] if s == 0 else kl_scalar(schedule, x0, x0_hat, t, s,
-                                                                                            sigma2)
+        if s == 0:
+            return discretized_gaussian_nll(x0, x0_hat, [sigma2])[:, 0]
+        return kl_scalar(schedule, x0, x0_hat, t, s, sigma2)
     if s == 0:
         return decoder_term(schedule, x0, x0_hat, t, rule, v)
     return kl_row(schedule, x0, x0_hat, t, np.array([s]), rule, v)[:, 0]

@@ -6,7 +6,9 @@ Two estimators of −ELBO(x₀) = L_prior + Σ_i L(t_i, t_{i−1}) for a path 0 
   its prior (``method.md`` §8). Cells in different rows come from independent noise but
   the same images, so they covary through x₀; the table keeps per-cell moments only,
   so the reported SE is the conservative bound SE ≤ Σ_i SE_i (Minkowski), stated as
-  such in the result. Use :func:`evaluate_paths` for an exact SE.
+  such in the result. Use :func:`evaluate_paths` for an exact SE. A table whose σ² were
+  optimised on its own images (rules ``analytic``, ``optimal``, ``best``) scores only paths that
+  carry their own σ² (fixed on a selection table): its cells would be optimistic (§5.2a).
 * :func:`evaluate_paths` — direct evaluation with fresh noise: one forward pass per
   (image, node) over the union of the paths' nodes, each term from its own noise draw
   (as improved-diffusion's ``calc_bpd_loop``); the per-image totals give the exact SE and
@@ -36,10 +38,14 @@ from ddpmdp.gaussians import nats_to_bpd
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_EVAL, keyed_normal
 from ddpmdp.strides import validate_path
-from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule
+from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule, get_rule, resolve_rule
 from ddpmdp.batches import batch_ranges, image_batches
 
-__all__ = ["PathScore", "path_from_table", "evaluate_paths", "paired_difference"]
+__all__ = ["PathScore", "path_from_table", "evaluate_paths", "paired_difference", "full_chain_bpd"]
+
+RULES_FIT_ON_IMAGES = DERIVED_RULES
+"""Rules whose table cells use σ² optimised on the table's own images (never an honest held-out score)."""
+OPTIMISTIC = "optimistic: σ² optimised on this table's images"
 
 
 @dataclass
@@ -73,7 +79,9 @@ class PathScore:
 def path_from_table(table: ElboTable, nodes) -> PathScore:
     """Σ of the table's cells along ``nodes`` (all in the table's grid) plus the prior, in bits/dim.
     ``nodes`` may be an :class:`InferenceSchedule` with per-edge variances: its σ² (fixed on the
-    selection split) are then applied to this table's statistics (:func:`ddpmdp.rescore.schedule_cells`)."""
+    selection split) are then applied to this table's statistics (:func:`ddpmdp.rescore.schedule_cells`).
+    Plain nodes use the table's own cells, which a table of a derived rule (σ² optimised on its
+    own images) refuses: score a solved schedule instead, or rescore the table to a fixed rule."""
     check_schedule_identity(nodes, table=table)
     sch = as_schedule(nodes)
     nodes = validate_path(sch.nodes, table.T)
@@ -86,6 +94,12 @@ def path_from_table(table: ElboTable, nodes) -> PathScore:
 
         terms, ses = schedule_cells(table, pos, sch.rules, sch.sigma2)
     else:
+        rule = str(table.meta.get("variance"))
+        if rule in RULES_FIT_ON_IMAGES:
+            raise DdpmdpError(f"this table's {rule} cells use σ² optimised on its own images, so a path without "
+                              "per-edge σ² would score optimistically: score a solved schedule (dp:SOLVED.json:K, or "
+                              "InferenceSchedule.from_table(selection_table, nodes)), or rescore the table to a fixed "
+                              "rule (ddpmdp rescore TABLE --variance fixed_large)")
         terms = table.L[pos[1:], pos[:-1]]
         ses = table.L_se[pos[1:], pos[:-1]]
     nats = float(terms.sum() + table.prior)
@@ -93,6 +107,18 @@ def path_from_table(table: ElboTable, nodes) -> PathScore:
     return PathScore(nodes, float(nats_to_bpd(nats, table.dims)), float(nats_to_bpd(nats_se, table.dims)), nats,
                      nats_se, table.dims, str(table.meta.get("split")), int(table.meta.get("n_images", 0)),
                      "table: conservative bound sum of per-cell SEs (cells covary through x0)", terms)
+
+
+def full_chain_bpd(table: ElboTable) -> tuple[float | None, str | None]:
+    """The full-chain (K = T) bits/dim of a table: L_prior + Σ_{t=1..T} L(t, t − 1), converted
+    with the table's d, and None as the reason; or None and why there is no honest number (the
+    grid lacks nodes, or the cells use σ² optimised on the table's own images)."""
+    if len(table.nodes) != table.T + 1:
+        return None, f"not every node in the grid ({len(table.nodes)} of {table.T + 1})"
+    if str(table.meta.get("variance")) in RULES_FIT_ON_IMAGES:
+        return None, OPTIMISTIC
+    idx = np.arange(1, table.T + 1)
+    return float(table.bpd(table.L[idx, idx - 1].sum() + table.prior)), None
 
 
 def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
@@ -115,13 +141,12 @@ def evaluate_paths(model: DiffusionModel, data: ImageSet | np.ndarray,
         data = ImageSet(data, "array")
     check_image_shape(model, data.images.shape[1:], f"the data {data.identity}")
     sched = model.schedule
-    variance = variance or model.variance
+    variance = resolve_rule(variance, model)
     require(len(paths) >= 1, "give at least one path")
     schedules = {name: as_schedule(p) for name, p in paths.items()}
     if any(not sc.has_variances for sc in schedules.values()):
-        check_rule(variance, model.learned_variance)
-        require(variance not in DERIVED_RULES, f"variance rule {variance} takes its σ² from a selection table: "
-                "pass schedules from ddpmdp solve --json (InferenceSchedule), which record each edge's σ²")
+        require(get_rule(variance).cells == "summed", f"variance rule {variance} takes its σ² from a selection "
+                "table: pass schedules from ddpmdp solve --json (InferenceSchedule), which record each edge's σ²")
     for sc in schedules.values():
         if sc.rules is not None and "learned_range" in sc.rules:
             check_rule("learned_range", model.learned_variance)

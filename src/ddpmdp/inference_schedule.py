@@ -147,7 +147,7 @@ class InferenceSchedule:
         require(table.sigma2 is not None and table.edge_rule is not None,
                 "this table records no per-edge variances (an old table): rescore it with ddpmdp rescore")
         i, j = pos[1:], pos[:-1]
-        rules = tuple(VARIANCE_RULES[int(c)] for c in table.edge_rule[i, j])
+        rules = table.cell_rules(i, j)  # the table's own code → name map
         ident = ScheduleIdentity.from_table_meta(table.meta) if "T" in table.meta else None
         return cls(nodes, rules, table.sigma2[i, j].astype(np.float64), ident)
 

@@ -25,7 +25,7 @@ from ddpmdp.strides import validate_path
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_SAMPLE, keyed_normal
 from ddpmdp.inference_schedule import as_schedule, check_schedule_identity
-from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule, edge_log_variance
+from ddpmdp.variances import NodeStats, VarianceRule, get_rule, resolve_rule
 
 __all__ = ["sample_ancestral", "sample_ddim", "sample", "to_uint8"]
 
@@ -65,14 +65,15 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
                      on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """Ancestral sampling along ``nodes``; returns x̂₀ float32 (n, C, H, W) in model space. ``nodes``
     may be an :class:`~ddpmdp.inference_schedule.InferenceSchedule` with per-edge variances: each
-    edge then uses its recorded σ² (or the network's v on a learned-range edge)."""
+    edge then uses its recorded σ² (or the network's v on a learned-range edge). Other edges use
+    ``variance``, else the model's own rule (:func:`ddpmdp.variances.resolve_rule`), with the σ² of
+    its registry entry: std = √σ² for a scalar rule, exp(½ log σ²) per pixel for ``learned_range``."""
     check_schedule_identity(nodes, model=model, sampler="ancestral")
     sch = as_schedule(nodes)
-    variance = variance or model.variance
+    variance = resolve_rule(variance, model)
     if not sch.has_variances:
-        check_rule(variance, model.learned_variance)
-        require(variance not in DERIVED_RULES, f"variance rule {variance} needs the per-edge σ² of a solved "
-                "schedule (dp:SOLVED.json:K)")
+        require(get_rule(variance).cells == "summed", f"variance rule {variance} needs the per-edge σ² of a "
+                "solved schedule (dp:SOLVED.json:K)")
     check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
 
@@ -81,8 +82,9 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
         _, rule, sigma2 = sch.edge(t)
         if sigma2 is not None:
             return float(c) * x0_hat + float(e) * x + math.sqrt(sigma2) * z()
-        logvar = edge_log_variance(sched, t, s, rule or variance, out.v)
-        std = torch.exp(0.5 * logvar) if torch.is_tensor(logvar) else math.exp(0.5 * float(logvar))
+        spec, q = get_rule(rule or variance), sched.stride(t, s)
+        node = NodeStats(t=t, abar=float(sched.abar(t)), v=out.v)
+        std = math.sqrt(float(spec.sigma2(q, node))) if spec.scalar else torch.exp(0.5 * spec.log_sigma2(q, node))
         return float(c) * x0_hat + float(e) * x + std * z()
 
     return _walk(model, sch.nodes, n, shape, seed, device, index_offset, clip, on_step, step)
@@ -109,13 +111,16 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
 
 
 def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
-           method: Literal["ancestral", "ddim"] = "ancestral", variance: VarianceRule = "fixed_large",
+           method: Literal["ancestral", "ddim"] = "ancestral", variance: VarianceRule | None = None,
            eta: float = 0.0, clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
            batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """n samples as uint8 (n, C, H, W), generated in batches; sample i always uses the noise keys of
-    index i, so the result does not depend on the batch size."""
+    index i, so the result does not depend on the batch size. ``variance`` (ancestral): a rule name,
+    else the model's own (``learned_range`` for a learned-variance model)."""
     check_schedule_identity(nodes, model=model, sampler=method)
     require(method in ("ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
+    if method == "ancestral":
+        variance = resolve_rule(variance, model)  # refused before any batch
     from ddpmdp.progress import progress_bar
 
     outs = []

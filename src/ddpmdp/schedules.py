@@ -11,13 +11,17 @@ quantity of a jump t → s (0 ≤ s < t ≤ T) from it:
 * c_{t,s}  = √ᾱ_s·β_{t,s}/(1 − ᾱ_t)             (posterior-mean weight on x₀)
 * e_{t,s}  = √(ᾱ_t/ᾱ_s)·(1 − ᾱ_s)/(1 − ᾱ_t)     (posterior-mean weight on x_t)
 
-Conversions to other index conventions are explicit functions at the bottom.
+:func:`stride_quantities` is the one implementation of β, β̃ and c² (numpy or torch); the
+schedule's methods, the table rows (:mod:`ddpmdp.elbo_terms`) and the rescoring grid
+(:mod:`ddpmdp.rescore`) all call it. Conversions to other index conventions are explicit
+functions at the bottom.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +29,8 @@ from ddpmdp.errors import DdpmdpError, require
 
 __all__ = [
     "Schedule",
+    "Stride",
+    "stride_quantities",
     "linear_schedule",
     "cosine_schedule",
     "parse_schedule",
@@ -33,6 +39,28 @@ __all__ = [
     "node_to_diffusers_timestep",
     "diffusers_timestep_to_node",
 ]
+
+
+class Stride(NamedTuple):
+    """β_{t,s}, β̃_{t,s} and c²_{t,s} of jumps t → s, each shaped like the broadcast of ᾱ_t and ᾱ_s."""
+
+    beta: Any
+    beta_tilde: Any
+    c2: Any
+
+
+def stride_quantities(abar_t, abar_s) -> Stride:
+    """The stride quantities of ``method.md`` §1.4 from ᾱ_t and ᾱ_s (0 ≤ s < t):
+
+    β_{t,s} = 1 − ᾱ_t/ᾱ_s,   β̃_{t,s} = β_{t,s}(1 − ᾱ_s)/(1 − ᾱ_t),   c²_{t,s} = ᾱ_s β²_{t,s}/(1 − ᾱ_t)².
+
+    Floats, numpy arrays or torch tensors (float64), broadcasting; the same expressions in every
+    caller, so a cell computed by the table row and by the rescoring grid sees the same floats.
+    β̃_{t,0} = 0 and c²_{t,0} = 1 (up to rounding)."""
+    beta = 1.0 - abar_t / abar_s
+    beta_tilde = beta * (1.0 - abar_s) / (1.0 - abar_t)
+    c2 = abar_s * beta ** 2 / (1.0 - abar_t) ** 2
+    return Stride(beta, beta_tilde, c2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,17 +127,24 @@ class Schedule:
             return a / (1.0 - a)
 
     def beta(self, t, s) -> np.ndarray:
-        """β_{t,s} = 1 − ᾱ_t/ᾱ_s, the variance of q(x_t | x_s)."""
-        return 1.0 - self.abar(t) / self.abar(s)
+        """β_{t,s} = 1 − ᾱ_t/ᾱ_s, the variance of q(x_t | x_s) (:func:`stride_quantities`)."""
+        return self.stride(t, s).beta
 
     def beta_tilde(self, t, s) -> np.ndarray:
         """β̃_{t,s} = β_{t,s}(1 − ᾱ_s)/(1 − ᾱ_t), the variance of q(x_s | x_t, x₀); 0 at s = 0."""
-        return self.beta(t, s) * (1.0 - self.abar(s)) / (1.0 - self.abar(t))
+        return self.stride(t, s).beta_tilde
+
+    def stride(self, t, s) -> Stride:
+        """β_{t,s}, β̃_{t,s} and c²_{t,s} of jumps t → s (:func:`stride_quantities`), float64."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return stride_quantities(self.abar(t), self.abar(s))
 
     def posterior_coefficients(self, t, s) -> tuple[np.ndarray, np.ndarray]:
-        """(c_{t,s}, e_{t,s}): the mean of q(x_s | x_t, x₀) is c·x₀ + e·x_t."""
+        """(c_{t,s}, e_{t,s}): the mean of q(x_s | x_t, x₀) is c·x₀ + e·x_t, with
+        c = √ᾱ_s·β_{t,s}/(1 − ᾱ_t) (β from :func:`stride_quantities`) and
+        e = √(ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t)."""
         at, as_ = self.abar(t), self.abar(s)
-        c = np.sqrt(as_) * (1.0 - at / as_) / (1.0 - at)
+        c = np.sqrt(as_) * self.stride(t, s).beta / (1.0 - at)
         e = np.sqrt(at / as_) * (1.0 - as_) / (1.0 - at)
         return c, e
 

@@ -9,6 +9,12 @@ number of processes.
 Layout (``method.md`` §5.5): ``L[i, j]`` is the cost of the edge from grid node
 ``nodes[i]`` down to ``nodes[j]``, nats per image, finite for j < i and +inf
 elsewhere; column 0 holds the decoder terms.
+
+File format ``ddpmdp-table-2`` (:data:`FORMAT`): an ``.npz`` with L, L_se, nodes, prior, prior_se,
+dims, a JSON ``meta`` entry and optionally the raw sums (``sum_*``), per-cell σ² (``sigma2``) and
+per-cell rule codes (``edge_rule``, int8, −1 off the lower triangle). The codes mean what the
+file's own ``meta['edge_rule_names']`` says (code k is ``edge_rule_names[k]``); format-1 files
+have no map and use the frozen :data:`FORMAT1_RULE_ORDER`. Readers refuse unknown or newer formats.
 """
 from __future__ import annotations
 
@@ -27,13 +33,17 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.fileio import atomic_savez
 from ddpmdp.gaussians import nats_to_bpd
 from ddpmdp.models.adapter import DiffusionModel
-from ddpmdp.variances import DECODER_CONVENTION
+from ddpmdp.variances import DECODER_CONVENTION, VARIANCE_RULES
 
-__all__ = ["TableStats", "ElboTable", "load_table", "table_meta", "UNITS", "FORMAT"]
+__all__ = ["TableStats", "ElboTable", "load_table", "table_meta", "UNITS", "FORMAT", "READABLE_FORMATS",
+           "FORMAT1_RULE_ORDER"]
 
 UNITS = "nats per image (summed over C*H*W dimensions)"
-FORMAT = "ddpmdp-table-1"
-
+FORMAT = "ddpmdp-table-2"
+"""The format this ddpmdp writes: format 1 plus ``meta['edge_rule_names']``, the names of the rule codes."""
+READABLE_FORMATS = ("ddpmdp-table-1", "ddpmdp-table-2")
+FORMAT1_RULE_ORDER = ("fixed_small", "fixed_large", "learned_range", "analytic", "optimal", "best")
+"""What the ``edge_rule`` codes of a format-1 file mean (frozen: the rule order when format 1 was written)."""
 
 
 @dataclass
@@ -116,7 +126,9 @@ class ElboTable:
     """A finished table. ``L``/``L_se``: float64 (G, G) nats per image (+inf off the lower
     triangle, NaN SE there); ``nodes`` int64 (G,); ``prior``/``prior_se`` nats per image;
     ``dims`` = C·H·W; ``meta``: provenance (schedule, T, variance, clip, decoder convention,
-    model, data, split, n_images, seed, version, units); ``stats``: the raw sums."""
+    model, data, split, n_images, seed, version, units); ``stats``: the raw sums; ``sigma2`` (G, G)
+    float64 per-cell σ² (NaN for learned-range cells and off the lower triangle); ``edge_rule`` (G, G)
+    int8 per-cell rule codes, code k meaning rule ``edge_rule_names[k]`` (:meth:`cell_rules`)."""
 
     L: np.ndarray
     L_se: np.ndarray
@@ -128,10 +140,18 @@ class ElboTable:
     stats: TableStats | None = field(default=None, repr=False)
     sigma2: np.ndarray | None = field(default=None, repr=False)
     edge_rule: np.ndarray | None = field(default=None, repr=False)
+    edge_rule_names: tuple[str, ...] = field(default=VARIANCE_RULES, repr=False)
 
     @property
     def T(self) -> int:
         return int(self.nodes[-1])
+
+    def cell_rules(self, i, j) -> tuple[str, ...]:
+        """The rule names of cells (i[k], j[k]) (grid indices), mapped through this table's own code map."""
+        require(self.edge_rule is not None, "this table records no per-cell rules (an old table): rescore it with "
+                "ddpmdp rescore")
+        assert self.edge_rule is not None
+        return tuple(self.edge_rule_names[int(c)] for c in np.atleast_1d(self.edge_rule[i, j]))
 
     @classmethod
     def from_stats(cls, stats: TableStats, dims: int, meta: dict[str, Any]) -> "ElboTable":
@@ -185,11 +205,14 @@ class ElboTable:
     def save(self, path: str | os.PathLike, *, float32: bool = False) -> None:
         """Write an ``.npz`` atomically (temporary file, fsync, rename). ``float32`` stores L
         and L_se in float32 (the raw sums stay float64)."""
+        meta = dict(self.meta, format=FORMAT)
+        if self.edge_rule is not None:
+            meta["edge_rule_names"] = list(self.edge_rule_names)
         arrays: dict[str, Any] = dict(
             L=self.L.astype(np.float32 if float32 else np.float64),
             L_se=self.L_se.astype(np.float32 if float32 else np.float64),
             nodes=self.nodes, prior=np.float64(self.prior), prior_se=np.float64(self.prior_se),
-            dims=np.int64(self.dims), meta=np.array(json.dumps(self.meta, sort_keys=True)),
+            dims=np.int64(self.dims), meta=np.array(json.dumps(meta, sort_keys=True)),
         )
         if self.stats is not None:
             arrays.update(self.stats.to_arrays())
@@ -218,6 +241,7 @@ def load_table(path: str | os.PathLike) -> ElboTable:
             meta = json.loads(str(z["meta"]))
         except json.JSONDecodeError:
             raise DdpmdpError(f"{path}: the 'meta' entry is not valid JSON") from None
+        _check_format(path, meta)
         lack = [k for k in _REQUIRED_META if k not in meta]
         require(not lack, f"{path}: table metadata lacks {', '.join(lack)}")
         L, L_se, nodes = z["L"].astype(np.float64), z["L_se"].astype(np.float64), z["nodes"].astype(np.int64)
@@ -233,9 +257,40 @@ def load_table(path: str | os.PathLike) -> ElboTable:
         if "sum_s1" in files:
             stats = TableStats.from_arrays(z, nodes)
             require(stats.n == int(meta["n_images"]), f"{path}: n_images in metadata differs from the sums")
-        extra = {k: z[k] for k in ("sigma2", "edge_rule") if k in files}
+        extra: dict[str, Any] = {k: z[k] for k in ("sigma2", "edge_rule") if k in files}
+        names = meta.pop("edge_rule_names", None)
+        if "edge_rule" in extra:
+            extra["edge_rule_names"] = _rule_names(path, meta, names, extra["edge_rule"])
         return ElboTable(L, L_se, nodes, float(z["prior"]), float(z["prior_se"]), int(z["dims"]), meta, stats,
                          **extra)
+
+
+def _check_format(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse, in one line, a table format this ddpmdp cannot read (unknown or newer)."""
+    fmt = meta.get("format")
+    if fmt in READABLE_FORMATS:
+        return
+    prefix, _, number = str(fmt).rpartition("-")
+    newer = prefix == "ddpmdp-table" and number.isdigit() and int(number) > int(FORMAT.rpartition("-")[2])
+    raise DdpmdpError(f"{path}: written by ddpmdp {meta.get('version', '(unknown version)')} in "
+                      + (f"format {fmt}" if newer else f"an unknown format {fmt!r}")
+                      + f"; this ddpmdp ({__version__}) reads {' and '.join(READABLE_FORMATS)}"
+                      + (": upgrade ddpmdp" if newer else ": not a table file this ddpmdp can read"))
+
+
+def _rule_names(path: Path, meta: dict[str, Any], names: Any, codes: np.ndarray) -> tuple[str, ...]:
+    """The file's map from ``edge_rule`` codes to rule names, checked against the rules this ddpmdp knows."""
+    if meta["format"] == "ddpmdp-table-1":
+        names = FORMAT1_RULE_ORDER
+    require(isinstance(names, list | tuple) and all(isinstance(n, str) for n in names),
+            f"{path}: format {meta['format']} needs meta['edge_rule_names'] (the rule of each edge_rule code)")
+    used = np.unique(codes[codes >= 0])
+    require(bool(np.all(used < len(names))), f"{path}: edge_rule codes {used.tolist()} exceed its "
+            f"{len(names)} rule names")
+    unknown = sorted({names[int(c)] for c in used} - set(VARIANCE_RULES))
+    require(not unknown, f"{path}: cells use variance rules {', '.join(unknown)} that this ddpmdp ({__version__}) "
+            "does not know: upgrade ddpmdp")
+    return tuple(names)
 
 
 def table_meta(model: DiffusionModel, data: ImageSet, nodes: np.ndarray, rule: str, clip: bool, seed: int,

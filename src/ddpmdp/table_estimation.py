@@ -36,11 +36,12 @@ from ddpmdp.fileio import atomic_savez
 from ddpmdp.progress import progress_bar
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
-from ddpmdp.variances import (DERIVED_RULES, N_DECODER_CANDIDATES, VarianceRule, check_rule, decoder_candidates,
+from ddpmdp.variances import (N_DECODER_CANDIDATES, VarianceRule, decoder_candidates, get_rule, resolve_rule,
                                sums_rule)
 from ddpmdp.rescore import attach_variances
 from ddpmdp.data.images import validate_images
-from ddpmdp.elbo_terms import decoder_nll_scalar, decoder_term, kl_row, predict_x0, prior_term, q_sample
+from ddpmdp.elbo_terms import decoder_node, decoder_term, kl_row, predict_x0, prior_term, q_sample
+from ddpmdp.gaussians import discretized_gaussian_nll
 from ddpmdp.noise import STREAM_TABLE, keyed_normal
 from ddpmdp.batches import batch_ranges, image_batches
 
@@ -54,15 +55,19 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
 
     x0: float32 (B, C, H, W) in [−1, 1] on the model's device; index: int64 (B,) global
     image indices (the noise keys). The cells summed in ``s1``/``s2`` use
-    :func:`ddpmdp.variances.sums_rule`; every pass also sums M(t) and Γ_t, and for the derived rules
-    (``analytic``, ``optimal``, ``best``) the decoder NLL of each decoder candidate — all from the
-    same forward pass (``method.md`` §5.5). Raises :class:`DdpmdpError` naming the node if the
+    :func:`ddpmdp.variances.sums_rule`; every pass also sums M(t) and Γ_t, and for a rule whose σ²
+    need them (``Rule.node_stats``: ``analytic``, ``optimal``, ``best``) the decoder NLL of each
+    decoder candidate, (B, 8) per node in one batched call
+    (:func:`ddpmdp.gaussians.discretized_gaussian_nll`) — all from the same forward pass
+    (``method.md`` §5.5). A scalar summed rule's decoder cell is then its own candidate's column
+    (the same floats, not computed twice). Raises :class:`DdpmdpError` naming the node if the
     model returns NaN or inf (checked once after the loop, so no host sync per node).
     """
     sched = model.schedule
-    derived = rule in DERIVED_RULES
-    rule = sums_rule(rule, model.learned_variance)
-    stats = TableStats.zeros(nodes, x0.device, N_DECODER_CANDIDATES if derived else 0)
+    candidates = "decoder_candidates" in get_rule(rule).node_stats
+    summed = get_rule(sums_rule(rule, model.learned_variance))
+    rule = summed.name
+    stats = TableStats.zeros(nodes, x0.device, N_DECODER_CANDIDATES if candidates else 0)
     B, d = x0.shape[0], x0[0].numel()
     nonfinite = torch.zeros(len(nodes), dtype=torch.bool, device=x0.device)
     nodes_dev = torch.as_tensor(np.asarray(nodes), dtype=torch.int64, device=x0.device)
@@ -75,7 +80,13 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
             ~torch.isfinite(out.v).all() if out.v is not None else torch.zeros((), dtype=torch.bool, device=x0.device))
         x0_hat = predict_x0(sched, x_t, t, out.eps, clip)
         row = torch.empty(B, i, dtype=torch.float64, device=x0.device)
-        row[:, 0] = decoder_term(sched, x0, x0_hat, t, rule, out.v)
+        if candidates:
+            dec = discretized_gaussian_nll(x0, x0_hat, decoder_candidates(sched, t))  # (B, N)
+            stats.dec_s1[i], stats.dec_s2[i] = dec.sum(0), dec.pow(2).sum(0)
+        if candidates and summed.scalar:
+            row[:, 0] = dec[:, int(summed.decoder_choice(decoder_node(sched, t)))]
+        else:
+            row[:, 0] = decoder_term(sched, x0, x0_hat, t, rule, out.v)
         row[:, 1:] = kl_row(sched, x0, x0_hat, t, nodes_dev[1:i], rule, out.v)
         stats.s1[i, :i] = row.sum(0)
         stats.s2[i, :i] = row.pow(2).sum(0)
@@ -84,9 +95,6 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
         stats.mse_s2[i] = mse.pow(2).sum()
         gam = out.eps.double().pow(2).flatten(1).sum(1) / d
         stats.gamma_s1[i], stats.gamma_s2[i] = gam.sum(), gam.pow(2).sum()
-        if derived:
-            dec = decoder_nll_scalar(x0, x0_hat, decoder_candidates(sched, t))
-            stats.dec_s1[i], stats.dec_s2[i] = dec.sum(0), dec.pow(2).sum(0)
         if on_node is not None:
             on_node()
     if bool(nonfinite.any()):
@@ -166,14 +174,15 @@ def _load_progress(path: Path, grid: np.ndarray, config: dict, device) -> tuple[
     raise AssertionError("no candidates")  # pragma: no cover
 
 
-def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, out: Path | None,
+def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule | None = None, out: Path | None,
               clip: bool = True,
               grid_stride: int = 1, nodes: np.ndarray | None = None, batch_size: int = 32, seed: int = 0,
               device: str = "cpu", resume: bool = False, save_every: int = 10, float32: bool = False,
               progress: bool = True, grid_spec: str | None = None) -> ElboTable:
     """Estimate a table; with ``out``, write it with atomic progress and resume. Sharded over ranks
-    under torchrun. ``out=None`` keeps everything in memory (no progress files)."""
-    check_rule(variance, model.learned_variance)
+    under torchrun. ``out=None`` keeps everything in memory (no progress files). ``variance``: a rule
+    name, else the model's own (:func:`ddpmdp.variances.resolve_rule`)."""
+    variance = resolve_rule(variance, model)
     check_image_shape(model, data.images.shape[1:], f"the data {data.identity}")
     require(int(batch_size) == batch_size and batch_size >= 1, f"batch size must be a positive integer, got {batch_size}")
     require(save_every >= 1, f"--save-every must be >= 1, got {save_every}")
@@ -192,7 +201,8 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
         require(resume, f"{ppath.name} holds a partial run: pass --resume to continue it, or delete it to start over")
         stats, done = _load_progress(ppath, grid, config, device)
     else:
-        stats, done = TableStats.zeros(grid, device, N_DECODER_CANDIDATES if variance in DERIVED_RULES else 0), 0
+        n_dec = N_DECODER_CANDIDATES if "decoder_candidates" in get_rule(variance).node_stats else 0
+        stats, done = TableStats.zeros(grid, device, n_dec), 0
     n_batches = len(batch_ranges(len(data), batch_size))
     mine = [b for b in range(n_batches) if b % world == rank]
     todo = [b for b in mine if b >= done]
@@ -242,13 +252,14 @@ def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule, 
     return table
 
 
-def estimate_table(model: DiffusionModel, data: ImageSet | np.ndarray, *, variance: VarianceRule,
+def estimate_table(model: DiffusionModel, data: ImageSet | np.ndarray, *, variance: VarianceRule | None = None,
                    clip: bool = True, grid_stride: int = 1, nodes: np.ndarray | None = None, batch_size: int = 32,
                    seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> ElboTable:
     """Estimate the L(t, s) table of ``model`` on ``data`` (uint8 (N, C, H, W) images).
 
     Model calls: ⌈N/B⌉ × (G − 1) for G grid nodes. Returns an :class:`ElboTable` in
-    nats per image with per-cell standard errors. For resumable and distributed
+    nats per image with per-cell standard errors. ``variance``: a rule name, else the model's
+    own (:func:`ddpmdp.variances.resolve_rule`). For resumable and distributed
     runs see :mod:`ddpmdp.table_estimation`.
     """
     if isinstance(data, np.ndarray):

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ddpmdp.errors import DdpmdpError, require
+from ddpmdp.variances import VARIANCE_RULES
 
 __all__ = ["VARIANCE_NAMES", "add_model_args", "add_data_args", "add_data_dir", "add_grid_args", "add_run_args",
-           "add_overwrite", "add_json", "add_other_model", "load_model", "variance", "budgets", "grid_nodes",
+           "add_overwrite", "add_json", "add_other_model", "load_model", "budgets", "grid_nodes",
            "check_outputs", "describe", "print_summary"]
 
-VARIANCE_NAMES = ("fixed_small", "fixed_large", "learned_range", "analytic", "optimal", "best")
-"""The variance rules' names for ``--variance`` (``ddpmdp.variances.VARIANCE_RULES``, which imports
-torch; tests/test_cli.py checks the two agree)."""
+VARIANCE_NAMES = VARIANCE_RULES
+"""The variance rules' names for ``--variance``: the registry's (:mod:`ddpmdp.variances` imports no torch)."""
 
 
 def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -113,11 +113,6 @@ def load_model(args: argparse.Namespace):
     numerics = Numerics(bf16=bool(args.bf16), channels_last=bool(args.channels_last))
     return load(args.model, device=args.device, data_dir=args.data_dir, schedule=args.noise_schedule,
                 output=args.output, time_input=args.time_input, numerics=numerics)
-
-
-def variance(args: argparse.Namespace, model) -> Any:
-    """``--variance`` (checked by argparse's choices), else the model's own rule."""
-    return args.variance or model.variance
 
 
 def budgets(text: str) -> list[int]:

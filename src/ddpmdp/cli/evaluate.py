@@ -46,7 +46,7 @@ def _direct(args: argparse.Namespace) -> dict:
     paths = {spec: parse_schedule_spec(spec, model.schedule.T, allow_other_model=args.other_model)
              for spec in args.schedule}
     data = load_images(args.data, args.data_dir).subset(args.n_images)
-    return evaluate_paths(model, data, paths, variance=common.variance(args, model), clip=args.clip,
+    return evaluate_paths(model, data, paths, variance=args.variance, clip=args.clip,
                           batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet)
 
 

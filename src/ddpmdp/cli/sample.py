@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     require(shape is not None and len(shape) == 3, "give --shape C,H,W (the model does not declare its image shape)")
     assert shape is not None
     chw = (int(shape[0]), int(shape[1]), int(shape[2]))
-    imgs = sample(model, schedule, args.n, chw, method=args.sampler, variance=common.variance(args, model),
+    imgs = sample(model, schedule, args.n, chw, method=args.sampler, variance=args.variance,
                   eta=args.eta, clip=args.clip, seed=args.seed, device=args.device, batch_size=args.batch_size,
                   progress=not args.quiet)
     save_grid(imgs, args.out)

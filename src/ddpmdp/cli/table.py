@@ -17,9 +17,6 @@ from ddpmdp.errors import DdpmdpError
 
 __all__ = ["add_parser", "run", "full_chain_summary"]
 
-FIXED_RULES = ("fixed_small", "fixed_large", "learned_range")
-"""Rules whose cells use no variance estimated on the table's own images."""
-
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("table", help=command("table").summary, description=common.describe(__doc__))
@@ -39,21 +36,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def full_chain_summary(table) -> dict[str, Any]:
-    """The full chain's bits/dim on this table (incl. the prior) when its grid holds every node.
-    Fixed and learned rules: ``full_chain_bpd``. Rules whose σ² were chosen on these images
-    (analytic, optimal, best): ``full_chain_bpd_optimistic`` — optimistically biased, evaluate on
-    held-out data. TODO: use ``ddpmdp.table.full_chain_bpd(table)`` from the core once merged."""
-    import numpy as np
+    """The full chain's bits/dim on this table (incl. the prior) when its grid holds every node
+    (:func:`ddpmdp.evaluate.full_chain_bpd`); for a rule whose σ² were chosen on these images
+    (analytic, optimal, best) no number, and the reason."""
+    from ddpmdp.evaluate import full_chain_bpd
 
-    if len(table.nodes) != table.T + 1:
-        return {"full_chain_bpd": None}
-    idx = np.arange(1, table.T + 1)
-    bpd = float(table.bpd(table.L[idx, idx - 1].sum() + table.prior))
-    if table.meta.get("variance") in FIXED_RULES:
-        return {"full_chain_bpd": bpd}
-    return {"full_chain_bpd": None, "full_chain_bpd_optimistic": bpd,
-            "full_chain_note": f"{table.meta.get('variance')}: σ² chosen on these images, so the full chain's "
-            "bits/dim on this table are optimistic; evaluate on held-out data"}
+    bpd, why = full_chain_bpd(table)
+    return {"full_chain_bpd": bpd} if why is None else {"full_chain_bpd": None, "full_chain_note": why}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise DdpmdpError(f"--split {args.split} but the data spec {args.data!r} is the {data.split} split")
     data = data.subset(args.n_images)
     nodes, spec = common.grid_nodes(args, model.schedule.T)
-    table = run_table(model, data, variance=common.variance(args, model), clip=args.clip, nodes=nodes, grid_spec=spec,
+    table = run_table(model, data, variance=args.variance, clip=args.clip, nodes=nodes, grid_spec=spec,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, out=Path(args.out),
                       resume=args.resume, save_every=args.save_every, float32=args.float32,
                       progress=not args.quiet)

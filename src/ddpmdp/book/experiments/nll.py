@@ -23,9 +23,9 @@ from ddpmdp.book.runtime.inputs import describe_model, variance_rule
 from ddpmdp.book.runtime.run_config import RunConfig
 from ddpmdp.book.runtime.table_cache import cached_table, grid_with_strides
 from ddpmdp.data.images import ImageSet
-from ddpmdp.dp import DPSolution
+from ddpmdp.dp import DPSolution, path_cost
 from ddpmdp.errors import require
-from ddpmdp.evaluate import PathScore, evaluate_paths, paired_difference, path_from_table
+from ddpmdp.evaluate import PathScore, evaluate_paths, paired_difference
 from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.table import ElboTable
 
@@ -85,7 +85,8 @@ def run_nll(model: DiffusionModel, train: ImageSet, test: ImageSet, *, objective
     paths = stride_paths(T, budgets, solution=sol)
     for (s, K), p in paths.items():  # the grid holds every stride node, so the DP optimum is never worse
         if s != "dp":
-            dp_nats, stride_nats = path_from_table(table, paths[("dp", K)]).nats, path_from_table(table, p).nats
+            dp_nats = path_cost(table.L, table.nodes, paths[("dp", K)])
+            stride_nats = path_cost(table.L, table.nodes, p)
             require(dp_nats <= stride_nats + 1e-9 * abs(stride_nats),
                     f"DP path for K = {K} costs more than the {s} stride on its own selection table")
     t2 = time.perf_counter()

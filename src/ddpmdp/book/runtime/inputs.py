@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 
@@ -17,16 +17,15 @@ from ddpmdp.data.images import ImageSet, data_root
 from ddpmdp.data.specs import load_images
 from ddpmdp.errors import require
 from ddpmdp.models.adapter import DiffusionModel
-from ddpmdp.variances import VarianceRule
+from ddpmdp.variances import VarianceRule, resolve_rule
 
 __all__ = ["variance_rule", "load_data", "describe_data", "load_experiment_model", "describe_model"]
 
 
 def variance_rule(requested: str | None, model: DiffusionModel) -> VarianceRule:
     """The variance rule a run uses for ``model``: ``requested`` if given, else the model's own rule
-    (``learned_range`` for learned-variance models, ``fixed_large`` otherwise). Consumers validate
-    it (:func:`ddpmdp.variances.check_rule`)."""
-    return cast(VarianceRule, requested or model.variance)
+    (:func:`ddpmdp.variances.resolve_rule`, which also refuses a rule the model cannot use)."""
+    return resolve_rule(requested, model)
 
 
 # ---- data ---------------------------------------------------------------------------------------
