@@ -85,19 +85,21 @@ def test_usage_errors_exit_2(repo, capsys):
 
 def test_list_shows_parameters_with_help(repo, capsys):
     assert ddpmdp_main(["reproduce", "--list", "good"]) == 0
-    assert capsys.readouterr().out == "good:\n  n = 2  # how many\n  label = \"x\"  # a label\n"
+    out = capsys.readouterr().out.splitlines()
+    assert out[:-1] == ["good:", "  n = 2  # how many", '  label = "x"  # a label']
+    assert json.loads(out[-1]) == {"event": "reproduce_done", "exit_status": 0}  # every command's last line
 
 
 def test_reproduce_imports_nothing_heavy_at_module_level():
     """``ddpmdp --help`` builds every subparser: reproduce.py may import only the standard library and
-    ddpmdp.errors when it loads; the runner (papermill, jupytext, ddpmdp.book) loads when it runs."""
+    ddpmdp.errors and the command registry when it loads; the runner (papermill, jupytext, ddpmdp.book) loads when it runs."""
     import ast
 
     tree = ast.parse(Path(reproduce_cli.__file__).read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
     names += [n.module for n in top if isinstance(n, ast.ImportFrom) and n.module]
-    assert sorted(n for n in names if n.split(".")[0] == "ddpmdp") == ["ddpmdp.errors"]
+    assert sorted(n for n in names if n.split(".")[0] == "ddpmdp") == ["ddpmdp.cli.registry", "ddpmdp.errors"]
     heavy = {"torch", "numpy", "matplotlib", "papermill", "jupytext", "nbformat", "yaml", "IPython"}
     assert not {n.split(".")[0] for n in names} & heavy
 
