@@ -24,6 +24,15 @@ symbols (|x|, ‖x‖², β̃_{t,s}), Google-style sections, and short cross-ref
 
 The extension also provides, for the chapters:
 
+* **Compact result cells.** A table cell that reads "mean ± SE" (``7.166 ± 0.020``, with an
+  optional mark such as ‡) is split into the mean and the SE, which ``book/_static/ddpmdp.css``
+  shows as a smaller second line, so a table of nine such columns fits the page; numeric cells
+  keep to one line, text cells wrap, identifiers in them after ``:``, ``_`` or ``/``
+  (:func:`compact_cells`).
+* **Wide pages.** The results chapter and the executed notebooks (:data:`WIDE_PAGES`) get the body
+  class ``ddpmdp-wide`` (``book/_templates/layout.html``): their article takes the full content
+  width and the page's contents move into the header's list button.
+
 * **The paper's numbers as substitutions.** ``{{ paper_t3_L_vlb_dp_32 }}`` (Table 3: objective,
   stride, K or ``all``), ``{{ paper_t4_dp_32 }}`` (Table 4, L_hybrid) and ``{{ paper_t5_dp_ELBO_32 }}``
   (Table 5, FID) come from :mod:`ddpmdp.book.reporting.paper`, so no chapter types them by hand; and
@@ -172,6 +181,8 @@ def setup(app) -> dict[str, Any]:
     app.connect("build-finished", _write_report)
     app.connect("config-inited", _add_substitutions)
     app.add_directive("paper-table", PaperTable)
+    app.connect("doctree-resolved", _compact_cells)
+    app.connect("html-page-context", _page_context)
     return {"parallel_read_safe": False, "parallel_write_safe": True}
 
 
@@ -293,3 +304,76 @@ class PaperTable(Directive):
         node = nodes.container(classes=["paper-reference-box"])
         self.state.nested_parse(StringList(text, source="paper-table"), self.content_offset, node)
         return [node]
+
+
+# ---- compact "mean ± SE" cells and wide pages -------------------------------------------------------------
+_PM_CELL = re.compile(r"^\s*([-+−]?\d[\d,]*(?:\.\d+)?)\s*([‡†*]*)\s*±\s*(\d+(?:\.\d+)?|n/a)\s*([‡†*]*)\s*$")
+_NUM_CELL = re.compile(r"^\s*(?:[<>≤≥]\s*)?[-+−]?\d[\d,]*(?:\.\d+)?\s*(?:%|[‡†*]+)?\s*$")
+WIDE_PAGES = re.compile(r"^(book/results|notebooks/executed/.+)$")
+"""Pages (Sphinx page names) laid out at the full content width."""
+
+
+def compact_cells(doctree: nodes.Node) -> int:
+    """Split every table cell reading "mean ± SE" into a mean and a ``ddpmdp-se`` part (class
+    ``ddpmdp-pm`` on the cell) and mark plain numeric cells ``ddpmdp-num``; returns how many
+    cells were split."""
+    n = 0
+    for entry in list(doctree.findall(nodes.entry)):
+        if any(isinstance(a, nodes.thead) for a in _ancestors(entry)):
+            continue
+        if list(entry.findall(nodes.literal)) or len(entry.children) != 1:
+            continue
+        text = entry.astext()
+        m = _PM_CELL.match(text)
+        if m:
+            mean, mark1, se, mark2 = m.groups()
+            para = nodes.paragraph()
+            para += nodes.inline(text=mean + (mark1 or mark2), classes=["ddpmdp-mean"])
+            para += nodes.Text(" ")
+            para += nodes.inline(text=f"± {se}", classes=["ddpmdp-se"])
+            entry.children = []
+            entry += para
+            entry["classes"].append("ddpmdp-pm")
+            n += 1
+        elif _NUM_CELL.match(text):
+            entry["classes"].append("ddpmdp-num")
+        else:
+            _break_opportunities(entry)
+    return n
+
+
+_BREAK_AFTER = re.compile(r"(?<=[:_/])(?=\w)")
+
+
+def _break_opportunities(entry: nodes.Element) -> None:
+    """Let identifiers in a text cell (``tiny-imagenet64:test``, ``learned_range``) wrap after ``:``,
+    ``_`` or ``/`` (an HTML ``<wbr>``; copied text is unchanged) instead of widening the table."""
+    for text in list(entry.findall(nodes.Text)):
+        if any(isinstance(a, (nodes.literal, nodes.math, nodes.reference)) for a in _ancestors(text)):
+            continue
+        parts = _BREAK_AFTER.split(str(text))
+        if len(parts) < 2:
+            continue
+        new: list[nodes.Node] = []
+        for i, part in enumerate(parts):
+            if i:
+                new.append(nodes.raw("", "<wbr>", format="html"))
+            new.append(nodes.Text(part))
+        parent = text.parent
+        idx = parent.index(text)
+        parent[idx:idx + 1] = new
+
+
+def _ancestors(node: nodes.Node):
+    p = node.parent
+    while p is not None:
+        yield p
+        p = p.parent
+
+
+def _compact_cells(app, doctree, docname) -> None:
+    compact_cells(doctree)
+
+
+def _page_context(app, pagename: str, templatename: str, context: dict, doctree) -> None:
+    context["ddpmdp_wide"] = bool(WIDE_PAGES.match(pagename))
