@@ -82,7 +82,7 @@ display(run.table(embedded_card_table(models), "embedded_models",
                   title="Embedded models (held-out bits/dim: full T-step chain)", caption=EMBEDDED_CAPTION))
 
 # %% [markdown]
-# Each held-out number is the mean over that many test images of the full-chain negative ELBO in bits/dim, computed by {py:func}`ddpmdp.evaluate.evaluate_paths` with fresh noise; "Train min" is the wall time of the training loop on one CPU thread.
+# Each held-out number is the mean over that many test images of the full-chain negative ELBO in bits/dim, computed by {py:func}`ddpmdp.evaluate.evaluate_paths` with fresh noise; the minutes in "Training" are the wall time of the training loop on one CPU thread.
 # With 24 to 64 images the standard errors are a few hundredths of a bit per dimension.
 #
 # ## What the JPEG copy does to bits/dim
