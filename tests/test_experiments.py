@@ -3,6 +3,7 @@ and the repository root on tiny inputs."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -162,7 +163,8 @@ def test_one_cached_pass_serves_every_rule_of_the_models_own_sums(model, train, 
 def test_optimal_variance_scores_every_rule_paired_and_plots_without_pyplot(model, train, test_set):
     from matplotlib.figure import Figure
 
-    from ddpmdp.book.experiments.optimal_variance import (must_show_lines, plot_sigma_along_path,
+    from ddpmdp.book.experiments.optimal_variance import (anchor_markdown, comparison_caption, comparison_table,
+                                                          must_show_lines, plot_sigma_along_path,
                                                           run_optimal_variance, variance_table)
 
     r = run_optimal_variance(model, train.subset(3), test_set, name="tiny", budgets=[2, 4],
@@ -175,6 +177,14 @@ def test_optimal_variance_scores_every_rule_paired_and_plots_without_pyplot(mode
     assert table.full == {"learned_range": (T, table.full["learned_range"][1])}  # the row of the model's own rule
     lines = must_show_lines(r)
     assert len(lines) == 5 and all("paired" in line and "K = 2:" in line for line in lines)
+    header, rows = comparison_table({"tiny": r})  # the results chapter's Beyond-the-paper table
+    assert header == ["Model", "DP paths compared", "K=2", "K=4", "Beyond 2 SE"] and len(rows) == 5
+    assert all(len(row) == len(header) and "±" in row[2] for row in rows)
+    assert all(not re.search(r"[-+]0\.0+ ", cell) for row in rows for cell in row)  # no signed zero
+    assert "tiny = `" in comparison_caption({"tiny": r}) and f"{len(test_set)} test images" in comparison_caption(
+        {"tiny": r})
+    anchor = anchor_markdown()
+    assert anchor.startswith(":::{admonition} Reference: Bao et al. (2022)") and "| CIFAR10 (LS) OT Analytic-DDPM |" in anchor
     fig = plot_sigma_along_path(r, "best", 4)
     assert isinstance(fig, Figure) and fig.canvas.manager is None  # not a pyplot figure: shown once
     assert fig.dpi >= 200 and fig.axes[0].get_xlabel().startswith("edge start t")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -138,7 +139,19 @@ def test_mean_pm_se_never_rounds_a_nonzero_se_to_zero():
     for se in (3e-5, 4.9e-4, 0.0123):
         digits = mean_pm_se(1.0, se).split("± ")[1]
         assert float(digits) > 0, se
-    assert mean_pm_se(-3e-11, 2e-11, signed=True) == "-0.000 ± 0.000"  # rounding-level: no noise digits
+    assert mean_pm_se(-3e-11, 2e-11, signed=True) == "< 0.0005 (SE < 0.0005)"  # rounding-level: no noise digits
+
+
+def test_mean_pm_se_prints_no_signed_zero():
+    """A value that rounds to zero prints its bound, never "+0.000" or "-0.0000"."""
+    assert mean_pm_se(0.0003, 0.001, signed=True) == "< 0.0005 ± 0.001"
+    assert mean_pm_se(-0.00004, 0.0001, signed=True) == "< 0.00005 ± 0.0001"
+    assert mean_pm_se(-0.00004, 0.00006, signed=True) == "-0.00004 ± 0.00006"  # the SE's precision shows it
+    assert mean_pm_se(0.0, 0.0, signed=True) == "0 ± 0"  # identical paths
+    assert mean_pm_se(0.0, 0.002, signed=True) == "0 ± 0.002"
+    for v, se in ((1e-4, 1e-3), (-2e-4, 3e-3), (-4e-5, 1e-4), (-3e-6, 2e-5), (2e-9, 1e-9)):
+        text = mean_pm_se(v, se, signed=True)
+        assert not re.search(r"[-+]0\.0+(?!\d*[1-9])", text), text
 
 
 def test_verdict_is_the_one_two_se_rule():

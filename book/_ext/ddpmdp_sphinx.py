@@ -307,7 +307,7 @@ class PaperTable(Directive):
 
 
 # ---- compact "mean ± SE" cells and wide pages -------------------------------------------------------------
-_PM_CELL = re.compile(r"^\s*([-+−]?\d[\d,]*(?:\.\d+)?)\s*([‡†*]*)\s*±\s*(\d+(?:\.\d+)?|n/a)\s*([‡†*]*)\s*$")
+_PM_CELL = re.compile(r"^\s*(<\s*\d+\.\d+|[-+−]?\d[\d,]*(?:\.\d+)?)\s*([‡†*]*)\s*±\s*(\d+(?:\.\d+)?|n/a)\s*([‡†*]*)\s*$")
 _NUM_CELL = re.compile(r"^\s*(?:[<>≤≥]\s*)?[-+−]?\d[\d,]*(?:\.\d+)?\s*(?:%|[‡†*]+)?\s*$")
 WIDE_PAGES = re.compile(r"^(book/results|notebooks/executed/.+)$")
 """Pages (Sphinx page names) laid out at the full content width."""
@@ -346,12 +346,17 @@ _BREAK_AFTER = re.compile(r"(?<=[:_/])(?=\w)")
 
 
 def _break_opportunities(entry: nodes.Element) -> None:
-    """Let identifiers in a text cell (``tiny-imagenet64:test``, ``learned_range``) wrap after ``:``,
-    ``_`` or ``/`` (an HTML ``<wbr>``; copied text is unchanged) instead of widening the table."""
+    """Let long identifiers in a text cell (``tiny-imagenet64:test``; over 14 characters) wrap after
+    ``:``, ``_`` or ``/`` (an HTML ``<wbr>``; copied text is unchanged) instead of widening the table."""
     for text in list(entry.findall(nodes.Text)):
         if any(isinstance(a, (nodes.literal, nodes.math, nodes.reference)) for a in _ancestors(text)):
             continue
-        parts = _BREAK_AFTER.split(str(text))
+        words = re.split(r"(\s+)", str(text))
+        parts = [""]
+        for w in words:  # only long identifiers get break opportunities ("L_simple" stays whole)
+            pieces = _BREAK_AFTER.split(w) if len(w) > 14 else [w]
+            parts[-1] += pieces[0]
+            parts += pieces[1:]
         if len(parts) < 2:
             continue
         new: list[nodes.Node] = []

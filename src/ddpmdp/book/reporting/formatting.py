@@ -13,9 +13,15 @@ __all__ = ["mean_pm_se", "ranges", "format_paths", "format_seconds", "slug"]
 
 def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = False) -> str:
     """``"3.172 ± 0.005"``: both at ``precision`` decimals, or with up to two more where the SE
-    needs them to show its first significant digit (``"+0.0200 ± 0.0004"``). An SE below even
-    that (rounding-level differences, e.g. two rules giving the same path) prints at
-    ``precision`` decimals, so such digits never reach a table; ``"± n/a"`` without a finite SE."""
+    needs them to show its first significant digit (``"+0.0200 ± 0.0004"``); ``"± n/a"`` without a
+    finite SE.
+
+    A value that rounds to zero at those decimals prints no signed zero ("+0.000", "-0.0000") but
+    its bound: ``"< 0.0005 ± 0.001"`` reads |value| < 0.0005 (half a unit of the last decimal). An
+    SE below even ``precision + 2`` decimals (rounding-level differences, e.g. two rules giving the
+    same path) prints at ``precision`` decimals, as a bound when it rounds to zero
+    (``"< 0.0005 (SE < 0.0005)"``), so such digits never reach a table; an exact zero prints
+    ``"0"``."""
     sign = "+" if signed else ""
     if not math.isfinite(se):
         return f"{value:{sign}.{precision}f} ± n/a"
@@ -26,7 +32,14 @@ def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = Fa
             decimals += 1
         if decimals > precision + 2:
             decimals = precision
-    return f"{value:{sign}.{decimals}f} ± {se:.{decimals}f}"
+    bound = f"< {0.5 * 10.0 ** -decimals:.{decimals + 1}f}"
+    mean = f"{value:{sign}.{decimals}f}"
+    if float(mean) == 0:
+        mean = "0" if value == 0 else bound
+    err = f"{se:.{decimals}f}"
+    if float(err) == 0 and se != 0:
+        return f"{mean} (SE {bound})"
+    return f"{mean} ± {'0' if se == 0 and mean == '0' else err}"
 
 
 def ranges(values: Sequence[int]) -> str:
