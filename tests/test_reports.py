@@ -177,3 +177,19 @@ def test_score_difference_pairs_only_scores_of_the_same_images():
     assert not paired and se == pytest.approx(math.hypot(a.bpd_se, _score(base[:40], 8).bpd_se))
     assert score_difference((3.0, 0.3), (2.0, 0.4)) == (1.0, pytest.approx(0.5), False)
     assert not score_difference(a, _score(base, 8, split="train"))[2]
+
+
+def test_run_headline_reads_the_generated_csvs(tmp_path):
+    """The front page's own headline comes from the NLL notebooks' tidy CSVs, never from typed numbers."""
+    from ddpmdp.book.reporting.headline import run_headline
+
+    assert "once its notebooks have run" in run_headline(tmp_path)
+    head = "objective,stride,K,bpd,se,units,split,n_images,se_kind\n"
+    rows = ["L_hybrid,even,32,5.1142,0.157,bits/dim,test,12,direct", "L_hybrid,dp,32,3.8621,0.124,bits/dim,test,12,direct",
+            "L_hybrid,even,8,7.2,0.3,bits/dim,test,12,direct", "L_hybrid,dp,8,4.7,0.1,bits/dim,test,12,direct",
+            "L_hybrid,full,1000,3.6482,0.127,bits/dim,test,12,direct"]
+    (tmp_path / "imagenet64_nll.csv").write_text(head + "\n".join(rows) + "\n")
+    text = run_headline(tmp_path)
+    assert ("on 64×64 images (L_hybrid), 32 DP steps give 3.862 ± 0.124 bits/dim against 5.114 ± 0.157 for the "
+            "even stride and 3.648 ± 0.127 for the full 1000-step chain (12 held-out images)") in text
+    assert "CIFAR-10" not in text  # no cifar10_nll.csv: that clause is left out

@@ -36,7 +36,9 @@ The extension also provides, for the chapters:
 * **The paper's numbers as substitutions.** ``{{ paper_t3_L_vlb_dp_32 }}`` (Table 3: objective,
   stride, K or ``all``), ``{{ paper_t4_dp_32 }}`` (Table 4, L_hybrid) and ``{{ paper_t5_dp_ELBO_32 }}``
   (Table 5, FID) come from :mod:`ddpmdp.book.reporting.paper`, so no chapter types them by hand; and
-  ``{{ repository_url }}`` comes from ``_config.yml`` ``repository.url`` (set in one place).
+  ``{{ repository_url }}`` comes from ``_config.yml`` ``repository.url`` (set in one place); and
+  ``{{ run_headline }}``, one sentence of this run's own results, from the CSVs the notebooks wrote
+  (:func:`ddpmdp.book.reporting.headline.run_headline`).
 * **The** ``paper-table`` **directive** (```` ```{paper-table} 3 ````): the paper's Table 3, 4 or 5 from
   :mod:`ddpmdp.book.reporting.paper`, in a box labelled as the paper's numbers, never mixed with this run's.
 """
@@ -255,8 +257,11 @@ def paper_substitutions() -> dict[str, str]:
 
 
 def _add_substitutions(app, config) -> None:
+    from ddpmdp.book.reporting.headline import run_headline
+
     subs = dict(paper_substitutions())
     subs["repository_url"] = (config.html_theme_options or {}).get("repository_url", "")
+    subs["run_headline"] = run_headline(Path(app.srcdir) / "book" / "_generated")
     subs.update(config.myst_substitutions or {})
     config.myst_substitutions = subs
 
