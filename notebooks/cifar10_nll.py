@@ -70,6 +70,7 @@ from IPython.display import display
 
 from ddpmdp.book.experiments.nll import (nll_caption, nll_figure, nll_summary_markdown, nll_table, run_nll_models,
                                          write_nll_paths)
+from ddpmdp.book.reporting.captions import figure_provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.paper import PAPER_TABLE3
 from ddpmdp.book.reporting.tables import flags_markdown
@@ -140,7 +141,7 @@ run.text(nll_summary_markdown(results), "cifar10_nll_summary")
 # %%
 for objective, r in results.items():
     display(run.figure(nll_figure(r, "CIFAR-10", PAPER_TABLE3 if paper_overlay else None),
-                       f"cifar10_nll_{objective}"))
+                       f"cifar10_nll_{objective}", caption=figure_provenance({objective: r.model}, train, test)))
 
 # %% [markdown]
 # The curves approach the full chain (dashed line) as $K$ grows; the DP curve gets there with far fewer steps than the even stride.

@@ -119,7 +119,9 @@ for name, model in loaded.items():
                f"embedded_samples_{name}")
 fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)),
                          title=f"{sampler} sampling along {sample_path}, seed {seed}")
-display(run.figure(fig, "embedded_samples"))
+display(run.figure(fig, "embedded_samples", caption=f"{sampler} sampling along `{sample_path}`, seed {seed}, "
+                   f"{n_samples} samples per model; models: "
+                   + ", ".join(f"`{model.identity}`" for model in loaded.values()) + "."))
 
 # %% [markdown]
 # Every model started from the same seed.

@@ -70,6 +70,7 @@ write_book: bool = False  # allow out_dir inside the repository's book/ folder (
 from IPython.display import display
 
 from ddpmdp.book.experiments.nll import nll_figure, nll_report, run_nll_models, write_nll_paths
+from ddpmdp.book.reporting.captions import figure_provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.paper import PAPER_TABLE4
 from ddpmdp.book.runtime.inputs import describe_data, load_data
@@ -126,7 +127,7 @@ display(*nll_report(run, results, train, test, name="imagenet64_nll", title="64Ã
 # %%
 for objective, r in results.items():
     display(run.figure(nll_figure(r, "64Ã—64", PAPER_TABLE4 if paper_overlay else None),
-                       f"imagenet64_nll_{objective}"))
+                       f"imagenet64_nll_{objective}", caption=figure_provenance({objective: r.model}, train, test)))
 
 # %% [markdown]
 # As on CIFAR-10, the DP curve falls fastest; the even stride wastes its steps at large $t$, where the signal is already gone.

@@ -117,7 +117,7 @@ run.text("\n".join(mc_ablation_summary_markdown(r) for r in results.values()), "
 # %%
 for label, r in results.items():
     fig = plot_mc_ablation(r.scores, title=f"{label}: DP paths from small tables")
-    display(run.figure(fig, f"mc_ablation_{slug(label)}"))
+    display(run.figure(fig, f"mc_ablation_{slug(label)}", caption=r.provenance))
 
 # %% [markdown]
 # The right panel shows the difference from the largest table with paired SEs: differences compatible with zero mean the small table chose equally good paths.

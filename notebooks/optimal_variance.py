@@ -70,7 +70,7 @@ from IPython.display import display
 from ddpmdp.book.experiments.optimal_variance import (anchor_markdown, comparison_caption, comparison_table, curves,
                                                       must_show_lines, plot_sigma_along_path, run_optimal_variance,
                                                       variance_table)
-from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.reporting.captions import figure_provenance, provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.plotting import plot_bpd_vs_budget
 from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
@@ -153,7 +153,7 @@ run.text("".join(f"- {line}\n" for r in results.values() for line in must_show_l
 for name, r in results.items():
     fig = plot_bpd_vs_budget(curves(r, ("dp",), extra=[("fixed_large", "even")]),
                              f"{name}: DP per variance rule, test split", full=r.full, ylog=True)
-    display(run.figure(fig, f"optimal_variance_{name}_bpd"))
+    display(run.figure(fig, f"optimal_variance_{name}_bpd", caption=figure_provenance({name: r.model}, train, test)))
 
 # %% [markdown]
 # The curves are the DP schedules of each rule (the even `fixed_large` stride for reference); the gap between `fixed_large` and `optimal` is the value of choosing the variance together with the path.
@@ -164,7 +164,7 @@ for name, r in results.items():
 # %%
 for name, r in results.items():
     fig = plot_sigma_along_path(r, "best" if "best" in r.rules else "optimal", sigma_budget)
-    display(run.figure(fig, f"optimal_variance_{name}_sigma"))
+    display(run.figure(fig, f"optimal_variance_{name}_sigma", caption=figure_provenance({name: r.model}, train)))
 
 # %% [markdown]
 # Each marker is one edge $t \to s$ of the DP path; the optimal $\sigma^2 = \tilde\beta + c^2 M(t)/d$ always lies above $\tilde\beta$ (the `fixed_small` line); where it lies against $\beta$ (the `fixed_large` line) depends on how good the network's $\hat x_0$ is at that $t$.

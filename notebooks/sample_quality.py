@@ -72,7 +72,7 @@ write_book: bool = False  # allow out_dir inside the repository's book/ folder (
 from IPython.display import display
 
 from ddpmdp.book.experiments.sample_quality import fid_extractor, run_sample_quality, sample_quality_summary_markdown
-from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.reporting.captions import figure_provenance, provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.plotting import plot_fid
 from ddpmdp.book.reporting.tables import bpd_table
@@ -135,9 +135,9 @@ print(format_seconds(result.seconds) + (" (table from cache)" if cached else "")
 # ## FID by sampler and budget
 
 # %%
-display(run.table(result.fid_table(), "sample_quality_fid",
-                  title=f"{info['label']}, {result.n_samples} samples against {result.n_reference} training images",
-                  caption=provenance({"model": model.identity}, train, test, table)))
+metric = f"{info['label']}, {result.n_samples} samples against {result.n_reference} training images"
+display(run.table(result.fid_table(), "sample_quality_fid", title=metric,
+                  caption=f"Metric: {metric}. " + provenance({"model": model.identity}, train, test, table)))
 
 # %% [markdown]
 # Lower is better.
@@ -151,7 +151,8 @@ run.text(sample_quality_summary_markdown(result, info["label"]), "sample_quality
 
 # %%
 fig = plot_fid(result.fid, result.bpd or None, full=result.full, title="FID against the budget")
-display(run.figure(fig, "sample_quality_fid"))
+display(run.figure(fig, "sample_quality_fid",
+                   caption=f"{metric}; " + figure_provenance({"model": model.identity}, train, test)))
 
 # %% [markdown]
 # On the right, each point is one (sampler, $K$): a lower bits/dim does not imply a lower FID, which is the paper's point about ELBO-optimal schedules.

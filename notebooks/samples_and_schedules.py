@@ -69,6 +69,7 @@ from IPython.display import display
 
 from ddpmdp.book.experiments.paths import by_budget, solve_table, stride_paths
 from ddpmdp.book.experiments.samples_and_schedules import shared_noise_grids
+from ddpmdp.book.reporting.captions import figure_provenance
 from ddpmdp.book.reporting.files import write_dp_json
 from ddpmdp.book.reporting.formatting import format_paths
 from ddpmdp.book.reporting.plotting import plot_dp_timesteps, plot_table_heatmap
@@ -116,7 +117,8 @@ print("paths written to", dp_file.name)
 
 # %%
 fig = plot_dp_timesteps(dp_paths, T, title=f"DP timesteps ({table.meta['variance']}, {table.meta['n_images']} images)")
-display(run.figure(fig, "samples_and_schedules_timesteps"))
+chosen_on = figure_provenance({"model": model.identity}, train)[:-1] + f"; variance {table.meta['variance']}."
+display(run.figure(fig, "samples_and_schedules_timesteps", caption=chosen_on))
 
 # %% [markdown]
 # Each row is one budget; the paper's Figure 6 shows the same concentration near $t = 0$.
@@ -126,7 +128,7 @@ display(run.figure(fig, "samples_and_schedules_timesteps"))
 # %%
 fig = plot_table_heatmap(table, [solution.path(K) for K in heatmap_budgets],
                          title=f"L(t, s) in bits/dim with the DP paths for K = {', '.join(map(str, heatmap_budgets))}")
-display(run.figure(fig, "samples_and_schedules_heatmap"))
+display(run.figure(fig, "samples_and_schedules_heatmap", caption=chosen_on))
 
 # %% [markdown]
 # The cost of an edge grows with its length and, for a fixed length, with its closeness to the data; the DP paths avoid the bright cells.
@@ -138,7 +140,7 @@ paths = by_budget(stride_paths(T, sample_budgets, solution=solution))
 grids = shared_noise_grids(model, paths, n_samples, variance=run.variance, full_chain=full_chain, real=train,
                            **run.settings())
 fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), title="Samples: same noise within each row")
-display(run.figure(fig, "samples_and_schedules_samples"))
+display(run.figure(fig, "samples_and_schedules_samples", caption=chosen_on))
 
 # %% [markdown]
 # Within a row every schedule started from the same $x_T$ and drew the same per-step noise, so differences between columns come from the schedule alone.

@@ -361,3 +361,22 @@ def test_float64_network_matches_float32_and_has_its_own_cache_key():
     assert m64.fingerprint() != m32.fingerprint()
     with pytest.raises(DdpmdpError, match="dtype"):
         load_model("iddpm:tiny", numerics=Numerics(dtype="float16"))  # type: ignore[arg-type]
+
+
+def test_figure_captions_name_model_images_and_split(train, test_set, tmp_path):
+    """Every figure the book shows carries its models' hashes and the images behind it: the notebook
+    writes NAME_figcaption.md beside NAME.png, and the book's caption shows it."""
+    from matplotlib.figure import Figure
+
+    from ddpmdp.book.reporting.captions import figure_provenance
+    from ddpmdp.book.runtime.run_config import RunConfig
+
+    cap = figure_provenance({"L_hybrid": "tiny@0123abcd"}, train, test_set)
+    assert cap == ("Model: L_hybrid = `tiny@0123abcd`; held-out: 5 test images of `test-array`; "
+                   "selection: 6 train images of `train-array`.")
+    assert figure_provenance({"model": "m@1"}, train) == "Model: `m@1`; selection: 6 train images of `train-array`."
+    run = RunConfig("x", out_dir=str(tmp_path), num_threads=1)
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    run.figure(fig, "curve", caption=cap)
+    assert (tmp_path / "curve.png").is_file() and (tmp_path / "curve_figcaption.md").read_text() == cap + "\n"

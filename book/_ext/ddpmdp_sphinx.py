@@ -38,7 +38,8 @@ The extension also provides, for the chapters:
   (Table 5, FID) come from :mod:`ddpmdp.book.reporting.paper`, so no chapter types them by hand; and
   ``{{ repository_url }}`` comes from ``_config.yml`` ``repository.url`` (set in one place); and
   ``{{ run_headline }}``, one sentence of this run's own results, from the CSVs the notebooks wrote
-  (:func:`ddpmdp.book.reporting.headline.run_headline`).
+  (:func:`ddpmdp.book.reporting.headline.run_headline`); and ``{{ figcaption_NAME }}``, the
+  provenance sentence a notebook wrote with figure NAME (:func:`figure_captions`).
 * **The** ``paper-table`` **directive** (```` ```{paper-table} 3 ````): the paper's Table 3, 4 or 5 from
   :mod:`ddpmdp.book.reporting.paper`, in a box labelled as the paper's numbers, never mixed with this run's.
 """
@@ -262,6 +263,7 @@ def _add_substitutions(app, config) -> None:
     subs = dict(paper_substitutions())
     subs["repository_url"] = (config.html_theme_options or {}).get("repository_url", "")
     subs["run_headline"] = run_headline(Path(app.srcdir) / "book" / "_generated")
+    subs.update(figure_captions(Path(app.srcdir) / "book" / "_generated"))
     subs.update(config.myst_substitutions or {})
     config.myst_substitutions = subs
 
@@ -272,6 +274,13 @@ _PAPER_CAPTIONS = {
     4: "ImageNet 64×64 test bits/dim of the authors' L_hybrid model (3M steps, T = 4000); All: the full chain",
     5: "CIFAR-10 FID of L_simple samples (50,000 samples, Inception-v3 features); All: the full chain",
 }
+
+
+def figure_captions(generated: Path) -> dict[str, str]:
+    """``figcaption_NAME`` → the one-line provenance a notebook wrote with figure NAME
+    (``NAME_figcaption.md``: models with hashes, held-out and selection images)."""
+    return {"figcaption_" + _key(p.name[:-len("_figcaption.md")]): p.read_text().strip()
+            for p in sorted(generated.glob("*_figcaption.md"))}
 
 
 class PaperTable(Directive):

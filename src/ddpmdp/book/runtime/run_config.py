@@ -144,10 +144,14 @@ class RunConfig:
         return {"clip": self.clip, "seed": self.seed, "batch_size": self.batch_size, "device": self.device}
 
     # ---- outputs ---------------------------------------------------------------------------------
-    def figure(self, fig: Any, name: str) -> Any:
-        """Save ``fig`` as ``out/NAME.png`` and return it as an IPython image for display."""
+    def figure(self, fig: Any, name: str, caption: str = "") -> Any:
+        """Save ``fig`` as ``out/NAME.png`` (and ``caption``, one line of Markdown naming the models,
+        images and split behind it, as ``out/NAME_figcaption.md``, which the book's figure captions
+        show as ``{{ figcaption_NAME }}``); return it as an IPython image for display."""
         from IPython.display import Image
 
+        if caption:
+            write_text(caption.strip() + "\n", f"{name}_figcaption", self.out)
         return Image(filename=str(save_figure(fig, name, self.out)))
 
     def table(self, table: ResultTable | tuple[Sequence[str], Sequence[Sequence[str]]], name: str,
