@@ -109,10 +109,10 @@ results = run_nll_models(run, models, train, test, budgets=budgets, grid=grid, f
 
 # %% tags=["nbval-ignore-output"]
 for objective, r in results.items():
-    print(f"{objective}: {format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+    print(f"{objective}: {format_seconds(r.seconds, r.table.meta if r.cached else None)}")
 
 # %% [markdown]
-# These are wall times on the machine that executed the notebook; the table dominates unless it came from the cache.
+# These are wall times on the machine that executed the notebook; the table dominates. When it came from the cache (another notebook made it), the line says what estimating it cost, from the table's own metadata.
 #
 # ## Table 3 layout
 

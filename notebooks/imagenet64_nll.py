@@ -107,7 +107,8 @@ results = run_nll_models(run, models, train, test, budgets=budgets, grid=grid, f
 # Each line names the model, its noise schedule, $T$ and the variance rule used in the table, the evaluation and the DP.
 
 # %% tags=["nbval-ignore-output"]
-print({objective: format_seconds(r.seconds) for objective, r in results.items()})
+for objective, r in results.items():
+    print(f"{objective}: {format_seconds(r.seconds, r.table.meta if r.cached else None)}")
 
 # %% [markdown]
 # Wall times of the stages on the machine that executed the notebook.

@@ -114,7 +114,7 @@ for name, spec in models.items():
 
 # %% tags=["nbval-ignore-output"]
 for name, r in results.items():
-    print(f"{name}: {format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+    print(f"{name}: {format_seconds(r.seconds, r.tables[r.rules[0]].meta if r.cached else None)}")
 
 # %% [markdown]
 # These are wall times on the machine that executed the notebook; deriving the extra rules costs no forward pass, only the evaluation grows with the number of schedules.

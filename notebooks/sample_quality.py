@@ -127,7 +127,7 @@ result = run_sample_quality(model, table, reference, extractor, budgets=budgets,
 # Every sampler of one budget started from the same Gaussian vectors $x_T$, so the differences come from the schedules, not from the noise.
 
 # %% tags=["nbval-ignore-output"]
-print(format_seconds(result.seconds) + (" (table from cache)" if cached else ""))
+print(format_seconds(result.seconds, table.meta if cached else None))
 
 # %% [markdown]
 # Wall times on the machine that executed the notebook.

@@ -71,7 +71,7 @@ from ddpmdp.book.experiments.paths import by_budget, solve_table, stride_paths
 from ddpmdp.book.experiments.samples_and_schedules import shared_noise_grids
 from ddpmdp.book.reporting.captions import figure_provenance
 from ddpmdp.book.reporting.files import write_dp_json
-from ddpmdp.book.reporting.formatting import format_paths
+from ddpmdp.book.reporting.formatting import cached_table_note, format_paths
 from ddpmdp.book.reporting.plotting import plot_dp_timesteps, plot_table_heatmap
 from ddpmdp.book.reporting.sample_grids import sample_grid_figure
 from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
@@ -146,7 +146,7 @@ display(run.figure(fig, "samples_and_schedules_samples", caption=chosen_on))
 # Within a row every schedule started from the same $x_T$ and drew the same per-step noise, so differences between columns come from the schedule alone.
 
 # %% tags=["nbval-ignore-output"]
-print(f"wall time {time.perf_counter() - start:.1f} s" + (" (table from cache)" if cached else ""))
+print(f"wall time {time.perf_counter() - start:.1f} s" + (f"; {cached_table_note(table.meta)}" if cached else ""))
 
 # %% [markdown]
 # Wall time of this notebook on the machine that executed it.

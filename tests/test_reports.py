@@ -193,3 +193,14 @@ def test_run_headline_reads_the_generated_csvs(tmp_path):
     assert ("on 64×64 images (L_hybrid), 32 DP steps give 3.862 ± 0.124 bits/dim against 5.114 ± 0.157 for the "
             "even stride and 3.648 ± 0.127 for the full 1000-step chain (12 held-out images)") in text
     assert "CIFAR-10" not in text  # no cifar10_nll.csv: that clause is left out
+
+
+def test_timing_line_shows_what_a_cached_table_cost():
+    from ddpmdp.book.reporting.formatting import cached_table_note, format_seconds
+
+    line = format_seconds({"table": 0.01, "dp": 0.3, "evaluate": 45.2},
+                          {"wall_seconds": 612.4, "n_images": 24, "split": "train", "batch_size": 64, "world_size": 1})
+    assert line == ("table 0.0 s, dp 0.3 s, evaluate 45.2 s (total 45.5 s); the table came from the cache; "
+                    "estimating it took 612.4 s (24 train images, batch 64, 1 process)")
+    assert format_seconds({"table": 2.0}) == "table 2.0 s (total 2.0 s)"
+    assert "not recorded" in cached_table_note({})
