@@ -27,17 +27,8 @@
 #
 # All logic lives in {py:mod}`ddpmdp.book`; this notebook only calls it.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill cifar10_nll.ipynb my_cifar10_nll.ipynb -y '{models: {L_hybrid: "iddpm:cifar10-hybrid:cifar10_uncond_50M_500K.pt"}, n_table_images: 256, n_eval_images: 256}'
+# ```{rerun-box} cifar10_nll
 # ```
-#
-# Outputs go to `ddpmdp-outputs/cifar10_nll/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook cifar10_nll.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"L_simple": "cifar10-simple", "L_vlb": "cifar10-vlb", "L_hybrid": "cifar10-hybrid"}  # objective -> model spec (embedded name, iddpm:PRESET:PATH, ho:DIR, diffusers:DIR, gaussian:DATA, module:callable)

@@ -30,17 +30,8 @@
 # They serve to compare schedules with each other, not to reproduce the paper's absolute numbers (see {ref}`public-checkpoints`).
 # ```
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill embedded_models.ipynb my_embedded_models.ipynb -y '{models: [cifar10-hybrid], sample_path: "quadratic:200", n_samples: 64}'
+# ```{rerun-box} embedded_models
 # ```
-#
-# Outputs go to `ddpmdp-outputs/embedded_models/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook embedded_models.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: list = ["cifar10-simple", "cifar10-hybrid", "cifar10-vlb", "imagenet64-hybrid"]  # embedded model names

@@ -28,17 +28,8 @@
 # The default data are the project's Tiny-ImageNet 64×64 stand-in (`tiny-imagenet64:train|test`), not ImageNet 64: its numbers are not comparable to the paper's.
 # All logic lives in {py:mod}`ddpmdp.book`; this notebook only calls it.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill imagenet64_nll.ipynb my_imagenet64_nll.ipynb -y '{models: {L_hybrid: "iddpm:imagenet64-hybrid:imagenet64_uncond_100M_1500K.pt"}, train_data: "imagenet64:train_64x64", test_data: "imagenet64:val_64x64", n_table_images: 256, n_eval_images: 256}'
+# ```{rerun-box} imagenet64_nll
 # ```
-#
-# Outputs go to `ddpmdp-outputs/imagenet64_nll/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook imagenet64_nll.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"L_hybrid": "imagenet64-hybrid"}  # objective -> model spec (embedded name, iddpm:imagenet64-hybrid:PATH, diffusers:DIR, module:callable)

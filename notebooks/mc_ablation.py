@@ -25,17 +25,8 @@
 # - the DP path of every budget from every table, scored on the same held-out images with the same noise, so the differences between table sizes are paired;
 # - the paper's Figure 3 for one 32×32 and one 64×64 model.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill mc_ablation.ipynb my_mc_ablation.ipynb -y '{models: {"CIFAR-10 L_simple": "ho:ddpm-cifar10-32"}, data: {"CIFAR-10 L_simple": ["cifar10:train", "cifar10:test"]}, n_eval_images: 256}'
+# ```{rerun-box} mc_ablation
 # ```
-#
-# Outputs go to `ddpmdp-outputs/mc_ablation/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook mc_ablation.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"CIFAR-10 L_simple": "cifar10-simple", "64×64 L_hybrid": "imagenet64-hybrid"}  # label -> model spec

@@ -28,17 +28,8 @@
 #
 # All logic lives in {py:mod}`ddpmdp.book.experiments.optimal_variance`; this notebook only calls it.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill optimal_variance.ipynb my_optimal_variance.ipynb -y '{models: {L_hybrid: "iddpm:cifar10-hybrid:cifar10_uncond_50M_500K.pt"}, n_table_images: 256, n_eval_images: 256}'
+# ```{rerun-box} optimal_variance
 # ```
-#
-# Outputs go to `ddpmdp-outputs/optimal_variance/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook optimal_variance.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"L_simple": "cifar10-simple", "L_hybrid": "cifar10-hybrid"}  # name -> model spec (embedded name, iddpm:PRESET[:PATH], ho:DIR, gaussian:DATA, module:callable); fixed- and learned-variance models both work

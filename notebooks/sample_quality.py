@@ -25,17 +25,8 @@
 # - the Fréchet distance of each sample set to training images (FID with the Inception weights when they are available, otherwise a **proxy-FID** from a small CIFAR-10 classifier, which is *not comparable* to published FIDs);
 # - FID against test bits/dim of the same paths (the paper's Figure 2).
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill sample_quality.ipynb my_sample_quality.ipynb -y '{model_spec: "ho:ddpm-cifar10-32", n_samples: 1000, n_reference: 10000}'
+# ```{rerun-box} sample_quality
 # ```
-#
-# Outputs go to `ddpmdp-outputs/sample_quality/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook sample_quality.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)

@@ -24,17 +24,8 @@
 # - the cost table $L(t, s)$ in bits/dim with DP paths drawn over it;
 # - sample grids along the even, quadratic and DP schedules, with the **same noise** for every schedule of one budget (the paper's Figures 4 and 5), next to the full chain and real images.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill samples_and_schedules.ipynb my_samples_and_schedules.ipynb -y '{model_spec: "ho:ddpm-cifar10-32", n_table_images: 256}'
+# ```{rerun-box} samples_and_schedules
 # ```
-#
-# Outputs go to `ddpmdp-outputs/samples_and_schedules/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook samples_and_schedules.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)

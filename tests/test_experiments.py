@@ -381,3 +381,51 @@ def test_figure_captions_name_model_images_and_split(train, test_set, tmp_path):
     fig.add_subplot().plot([0, 1])
     run.figure(fig, "curve", caption=cap)
     assert (tmp_path / "curve.png").is_file() and (tmp_path / "curve_figcaption.md").read_text() == cap + "\n"
+
+
+def test_notebook_errors_name_notebook_parameters(monkeypatch, tmp_path):
+    """A notebook user is told to set the data_dir parameter (or $DDPMDP_DATA), never to pass a
+    command-line flag."""
+    from ddpmdp.book.runtime.inputs import load_data, load_experiment_model, notebook_terms
+    from ddpmdp.errors import DdpmdpError
+
+    monkeypatch.delenv("DDPMDP_DATA", raising=False)
+    for spec in ("cifar10:train", "tiny-imagenet64:test"):
+        with pytest.raises(DdpmdpError) as err:
+            load_data(spec, 4)
+        assert "data_dir parameter" in str(err.value) and "--" not in str(err.value), str(err.value)
+    with pytest.raises(DdpmdpError) as err:
+        load_data("tiny-imagenet64:test", 4, data_dir=str(tmp_path))  # a folder without the file
+    assert "--data-dir" not in str(err.value) and "data_dir parameter" in str(err.value)
+    with pytest.raises(DdpmdpError) as err:
+        load_experiment_model("gaussian:cifar10:train")
+    assert "--data-dir" not in str(err.value), str(err.value)
+    assert notebook_terms("set DDPMDP_DATA or pass --data-dir (a folder)") == (
+        "set the data_dir parameter or $DDPMDP_DATA (a folder)")
+
+
+def test_rerun_boxes_say_how_to_run_where_and_how_long():
+    """Every notebook's re-run box: an install command pip can resolve from the repository, the device,
+    the data folder parameter, the paper parameter file, and the cost on CPU and on one GPU."""
+    from pathlib import Path
+
+    import yaml
+
+    from ddpmdp.book.runtime.rerun import RERUN, rerun_markdown
+
+    root = Path(__file__).resolve().parents[1]
+    assert set(RERUN) == {p.stem for p in (root / "notebooks").glob("*.py")}
+    extras = __import__("tomllib").loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "notebooks" in extras
+    for name, facts in RERUN.items():
+        text = rerun_markdown(name, "https://github.com/o/r")
+        assert "pip install 'ddpmdp[notebooks] @ git+https://github.com/o/r'" in text
+        assert "pip install -e '.[notebooks]'" in text
+        paper = root / "params" / "paper" / f"{name}.yaml"
+        assert paper.is_file() and yaml.safe_load(paper.read_text())["device"] == "cuda"
+        assert f"https://github.com/o/r/blob/main/params/paper/{name}.yaml" in text and "`device: cuda`" in text
+        assert ("`data_dir`" in text) == facts.uses_data_dir
+        assert "2-core CPU" in text and "on one GPU" in text and "estimated" in text
+        src = (root / "notebooks" / f"{name}.py").read_text()
+        assert f"# ```{{rerun-box}} {name}\n# ```" in src, f"{name}: the source has no re-run box"
+        assert ("data_dir:" in src) == facts.uses_data_dir

@@ -40,6 +40,10 @@ The extension also provides, for the chapters:
   ``{{ run_headline }}``, one sentence of this run's own results, from the CSVs the notebooks wrote
   (:func:`ddpmdp.book.reporting.headline.run_headline`); and ``{{ figcaption_NAME }}``, the
   provenance sentence a notebook wrote with figure NAME (:func:`figure_captions`).
+* **The** ``rerun-box`` **directive** (```` ```{rerun-box} NAME ```` in a notebook's first cell): how to
+  re-run notebook NAME (install from the repository, ``data_dir``, ``params/paper/NAME.yaml``,
+  ``device: cuda``, the cost on CPU and GPU), from :func:`ddpmdp.book.runtime.rerun.rerun_markdown`
+  with the repository URL of ``_config.yml``.
 * **The** ``paper-table`` **directive** (```` ```{paper-table} 3 ````): the paper's Table 3, 4 or 5 from
   :mod:`ddpmdp.book.reporting.paper`, in a box labelled as the paper's numbers, never mixed with this run's.
 """
@@ -184,6 +188,7 @@ def setup(app) -> dict[str, Any]:
     app.connect("build-finished", _write_report)
     app.connect("config-inited", _add_substitutions)
     app.add_directive("paper-table", PaperTable)
+    app.add_directive("rerun-box", RerunBox)
     app.connect("doctree-resolved", _compact_cells)
     app.connect("html-page-context", _page_context)
     return {"parallel_read_safe": False, "parallel_write_safe": True}
@@ -281,6 +286,27 @@ def figure_captions(generated: Path) -> dict[str, str]:
     (``NAME_figcaption.md``: models with hashes, held-out and selection images)."""
     return {"figcaption_" + _key(p.name[:-len("_figcaption.md")]): p.read_text().strip()
             for p in sorted(generated.glob("*_figcaption.md"))}
+
+
+class RerunBox(Directive):
+    """```{rerun-box} NAME``` — notebook NAME's re-run box (:mod:`ddpmdp.book.runtime.rerun`)."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        from ddpmdp.book.runtime.rerun import RERUN, rerun_markdown
+
+        name = self.arguments[0]
+        if name not in RERUN:
+            raise self.error(f"rerun-box: no notebook {name!r} in ddpmdp.book.runtime.rerun.RERUN ({sorted(RERUN)})")
+        config = self.state.document.settings.env.config
+        url = (config.html_theme_options or {}).get("repository_url", "")
+        branch = (config.html_theme_options or {}).get("repository_branch", "main") or "main"
+        node = nodes.container(classes=["rerun-box"])
+        self.state.nested_parse(StringList(rerun_markdown(name, url, branch).splitlines(), source="rerun-box"),
+                                self.content_offset, node)
+        return [node]
 
 
 class PaperTable(Directive):

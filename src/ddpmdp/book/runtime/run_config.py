@@ -100,7 +100,8 @@ class RunConfig:
         require(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         require(int(self.batch_size) >= 1 and int(self.num_threads) >= 1, "batch_size and num_threads must be >= 1")
         if self.device.startswith("cuda"):
-            require(torch.cuda.is_available(), f"device {self.device!r}: CUDA is not available here; use 'cpu'")
+            require(torch.cuda.is_available(), f"device {self.device!r}: CUDA is not available here; set the device "
+                    "parameter to 'cpu'")
         self._out: Path | None = None
 
     def start(self) -> Path:
