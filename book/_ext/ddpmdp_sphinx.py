@@ -29,6 +29,10 @@ The extension also provides, for the chapters:
   shows as a smaller second line, so a table of nine such columns fits the page; numeric cells
   keep to one line, text cells wrap, identifiers in them after ``:``, ``_`` or ``/``
   (:func:`compact_cells`).
+* **No machine paths.** Text that holds an absolute path of the machine that builds the book (a
+  module constant such as ``WEIGHTS_DIR`` rendered as its value, a path printed by a notebook) shows
+  it relative to the installed package (``<ddpmdp>/…``), the repository (``<repository>/…``) or the
+  home directory (``~/…``) instead (:func:`portable_text`).
 * **Wide pages.** The results chapter and the executed notebooks (:data:`WIDE_PAGES`) get the body
   class ``ddpmdp-wide`` (``book/_templates/layout.html``): their article takes the full content
   width and the page's contents move into the header's list button.
@@ -190,6 +194,7 @@ def setup(app) -> dict[str, Any]:
     app.add_directive("paper-table", PaperTable)
     app.add_directive("rerun-box", RerunBox)
     app.connect("doctree-resolved", _compact_cells)
+    app.connect("doctree-resolved", _portable_paths)
     app.connect("html-page-context", _page_context)
     return {"parallel_read_safe": False, "parallel_write_safe": True}
 
@@ -422,3 +427,39 @@ def _compact_cells(app, doctree, docname) -> None:
 
 def _page_context(app, pagename: str, templatename: str, context: dict, doctree) -> None:
     context["ddpmdp_wide"] = bool(WIDE_PAGES.match(pagename))
+
+
+# ---- no absolute paths of the build machine -----------------------------------------------------------
+def _machine_paths(srcdir: str) -> list[tuple[str, str]]:
+    """(absolute prefix, portable name), longest first: the installed package, the repository
+    being built, the home directory."""
+    import os
+
+    import ddpmdp
+
+    pairs = [(str(Path(ddpmdp.__file__).resolve().parent), "<ddpmdp>"),
+             (str(Path(ddpmdp.__file__).parent), "<ddpmdp>"),
+             (str(Path(srcdir).resolve()), "<repository>"), (str(Path(srcdir)), "<repository>")]
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        pairs.append((home, "~"))
+    return sorted(set(pairs), key=lambda p: -len(p[0]))
+
+
+def portable_text(text: str, pairs: list[tuple[str, str]]) -> str:
+    """``text`` with every absolute prefix of ``pairs`` replaced by its portable name."""
+    for prefix, name in pairs:
+        text = text.replace(prefix, name)
+    return text
+
+
+def _portable_paths(app, doctree, docname) -> None:
+    pairs = _machine_paths(app.srcdir)
+    for text in list(doctree.findall(nodes.Text)):
+        new = portable_text(str(text), pairs)
+        if new != str(text):
+            text.parent.replace(text, nodes.Text(new))
+    for raw in doctree.findall(nodes.raw):
+        new = portable_text(raw.astext(), pairs)
+        if new != raw.astext():
+            raw.children = [nodes.Text(new)]
