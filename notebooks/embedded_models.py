@@ -108,7 +108,7 @@ for name, model in loaded.items():
     grids[name] = model_samples(model, sample_path, n_samples, method=sampler, **run.settings())
     run.figure(sample_grid_figure({name: grids[name]}, nrow=math.ceil(math.sqrt(n_samples))),
                f"embedded_samples_{name}")
-fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)),
+fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), max_cols=2,
                          title=f"{sampler} sampling along {sample_path}, seed {seed}")
 display(run.figure(fig, "embedded_samples", caption=f"{sampler} sampling along `{sample_path}`, seed {seed}, "
                    f"{n_samples} samples per model; models: "

@@ -112,7 +112,7 @@ for label, r in results.items():
     display(run.figure(fig, f"mc_ablation_{slug(label)}", caption=r.provenance))
 
 # %% [markdown]
-# The right panel shows the difference from the largest table with paired SEs: differences compatible with zero mean the small table chose equally good paths.
+# The second panel shows the difference from the largest table with paired SEs: differences compatible with zero mean the small table chose equally good paths.
 #
 # ## How the chosen paths change
 

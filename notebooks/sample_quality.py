@@ -146,7 +146,7 @@ display(run.figure(fig, "sample_quality_fid",
                    caption=f"{metric}; " + figure_provenance({"model": model.identity}, train, test)))
 
 # %% [markdown]
-# On the right, each point is one (sampler, $K$): a lower bits/dim does not imply a lower FID, which is the paper's point about ELBO-optimal schedules.
+# In the second panel, each point is one (sampler, $K$): a lower bits/dim does not imply a lower FID, which is the paper's point about ELBO-optimal schedules.
 #
 # ## Bits/dim of the sampling paths
 
