@@ -114,6 +114,11 @@ run.table(table, "cifar10_nll", caption=nll_caption(results, train, test))
 # %% [markdown]
 # Each cell is the mean over test images of $L_\text{prior} + \sum_i L(t_i, t_{i-1})$ in bits/dim, with its standard error; the caption names the models, the data and the grid.
 # A ‡ marks a DP cell within 2 SE of a baseline, a † one that is worse than a baseline by more than 2 SE.
+#
+# Beside it, the paper's Table 3 (its models, the official data, no SE): compare which stride wins at which budget, not the values.
+#
+# ```{paper-table} 3
+# ```
 
 # %%
 run.text(flags_markdown(table.flags), "cifar10_nll_flags")

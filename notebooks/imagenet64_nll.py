@@ -114,6 +114,11 @@ display(*nll_report(run, results, train, test, name="imagenet64_nll", title="64�
 # The table gives test bits/dim ± SE (‡: DP within 2 SE of a stride, †: DP worse by more than 2 SE), the list below it every paired difference, and the last paragraph, generated from them, where the DP path gains.
 # A 64×64 image has four times the dimensions of a CIFAR-10 image, so the same budget spreads its steps over a longer per-pixel cost.
 #
+# Beside it, the paper's Table 4 (the authors' ImageNet 64 model and data, no SE): compare the shape of the rows, not the values.
+#
+# ```{paper-table} 4
+# ```
+#
 # ## Bits/dim against the budget
 
 # %%

@@ -133,6 +133,11 @@ display(run.table(result.fid_table(), "sample_quality_fid", title=metric,
 # %% [markdown]
 # Lower is better.
 # With few samples the distance is biased upwards, so compare rows of this table with each other, not with other tables.
+#
+# The paper's Table 5 (50,000 samples, Inception features; not comparable with a proxy-FID): compare which sampler wins at which budget.
+#
+# ```{paper-table} 5
+# ```
 
 # %%
 run.text(sample_quality_summary_markdown(result, info["label"]), "sample_quality_summary")
