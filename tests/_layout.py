@@ -218,10 +218,16 @@ class Browser:
         return self.evaluate(MEASURE_JS)
 
     def screenshot(self, path: Path, width: int, max_height: int = 12000) -> Path:
-        """The whole open page (up to ``max_height`` px) as a PNG."""
+        """The whole open page (up to ``max_height`` px) as a PNG: the viewport is stretched to the
+        page's height for the capture (so sticky sidebars stay where a reader sees them), then set
+        back to ``width`` × 900."""
         height = min(int(self.evaluate("document.documentElement.scrollHeight")), max_height)
-        data = self.send("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=True,
-                         clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})["data"]
+        self.send("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+        self.evaluate("new Promise(function (r) { setTimeout(r, 300); })")
+        data = self.send("Page.captureScreenshot", session=True, format="png")["data"]
+        self.send("Emulation.setDeviceMetricsOverride", session=True, width=width, height=900,
+                  deviceScaleFactor=1, mobile=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
