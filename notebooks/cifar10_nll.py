@@ -27,17 +27,8 @@
 #
 # All logic lives in {py:mod}`ddpmdp.book`; this notebook only calls it.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill cifar10_nll.ipynb my_cifar10_nll.ipynb -y '{models: {L_hybrid: "iddpm:cifar10-hybrid:cifar10_uncond_50M_500K.pt"}, n_table_images: 256, n_eval_images: 256}'
+# ```{rerun-box} cifar10_nll
 # ```
-#
-# Outputs go to `ddpmdp-outputs/cifar10_nll/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook cifar10_nll.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"L_simple": "cifar10-simple", "L_vlb": "cifar10-vlb", "L_hybrid": "cifar10-hybrid"}  # objective -> model spec (embedded name, iddpm:PRESET:PATH, ho:DIR, diffusers:DIR, gaussian:DATA, module:callable)
@@ -70,6 +61,7 @@ from IPython.display import display
 
 from ddpmdp.book.experiments.nll import (nll_caption, nll_figure, nll_summary_markdown, nll_table, run_nll_models,
                                          write_nll_paths)
+from ddpmdp.book.reporting.captions import figure_provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.paper import PAPER_TABLE3
 from ddpmdp.book.reporting.tables import flags_markdown
@@ -108,10 +100,10 @@ results = run_nll_models(run, models, train, test, budgets=budgets, grid=grid, f
 
 # %% tags=["nbval-ignore-output"]
 for objective, r in results.items():
-    print(f"{objective}: {format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+    print(f"{objective}: {format_seconds(r.seconds, r.table.meta if r.cached else None)}")
 
 # %% [markdown]
-# These are wall times on the machine that executed the notebook; the table dominates unless it came from the cache.
+# These are wall times on the machine that executed the notebook; the table dominates. When it came from the cache (another notebook made it), the line says what estimating it cost, from the table's own metadata.
 #
 # ## Table 3 layout
 
@@ -122,6 +114,11 @@ run.table(table, "cifar10_nll", caption=nll_caption(results, train, test))
 # %% [markdown]
 # Each cell is the mean over test images of $L_\text{prior} + \sum_i L(t_i, t_{i-1})$ in bits/dim, with its standard error; the caption names the models, the data and the grid.
 # A ‡ marks a DP cell within 2 SE of a baseline, a † one that is worse than a baseline by more than 2 SE.
+#
+# Beside it, the paper's Table 3 (its models, the official data, no SE): compare which stride wins at which budget, not the values.
+#
+# ```{paper-table} 3
+# ```
 
 # %%
 run.text(flags_markdown(table.flags), "cifar10_nll_flags")
@@ -140,7 +137,7 @@ run.text(nll_summary_markdown(results), "cifar10_nll_summary")
 # %%
 for objective, r in results.items():
     display(run.figure(nll_figure(r, "CIFAR-10", PAPER_TABLE3 if paper_overlay else None),
-                       f"cifar10_nll_{objective}"))
+                       f"cifar10_nll_{objective}", caption=figure_provenance({objective: r.model}, train, test)))
 
 # %% [markdown]
 # The curves approach the full chain (dashed line) as $K$ grows; the DP curve gets there with far fewer steps than the even stride.

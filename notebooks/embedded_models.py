@@ -30,17 +30,8 @@
 # They serve to compare schedules with each other, not to reproduce the paper's absolute numbers (see {ref}`public-checkpoints`).
 # ```
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill embedded_models.ipynb my_embedded_models.ipynb -y '{models: [cifar10-hybrid], sample_path: "quadratic:200", n_samples: 64}'
+# ```{rerun-box} embedded_models
 # ```
-#
-# Outputs go to `ddpmdp-outputs/embedded_models/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook embedded_models.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: list = ["cifar10-simple", "cifar10-hybrid", "cifar10-vlb", "imagenet64-hybrid"]  # embedded model names
@@ -82,7 +73,7 @@ display(run.table(embedded_card_table(models), "embedded_models",
                   title="Embedded models (held-out bits/dim: full T-step chain)", caption=EMBEDDED_CAPTION))
 
 # %% [markdown]
-# Each held-out number is the mean over that many test images of the full-chain negative ELBO in bits/dim, computed by {py:func}`ddpmdp.evaluate.evaluate_paths` with fresh noise; "Train min" is the wall time of the training loop on one CPU thread.
+# Each held-out number is the mean over that many test images of the full-chain negative ELBO in bits/dim, computed by {py:func}`ddpmdp.evaluate.evaluate_paths` with fresh noise; the minutes in "Training" are the wall time of the training loop on one CPU thread.
 # With 24 to 64 images the standard errors are a few hundredths of a bit per dimension.
 #
 # ## What the JPEG copy does to bits/dim
@@ -117,9 +108,11 @@ for name, model in loaded.items():
     grids[name] = model_samples(model, sample_path, n_samples, method=sampler, **run.settings())
     run.figure(sample_grid_figure({name: grids[name]}, nrow=math.ceil(math.sqrt(n_samples))),
                f"embedded_samples_{name}")
-fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)),
+fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), max_cols=2,
                          title=f"{sampler} sampling along {sample_path}, seed {seed}")
-display(run.figure(fig, "embedded_samples"))
+display(run.figure(fig, "embedded_samples", caption=f"{sampler} sampling along `{sample_path}`, seed {seed}, "
+                   f"{n_samples} samples per model; models: "
+                   + ", ".join(f"`{model.identity}`" for model in loaded.values()) + "."))
 
 # %% [markdown]
 # Every model started from the same seed.

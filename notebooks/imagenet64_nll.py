@@ -28,17 +28,8 @@
 # The default data are the project's Tiny-ImageNet 64×64 stand-in (`tiny-imagenet64:train|test`), not ImageNet 64: its numbers are not comparable to the paper's.
 # All logic lives in {py:mod}`ddpmdp.book`; this notebook only calls it.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill imagenet64_nll.ipynb my_imagenet64_nll.ipynb -y '{models: {L_hybrid: "iddpm:imagenet64-hybrid:imagenet64_uncond_100M_1500K.pt"}, train_data: "imagenet64:train_64x64", test_data: "imagenet64:val_64x64", n_table_images: 256, n_eval_images: 256}'
+# ```{rerun-box} imagenet64_nll
 # ```
-#
-# Outputs go to `ddpmdp-outputs/imagenet64_nll/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook imagenet64_nll.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"L_hybrid": "imagenet64-hybrid"}  # objective -> model spec (embedded name, iddpm:imagenet64-hybrid:PATH, diffusers:DIR, module:callable)
@@ -70,6 +61,7 @@ write_book: bool = False  # allow out_dir inside the repository's book/ folder (
 from IPython.display import display
 
 from ddpmdp.book.experiments.nll import nll_figure, nll_report, run_nll_models, write_nll_paths
+from ddpmdp.book.reporting.captions import figure_provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.paper import PAPER_TABLE4
 from ddpmdp.book.runtime.inputs import describe_data, load_data
@@ -106,7 +98,8 @@ results = run_nll_models(run, models, train, test, budgets=budgets, grid=grid, f
 # Each line names the model, its noise schedule, $T$ and the variance rule used in the table, the evaluation and the DP.
 
 # %% tags=["nbval-ignore-output"]
-print({objective: format_seconds(r.seconds) for objective, r in results.items()})
+for objective, r in results.items():
+    print(f"{objective}: {format_seconds(r.seconds, r.table.meta if r.cached else None)}")
 
 # %% [markdown]
 # Wall times of the stages on the machine that executed the notebook.
@@ -121,12 +114,17 @@ display(*nll_report(run, results, train, test, name="imagenet64_nll", title="64�
 # The table gives test bits/dim ± SE (‡: DP within 2 SE of a stride, †: DP worse by more than 2 SE), the list below it every paired difference, and the last paragraph, generated from them, where the DP path gains.
 # A 64×64 image has four times the dimensions of a CIFAR-10 image, so the same budget spreads its steps over a longer per-pixel cost.
 #
+# Beside it, the paper's Table 4 (the authors' ImageNet 64 model and data, no SE): compare the shape of the rows, not the values.
+#
+# ```{paper-table} 4
+# ```
+#
 # ## Bits/dim against the budget
 
 # %%
 for objective, r in results.items():
     display(run.figure(nll_figure(r, "64×64", PAPER_TABLE4 if paper_overlay else None),
-                       f"imagenet64_nll_{objective}"))
+                       f"imagenet64_nll_{objective}", caption=figure_provenance({objective: r.model}, train, test)))
 
 # %% [markdown]
 # As on CIFAR-10, the DP curve falls fastest; the even stride wastes its steps at large $t$, where the signal is already gone.

@@ -25,24 +25,15 @@
 # - the DP path of every budget from every table, scored on the same held-out images with the same noise, so the differences between table sizes are paired;
 # - the paper's Figure 3 for one 32×32 and one 64×64 model.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill mc_ablation.ipynb my_mc_ablation.ipynb -y '{models: {"CIFAR-10 L_simple": "ho:ddpm-cifar10-32"}, data: {"CIFAR-10 L_simple": ["cifar10:train", "cifar10:test"]}, n_eval_images: 256}'
+# ```{rerun-box} mc_ablation
 # ```
-#
-# Outputs go to `ddpmdp-outputs/mc_ablation/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook mc_ablation.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"CIFAR-10 L_simple": "cifar10-simple", "64×64 L_hybrid": "imagenet64-hybrid"}  # label -> model spec
 noise_schedules: dict = {}  # label -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
 data: dict = {"CIFAR-10 L_simple": ["cifar10:train", "cifar10:test"], "64×64 L_hybrid": ["tiny-imagenet64:train", "tiny-imagenet64:test"]}  # label -> [selection data, held-out data]
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
-table_sizes: list = [1, 2, 4, 8, 16, 32]  # training images per table (the largest is the reference)
+table_sizes: list = [1, 2, 4, 8, 16, 32, 128]  # training images per table (the largest is the reference; the paper found 128 enough on CIFAR-10)
 n_eval_images: int = 32  # test images scoring every DP path
 grid: str = "log:120"  # DP search grid (ddpmdp.grids.parse_grid spec): 88 nodes: every node up to 22, then log-spaced
 budgets: list = [8, 16, 32, 64]  # step budgets K (at most the grid size minus one)
@@ -113,14 +104,15 @@ run.text("\n".join(mc_ablation_summary_markdown(r) for r in results.values()), "
 
 # %% [markdown]
 # The largest paired difference from the paths of the largest table, over all smaller tables and budgets: the price of a small table in this run.
+# The reference is a table of finitely many images too, so a small difference says the small tables choose the same paths as the reference table does; how far the reference itself is from converged paths this run cannot say.
 
 # %%
 for label, r in results.items():
     fig = plot_mc_ablation(r.scores, title=f"{label}: DP paths from small tables")
-    display(run.figure(fig, f"mc_ablation_{slug(label)}"))
+    display(run.figure(fig, f"mc_ablation_{slug(label)}", caption=r.provenance))
 
 # %% [markdown]
-# The right panel shows the difference from the largest table with paired SEs: differences compatible with zero mean the small table chose equally good paths.
+# The second panel shows the difference from the largest table with paired SEs: differences compatible with zero mean the small table chose equally good paths.
 #
 # ## How the chosen paths change
 

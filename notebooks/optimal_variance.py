@@ -28,17 +28,8 @@
 #
 # All logic lives in {py:mod}`ddpmdp.book.experiments.optimal_variance`; this notebook only calls it.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill optimal_variance.ipynb my_optimal_variance.ipynb -y '{models: {L_hybrid: "iddpm:cifar10-hybrid:cifar10_uncond_50M_500K.pt"}, n_table_images: 256, n_eval_images: 256}'
+# ```{rerun-box} optimal_variance
 # ```
-#
-# Outputs go to `ddpmdp-outputs/optimal_variance/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook optimal_variance.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 models: dict = {"L_simple": "cifar10-simple", "L_hybrid": "cifar10-hybrid"}  # name -> model spec (embedded name, iddpm:PRESET[:PATH], ho:DIR, gaussian:DATA, module:callable); fixed- and learned-variance models both work
@@ -52,7 +43,6 @@ grid: str = "log:100"  # DP search grid (ddpmdp.grids.parse_grid spec); the node
 budgets: list = [8, 16, 32, 64, 128, 256]  # step budgets K
 sigma_budget: int = 16  # the K whose DP path's σ² are plotted against fixed_small and fixed_large
 full_chain: bool = False  # also score the full T-step chain under the model's default rule (T forward passes per test image)
-show_anchor: bool = False  # print Analytic-DPM's Table 1 (their models) as the labelled external anchor
 clip: bool = True  # clip x0_hat to [-1, 1] in table, evaluation and sampling
 device: str = "cpu"  # cpu or cuda
 dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
@@ -68,9 +58,10 @@ write_book: bool = False  # allow out_dir inside the repository's book/ folder (
 # %%
 from IPython.display import display
 
-from ddpmdp.book.experiments.optimal_variance import (anchor_markdown, curves, must_show_lines, plot_sigma_along_path,
-                                                      run_optimal_variance, variance_table)
-from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.experiments.optimal_variance import (anchor_markdown, comparison_caption, comparison_table, curves,
+                                                      must_show_lines, plot_sigma_along_path, run_optimal_variance,
+                                                      variance_table)
+from ddpmdp.book.reporting.captions import figure_provenance, provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.plotting import plot_bpd_vs_budget
 from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
@@ -114,7 +105,7 @@ for name, spec in models.items():
 
 # %% tags=["nbval-ignore-output"]
 for name, r in results.items():
-    print(f"{name}: {format_seconds(r.seconds)}{' (table from cache)' if r.cached else ''}")
+    print(f"{name}: {format_seconds(r.seconds, r.tables[r.rules[0]].meta if r.cached else None)}")
 
 # %% [markdown]
 # These are wall times on the machine that executed the notebook; deriving the extra rules costs no forward pass, only the evaluation grows with the number of schedules.
@@ -135,12 +126,16 @@ for name, r in results.items():
 # ## Which variance wins, and by how much
 
 # %%
-run.text("".join(f"- {line}\n" for r in results.values() for line in must_show_lines(r)), "optimal_variance_summary")
+display(run.table(comparison_table(results), "optimal_variance_comparisons",
+                  title="Paired differences of held-out bits/dim between DP paths", caption=comparison_caption(results)))
 
 # %% [markdown]
-# Each line is a paired difference of held-out bits/dim (negative: the first schedule is better) with its SE; "beyond 2 SE" marks differences larger than twice their SE.
+# Each cell is a paired difference of held-out bits/dim (negative: the first rule's schedule is better) with its SE; the last column says where a difference is larger than twice its SE.
 # `optimal` minimises every cell over isotropic variances for the network's own mean, so on the training table it cannot lose to `fixed_large` or `analytic`; on held-out data it can only lose by selection noise.
-# The sentences are written to `optimal_variance_summary.md`, which the results chapter includes.
+# The table is written to `optimal_variance_comparisons_wide.csv`, which the results chapter shows; the same comparisons as sentences:
+
+# %%
+run.text("".join(f"- {line}\n" for r in results.values() for line in must_show_lines(r)), "optimal_variance_summary")
 
 # %% [markdown]
 # ## Bits/dim against the budget
@@ -149,7 +144,7 @@ run.text("".join(f"- {line}\n" for r in results.values() for line in must_show_l
 for name, r in results.items():
     fig = plot_bpd_vs_budget(curves(r, ("dp",), extra=[("fixed_large", "even")]),
                              f"{name}: DP per variance rule, test split", full=r.full, ylog=True)
-    display(run.figure(fig, f"optimal_variance_{name}_bpd"))
+    display(run.figure(fig, f"optimal_variance_{name}_bpd", caption=figure_provenance({name: r.model}, train, test)))
 
 # %% [markdown]
 # The curves are the DP schedules of each rule (the even `fixed_large` stride for reference); the gap between `fixed_large` and `optimal` is the value of choosing the variance together with the path.
@@ -160,7 +155,7 @@ for name, r in results.items():
 # %%
 for name, r in results.items():
     fig = plot_sigma_along_path(r, "best" if "best" in r.rules else "optimal", sigma_budget)
-    display(run.figure(fig, f"optimal_variance_{name}_sigma"))
+    display(run.figure(fig, f"optimal_variance_{name}_sigma", caption=figure_provenance({name: r.model}, train)))
 
 # %% [markdown]
 # Each marker is one edge $t \to s$ of the DP path; the optimal $\sigma^2 = \tilde\beta + c^2 M(t)/d$ always lies above $\tilde\beta$ (the `fixed_small` line); where it lies against $\beta$ (the `fixed_large` line) depends on how good the network's $\hat x_0$ is at that $t$.
@@ -170,10 +165,7 @@ for name, r in results.items():
 # ## External anchor: Analytic-DPM Table 1
 
 # %%
-if show_anchor:
-    display(run.text(anchor_markdown(), "optimal_variance_anchor"))
-else:
-    print("anchor not shown (show_anchor = False)")
+display(run.text(anchor_markdown(), "optimal_variance_anchor"))
 
 # %% [markdown]
-# Analytic-DPM's numbers are on their own CIFAR-10 models (T = 1000), so they anchor the size of the effect (the OT rows, analytic against σ² = β), not individual cells.
+# Analytic-DPM's numbers are on their own CIFAR-10 models (T = 1000), so they anchor the size of the effect, not individual cells: read the OT rows (their DP), `analytic` against σ² = β (`fixed_large`), and compare that gap with the `analytic − fixed_large` row of the table above.

@@ -25,17 +25,8 @@
 # - the Fréchet distance of each sample set to training images (FID with the Inception weights when they are available, otherwise a **proxy-FID** from a small CIFAR-10 classifier, which is *not comparable* to published FIDs);
 # - FID against test bits/dim of the same paths (the paper's Figure 2).
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill sample_quality.ipynb my_sample_quality.ipynb -y '{model_spec: "ho:ddpm-cifar10-32", n_samples: 1000, n_reference: 10000}'
+# ```{rerun-box} sample_quality
 # ```
-#
-# Outputs go to `ddpmdp-outputs/sample_quality/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook sample_quality.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
@@ -72,7 +63,7 @@ write_book: bool = False  # allow out_dir inside the repository's book/ folder (
 from IPython.display import display
 
 from ddpmdp.book.experiments.sample_quality import fid_extractor, run_sample_quality, sample_quality_summary_markdown
-from ddpmdp.book.reporting.captions import provenance
+from ddpmdp.book.reporting.captions import figure_provenance, provenance
 from ddpmdp.book.reporting.formatting import format_seconds
 from ddpmdp.book.reporting.plotting import plot_fid
 from ddpmdp.book.reporting.tables import bpd_table
@@ -127,7 +118,7 @@ result = run_sample_quality(model, table, reference, extractor, budgets=budgets,
 # Every sampler of one budget started from the same Gaussian vectors $x_T$, so the differences come from the schedules, not from the noise.
 
 # %% tags=["nbval-ignore-output"]
-print(format_seconds(result.seconds) + (" (table from cache)" if cached else ""))
+print(format_seconds(result.seconds, table.meta if cached else None))
 
 # %% [markdown]
 # Wall times on the machine that executed the notebook.
@@ -135,13 +126,18 @@ print(format_seconds(result.seconds) + (" (table from cache)" if cached else "")
 # ## FID by sampler and budget
 
 # %%
-display(run.table(result.fid_table(), "sample_quality_fid",
-                  title=f"{info['label']}, {result.n_samples} samples against {result.n_reference} training images",
-                  caption=provenance({"model": model.identity}, train, test, table)))
+metric = f"{info['label']}, {result.n_samples} samples against {result.n_reference} training images"
+display(run.table(result.fid_table(), "sample_quality_fid", title=metric,
+                  caption=f"Metric: {metric}. " + provenance({"model": model.identity}, train, test, table)))
 
 # %% [markdown]
 # Lower is better.
 # With few samples the distance is biased upwards, so compare rows of this table with each other, not with other tables.
+#
+# The paper's Table 5 (50,000 samples, Inception features; not comparable with a proxy-FID): compare which sampler wins at which budget.
+#
+# ```{paper-table} 5
+# ```
 
 # %%
 run.text(sample_quality_summary_markdown(result, info["label"]), "sample_quality_summary")
@@ -151,10 +147,11 @@ run.text(sample_quality_summary_markdown(result, info["label"]), "sample_quality
 
 # %%
 fig = plot_fid(result.fid, result.bpd or None, full=result.full, title="FID against the budget")
-display(run.figure(fig, "sample_quality_fid"))
+display(run.figure(fig, "sample_quality_fid",
+                   caption=f"{metric}; " + figure_provenance({"model": model.identity}, train, test)))
 
 # %% [markdown]
-# On the right, each point is one (sampler, $K$): a lower bits/dim does not imply a lower FID, which is the paper's point about ELBO-optimal schedules.
+# In the second panel, each point is one (sampler, $K$): a lower bits/dim does not imply a lower FID, which is the paper's point about ELBO-optimal schedules.
 #
 # ## Bits/dim of the sampling paths
 

@@ -24,17 +24,8 @@
 # - the cost table $L(t, s)$ in bits/dim with DP paths drawn over it;
 # - sample grids along the even, quadratic and DP schedules, with the **same noise** for every schedule of one budget (the paper's Figures 4 and 5), next to the full chain and real images.
 #
-# :::{admonition} Re-run on your checkpoint
-# :class: tip
-# Download this notebook (the download button at the top of the page), install `pip install 'ddpmdp[notebooks]'`, and run it with [papermill](https://papermill.readthedocs.io):
-#
-# ```bash
-# papermill samples_and_schedules.ipynb my_samples_and_schedules.ipynb -y '{model_spec: "ho:ddpm-cifar10-32", n_table_images: 256}'
+# ```{rerun-box} samples_and_schedules
 # ```
-#
-# Outputs go to `ddpmdp-outputs/samples_and_schedules/` beside the notebook (set `out_dir` to change that); `papermill --help-notebook samples_and_schedules.ipynb` lists every parameter with its type.
-# Model specs: an embedded name, `iddpm:PRESET:FILE`, `ho:DIR`, `diffusers:DIR`, `gaussian:DATA` or `module:callable`.
-# :::
 
 # %% tags=["parameters"]
 model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
@@ -69,8 +60,9 @@ from IPython.display import display
 
 from ddpmdp.book.experiments.paths import by_budget, solve_table, stride_paths
 from ddpmdp.book.experiments.samples_and_schedules import shared_noise_grids
+from ddpmdp.book.reporting.captions import figure_provenance
 from ddpmdp.book.reporting.files import write_dp_json
-from ddpmdp.book.reporting.formatting import format_paths
+from ddpmdp.book.reporting.formatting import cached_table_note, format_paths
 from ddpmdp.book.reporting.plotting import plot_dp_timesteps, plot_table_heatmap
 from ddpmdp.book.reporting.sample_grids import sample_grid_figure
 from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
@@ -116,7 +108,8 @@ print("paths written to", dp_file.name)
 
 # %%
 fig = plot_dp_timesteps(dp_paths, T, title=f"DP timesteps ({table.meta['variance']}, {table.meta['n_images']} images)")
-display(run.figure(fig, "samples_and_schedules_timesteps"))
+chosen_on = figure_provenance({"model": model.identity}, train)[:-1] + f"; variance {table.meta['variance']}."
+display(run.figure(fig, "samples_and_schedules_timesteps", caption=chosen_on))
 
 # %% [markdown]
 # Each row is one budget; the paper's Figure 6 shows the same concentration near $t = 0$.
@@ -126,7 +119,7 @@ display(run.figure(fig, "samples_and_schedules_timesteps"))
 # %%
 fig = plot_table_heatmap(table, [solution.path(K) for K in heatmap_budgets],
                          title=f"L(t, s) in bits/dim with the DP paths for K = {', '.join(map(str, heatmap_budgets))}")
-display(run.figure(fig, "samples_and_schedules_heatmap"))
+display(run.figure(fig, "samples_and_schedules_heatmap", caption=chosen_on))
 
 # %% [markdown]
 # The cost of an edge grows with its length and, for a fixed length, with its closeness to the data; the DP paths avoid the bright cells.
@@ -138,13 +131,13 @@ paths = by_budget(stride_paths(T, sample_budgets, solution=solution))
 grids = shared_noise_grids(model, paths, n_samples, variance=run.variance, full_chain=full_chain, real=train,
                            **run.settings())
 fig = sample_grid_figure(grids, nrow=math.ceil(math.sqrt(n_samples)), title="Samples: same noise within each row")
-display(run.figure(fig, "samples_and_schedules_samples"))
+display(run.figure(fig, "samples_and_schedules_samples", caption=chosen_on))
 
 # %% [markdown]
 # Within a row every schedule started from the same $x_T$ and drew the same per-step noise, so differences between columns come from the schedule alone.
 
 # %% tags=["nbval-ignore-output"]
-print(f"wall time {time.perf_counter() - start:.1f} s" + (" (table from cache)" if cached else ""))
+print(f"wall time {time.perf_counter() - start:.1f} s" + (f"; {cached_table_note(table.meta)}" if cached else ""))
 
 # %% [markdown]
 # Wall time of this notebook on the machine that executed it.

@@ -1,14 +1,20 @@
 """The built book in a headless browser, without network access (toolchain.md §6).
 
+- **layout, every page, two widths**: each page of the table of contents is laid out at 1280 px
+  (a desk) and at 400 px (a phone) and measured in the browser (``tests/_layout.py``: Chromium
+  driven over the DevTools protocol; widths of tables, equations, scroll boxes and the right-hand
+  contents as the browser computed them). At 1280 px no table or equation is wider than its
+  container and nothing but a code block scrolls sideways; at 400 px nothing but a table scrolls
+  sideways; at both, nothing sticks out of the text column and the page never scrolls sideways. A
+  too-wide table planted into a page must fail that check (``test_layout_check_fails_on_a_planted_wide_table``);
 - the results page shows its tables (captions visible above their scroll boxes), a figure, the
   paper's reference tables and math typeset by the vendored MathJax;
 - **every notebook page** shows no raw pipe-table text (``| a | b |`` or ``|---|`` outside code
   cells), at least as many HTML ``<table>`` elements in its outputs as the notebook printed
   Markdown tables, and rendered math (MathJax ``<mjx-container>`` elements wherever the notebook
   has ``$…$`` math, and no raw TeX anywhere);
-- screenshots of the results page and of one notebook page at 1280 px and at 400 px are kept in
-  ``_build/screenshots/`` (``results_1280.png``, ``results_400.png``, ``cifar10_nll_1280.png``,
-  ``cifar10_nll_400.png``) for a person to look at.
+- screenshots of every page at 1280 px and at 400 px are kept in ``_build/screenshots/``
+  (``results_1280.png``, ``results_400.png``, ``cifar10_nll_1280.png``, …) for a person to look at.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); skipped with a reason otherwise.
 Uses ``_build/html`` (or ``$DDPMDP_BOOK_HTML``) when it exists and builds it (``jupyter-book build
@@ -22,23 +28,22 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import yaml
 
+import _layout
+
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("DDPMDP_BOOK_HTML", ROOT / "_build" / "html"))  # another build can be checked
 PAGE = HTML / "book" / "results.html"
 SHOTS = HTML.parent / "screenshots"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=10000"]
-NOTEBOOKS = [ch["file"] for part in yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
-             for ch in part["chapters"] if ch["file"].startswith("notebooks/")]
-SHOT_NOTEBOOK = "notebooks/executed/cifar10_nll"
+_TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+PAGES = [_TOC["root"]] + [ch["file"] for part in _TOC["parts"] for ch in part["chapters"]]
+NOTEBOOKS = [p for p in PAGES if p.startswith("notebooks/")]
+WIDTHS = (1280, 400)  # a desk, a phone
 PIPE_ROW = re.compile(r"^\s*\|[^|\n]*\|[^|\n]*\|", re.M)
 PIPE_RULE = re.compile(r"\|\s*:?(?:-{3,}|[—–]+-*):?\s*\|")  # smartquotes turn --- into —
 
@@ -66,23 +71,12 @@ def html() -> Path:
     return HTML
 
 
-def _run(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def _dom(page: Path) -> str:
-    return _run(["--dump-dom", page.as_uri()]).stdout
-
-
-def _screenshot(page: Path, name: str, width: int, height: int = 2400) -> Path:
-    shot = SHOTS / f"{name}_{width}.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    shot.unlink(missing_ok=True)
-    proc = _run([f"--window-size={width},{height}", f"--screenshot={shot}", page.as_uri()])
-    assert shot.is_file() and shot.stat().st_size > 20_000, f"no screenshot {shot.name}:\n{proc.stderr[-2000:]}"
-    return shot
+@pytest.fixture(scope="module")
+def browser():
+    _chromium()
+    b = _layout.Browser()
+    yield b
+    b.close()
 
 
 class _Text(HTMLParser):
@@ -163,10 +157,38 @@ def test_results_page_is_self_contained(html):
     assert "source-repository-button" in text and "source-file-button" in text, "repository and source buttons"
 
 
-def test_results_page_renders_table_figure_and_math(html):
-    for width, height in ((1280, 4000), (400, 4000)):
-        _screenshot(PAGE, "results", width, height)
-    dom = _dom(PAGE)
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("doc", PAGES, ids=lambda d: Path(d).name)
+def test_layout_fits(html, browser, doc, width):
+    """Measured in the browser: see the module docstring and :func:`_layout.problems`."""
+    page = html / f"{doc}.html"
+    assert page.is_file(), f"{doc}.html was not built"
+    browser.open(page, width)
+    m = browser.measure()
+    browser.screenshot(SHOTS / f"{Path(doc).name}_{width}.png", width)
+    assert m["viewport"] == width, f"the viewport is {m['viewport']} px, not {width} px"
+    found = _layout.problems(m, strict=width >= 1000)
+    assert not found, f"{doc} at {width} px:\n" + "\n".join(found[:20])
+
+
+def test_layout_check_fails_on_a_planted_wide_table(html, browser):
+    """The checker itself: a table of 14 "mean ± SE" cells planted into the results page is found
+    at 1280 px (and the same page without it is clean, which test_layout_fits shows)."""
+    browser.open(PAGE, 1280)
+    browser.evaluate(_layout.PLANT_JS)
+    found = _layout.problems(browser.measure(), strict=True)
+    assert any("planted-wide-table" in f and "wider than its container" in f for f in found), found
+    # and on a phone a too-wide equation (not a table) may not scroll
+    browser.open(PAGE, 400)
+    browser.evaluate("document.querySelectorAll('.bd-article mjx-container[display=\"true\"]')"
+                     ".forEach(function (m) { m.style.fontSize = '400%'; })")
+    found = _layout.problems(browser.measure(), strict=False)
+    assert any("equation wider than its box" in f for f in found), found
+
+
+def test_results_page_renders_table_figure_and_math(html, browser):
+    browser.open(PAGE, 1280)
+    dom = browser.dom()
     table = re.search(r'<table[^>]*id="tab-cifar10-nll".*?</table>', dom, re.S)
     assert table is not None, "the CIFAR-10 csv-table is not on the page"
     assert "K=8" in table.group(0) or "K=2" in table.group(0), "the table has no budget columns"
@@ -182,10 +204,11 @@ def test_results_page_renders_table_figure_and_math(html):
 
 
 @pytest.mark.parametrize("doc", NOTEBOOKS, ids=lambda d: Path(d).name)
-def test_notebook_page_renders_tables_and_math(html, doc):
+def test_notebook_page_renders_tables_and_math(html, browser, doc):
     page = html / f"{doc}.html"
     assert page.is_file(), f"{doc}.html was not built"
-    dom = _dom(page)
+    browser.open(page, 1280)
+    dom = browser.dom()
     vis = _visible(dom)
     raw = PIPE_RULE.findall(vis.text) + PIPE_ROW.findall(vis.text)
     assert not raw, f"{doc}: raw pipe-table text outside code cells (Markdown output not parsed as MyST?): {raw[:3]}"
@@ -197,9 +220,6 @@ def test_notebook_page_renders_tables_and_math(html, doc):
     if _has_math(ROOT / f"{doc}.ipynb"):
         assert "<mjx-container" in dom, f"{doc}: no math typeset by MathJax"
     assert not re.search(r"\\\(|\\\[|\$\$", vis.text), f"{doc}: raw TeX left on the page"
-    if doc == SHOT_NOTEBOOK:
-        for width, height in ((1280, 5000), (400, 9000)):  # tall enough to reach the printed tables
-            _screenshot(page, Path(doc).name, width, height)
 
 
 def test_raw_pipe_detector_flags_commonmark_output():

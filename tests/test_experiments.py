@@ -3,6 +3,7 @@ and the repository root on tiny inputs."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -124,7 +125,8 @@ def test_mc_ablation_scores_all_sizes_and_budgets(model, train, test_set):
     assert [row[1] for row in rt.rows] == ["table from 1 image", "table from 2 images", "table from 4 images"]
     summary = mc_ablation_summary_markdown(r)
     assert summary.startswith("**tiny**: the largest difference from the paths chosen with a 4-image table is ")
-    assert "(paired SE)" in summary and summary.endswith("every other table size and budget is closer.\n")
+    assert "(paired SE)" in summary and "every other table size and budget is closer." in summary
+    assert summary.endswith("not their distance from the paths of a converged table.\n")  # what it measures
 
 
 def test_cached_table_is_reused(model, train, tmp_path):
@@ -162,7 +164,8 @@ def test_one_cached_pass_serves_every_rule_of_the_models_own_sums(model, train, 
 def test_optimal_variance_scores_every_rule_paired_and_plots_without_pyplot(model, train, test_set):
     from matplotlib.figure import Figure
 
-    from ddpmdp.book.experiments.optimal_variance import (must_show_lines, plot_sigma_along_path,
+    from ddpmdp.book.experiments.optimal_variance import (anchor_markdown, comparison_caption, comparison_table,
+                                                          must_show_lines, plot_sigma_along_path,
                                                           run_optimal_variance, variance_table)
 
     r = run_optimal_variance(model, train.subset(3), test_set, name="tiny", budgets=[2, 4],
@@ -175,6 +178,14 @@ def test_optimal_variance_scores_every_rule_paired_and_plots_without_pyplot(mode
     assert table.full == {"learned_range": (T, table.full["learned_range"][1])}  # the row of the model's own rule
     lines = must_show_lines(r)
     assert len(lines) == 5 and all("paired" in line and "K = 2:" in line for line in lines)
+    header, rows = comparison_table({"tiny": r})  # the results chapter's Beyond-the-paper table
+    assert header == ["Model", "DP paths compared", "K=2", "K=4", "Beyond 2 SE"] and len(rows) == 5
+    assert all(len(row) == len(header) and "±" in row[2] for row in rows)
+    assert all(not re.search(r"[-+]0\.0+ ", cell) for row in rows for cell in row)  # no signed zero
+    assert "tiny = `" in comparison_caption({"tiny": r}) and f"{len(test_set)} test images" in comparison_caption(
+        {"tiny": r})
+    anchor = anchor_markdown()
+    assert anchor.startswith(":::{admonition} Reference: Bao et al. (2022)") and "| CIFAR10 (LS) OT Analytic-DDPM |" in anchor
     fig = plot_sigma_along_path(r, "best", 4)
     assert isinstance(fig, Figure) and fig.canvas.manager is None  # not a pyplot figure: shown once
     assert fig.dpi >= 200 and fig.axes[0].get_xlabel().startswith("edge start t")
@@ -299,7 +310,7 @@ def test_embedded_card_table_reads_every_card():
     for r in rows:
         held = embedded_models()[r[0]]["card"]["held_out"]
         assert r[col] == f"{held['bpd']:.3f} ± {held['bpd_se']:.3f}"
-        assert r[header.index("Split")] == held["data"] and r[header.index("Images")] == str(held["n_images"])
+        assert r[header.index("Held-out images")] == f"{held['n_images']} of {held['data']}"
     assert [r[0] for r in embedded_card_table(["cifar10-vlb"])[1]] == ["cifar10-vlb"]
 
 
@@ -351,3 +362,70 @@ def test_float64_network_matches_float32_and_has_its_own_cache_key():
     assert m64.fingerprint() != m32.fingerprint()
     with pytest.raises(DdpmdpError, match="dtype"):
         load_model("iddpm:tiny", numerics=Numerics(dtype="float16"))  # type: ignore[arg-type]
+
+
+def test_figure_captions_name_model_images_and_split(train, test_set, tmp_path):
+    """Every figure the book shows carries its models' hashes and the images behind it: the notebook
+    writes NAME_figcaption.md beside NAME.png, and the book's caption shows it."""
+    from matplotlib.figure import Figure
+
+    from ddpmdp.book.reporting.captions import figure_provenance
+    from ddpmdp.book.runtime.run_config import RunConfig
+
+    cap = figure_provenance({"L_hybrid": "tiny@0123abcd"}, train, test_set)
+    assert cap == ("Model: L_hybrid = `tiny@0123abcd`; held-out: 5 test images of `test-array`; "
+                   "selection: 6 train images of `train-array`.")
+    assert figure_provenance({"model": "m@1"}, train) == "Model: `m@1`; selection: 6 train images of `train-array`."
+    run = RunConfig("x", out_dir=str(tmp_path), num_threads=1)
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    run.figure(fig, "curve", caption=cap)
+    assert (tmp_path / "curve.png").is_file() and (tmp_path / "curve_figcaption.md").read_text() == cap + "\n"
+
+
+def test_notebook_errors_name_notebook_parameters(monkeypatch, tmp_path):
+    """A notebook user is told to set the data_dir parameter (or $DDPMDP_DATA), never to pass a
+    command-line flag."""
+    from ddpmdp.book.runtime.inputs import load_data, load_experiment_model, notebook_terms
+    from ddpmdp.errors import DdpmdpError
+
+    monkeypatch.delenv("DDPMDP_DATA", raising=False)
+    for spec in ("cifar10:train", "tiny-imagenet64:test"):
+        with pytest.raises(DdpmdpError) as err:
+            load_data(spec, 4)
+        assert "data_dir parameter" in str(err.value) and "--" not in str(err.value), str(err.value)
+    with pytest.raises(DdpmdpError) as err:
+        load_data("tiny-imagenet64:test", 4, data_dir=str(tmp_path))  # a folder without the file
+    assert "--data-dir" not in str(err.value) and "data_dir parameter" in str(err.value)
+    with pytest.raises(DdpmdpError) as err:
+        load_experiment_model("gaussian:cifar10:train")
+    assert "--data-dir" not in str(err.value), str(err.value)
+    assert notebook_terms("set DDPMDP_DATA or pass --data-dir (a folder)") == (
+        "set the data_dir parameter or $DDPMDP_DATA (a folder)")
+
+
+def test_rerun_boxes_say_how_to_run_where_and_how_long():
+    """Every notebook's re-run box: an install command pip can resolve from the repository, the device,
+    the data folder parameter, the paper parameter file, and the cost on CPU and on one GPU."""
+    from pathlib import Path
+
+    import yaml
+
+    from ddpmdp.book.runtime.rerun import RERUN, rerun_markdown
+
+    root = Path(__file__).resolve().parents[1]
+    assert set(RERUN) == {p.stem for p in (root / "notebooks").glob("*.py")}
+    extras = __import__("tomllib").loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "notebooks" in extras
+    for name, facts in RERUN.items():
+        text = rerun_markdown(name, "https://github.com/o/r")
+        assert "pip install 'ddpmdp[notebooks] @ git+https://github.com/o/r'" in text
+        assert "pip install -e '.[notebooks]'" in text
+        paper = root / "params" / "paper" / f"{name}.yaml"
+        assert paper.is_file() and yaml.safe_load(paper.read_text())["device"] == "cuda"
+        assert f"https://github.com/o/r/blob/main/params/paper/{name}.yaml" in text and "`device: cuda`" in text
+        assert ("`data_dir`" in text) == facts.uses_data_dir
+        assert "2-core CPU" in text and "on one GPU" in text and "estimated" in text
+        src = (root / "notebooks" / f"{name}.py").read_text()
+        assert f"# ```{{rerun-box}} {name}\n# ```" in src, f"{name}: the source has no re-run box"
+        assert ("data_dir:" in src) == facts.uses_data_dir

@@ -1,5 +1,6 @@
-"""Forking the book: every notebook page carries a working papermill command, a notebook downloaded
-from the book runs outside a checkout and writes beside itself, and nothing overwrites the book's
+"""Forking the book: every notebook page carries a working papermill command (its re-run box, from
+``params/paper/NAME.yaml``), a notebook downloaded from the book runs outside a checkout with that
+command and the data folder as a parameter, and writes beside itself, and nothing overwrites the book's
 generated files unless asked (``write_book=True``)."""
 from __future__ import annotations
 
@@ -20,15 +21,18 @@ pytest.importorskip("papermill")
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
-BOX = re.compile(r":::\{admonition\} Re-run on your checkpoint(.*?):::", re.S)
+BOX = re.compile(r"^# ```\{rerun-box\} (\w+)\n# ```$", re.M)
 
 
 def rerun_command(source: Path) -> list[str]:
-    """The papermill command of a notebook's "Re-run on your checkpoint" box, as argv."""
-    md = "\n".join(c.source for c in jupytext.read(source).cells if c.cell_type == "markdown")
-    box = BOX.search(md)
-    assert box, f"{source.name}: no 'Re-run on your checkpoint' box"
-    lines = [ln.strip() for ln in box.group(1).splitlines() if ln.strip().startswith("papermill ")]
+    """The papermill command of a notebook's re-run box (the ``rerun-box`` directive in its source,
+    rendered from :func:`ddpmdp.book.runtime.rerun.rerun_markdown`), as argv."""
+    from ddpmdp.book.runtime.rerun import rerun_markdown
+
+    box = BOX.search(source.read_text())
+    assert box and box.group(1) == source.stem, f"{source.name}: no re-run box for {source.stem}"
+    text = rerun_markdown(source.stem, "https://github.com/owner/repo")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("papermill ")]
     assert len(lines) == 1, f"{source.name}: the box needs exactly one papermill command"
     return shlex.split(lines[0])
 
@@ -37,7 +41,8 @@ def rerun_command(source: Path) -> list[str]:
 def test_every_notebook_has_a_rerun_box_with_a_papermill_command(source):
     argv = rerun_command(source)
     assert argv[:3] == ["papermill", f"{source.stem}.ipynb", f"my_{source.stem}.ipynb"]
-    assert "-y" in argv  # parameters as YAML, so that mappings and lists keep their types
+    # parameters from the paper's YAML file, so that mappings and lists keep their types
+    assert argv[3:5] == ["-f", f"{source.stem}.yaml"] and (ROOT / "params" / "paper" / argv[4]).is_file()
 
 
 def _fake_checkout(tmp: Path) -> Path:
@@ -65,10 +70,11 @@ def test_out_dir_defaults_beside_the_notebook_and_never_overwrites_the_book_unle
 
 @pytest.mark.slow
 def test_downloaded_notebook_runs_outside_a_checkout_with_the_box_command(tmp_path):
-    """The cifar10_nll box command, run as a reader would: a downloaded .ipynb in a folder outside
-    any checkout, papermill from the shell, plus one more -y that shrinks the run (random-weight
-    model, two images) so that the test is quick. Outputs land beside the notebook; the book's
-    generated files are untouched."""
+    """The cifar10_nll box command, run as a reader would: a downloaded .ipynb and the downloaded
+    ``params/paper/cifar10_nll.yaml`` in a folder outside any checkout, papermill from the shell with
+    ``data_dir`` set, plus one more -y that shrinks the run (random-weight model on the CPU, two
+    images) so that the test is quick. Outputs land beside the notebook; the book's generated files
+    are untouched."""
     if not os.environ.get("DDPMDP_DATA"):
         pytest.skip("DDPMDP_DATA is not set")
     import nbformat
@@ -79,11 +85,15 @@ def test_downloaded_notebook_runs_outside_a_checkout_with_the_box_command(tmp_pa
     nbformat.write(nb, tmp_path / "cifar10_nll.ipynb")
     generated = ROOT / "book" / "_generated"
     before = {p.name: p.stat().st_mtime_ns for p in generated.iterdir()}
+    (tmp_path / "cifar10_nll.yaml").write_text((ROOT / "params" / "paper" / "cifar10_nll.yaml").read_text())
     shrink = ('{models: {L_simple: "iddpm:cifar10-small-fixed"}, n_table_images: 2, n_eval_images: 2, '
-              'grid: "log:8", budgets: [2, 4], full_chain: false, batch_size: 2, num_threads: 1}')
+              'grid: "log:8", budgets: [2, 4], full_chain: false, paper_overlay: false, device: cpu, batch_size: 2, '
+              'num_threads: 1}')
     argv = rerun_command(ROOT / "notebooks" / "cifar10_nll.py")
+    assert argv[-3:] == ["-p", "data_dir", "/path/to/data"]
+    argv[-1] = os.environ["DDPMDP_DATA"]
     papermill = str(Path(sys.executable).parent / "papermill")
-    env = {k: v for k, v in os.environ.items() if k not in ("DDPMDP_REPO", "MPLBACKEND")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DDPMDP_REPO", "MPLBACKEND", "DDPMDP_DATA")}
     proc = subprocess.run([papermill, *argv[1:], "-y", shrink, "--cwd", str(tmp_path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -208,6 +208,31 @@ def test_two_panel_figures_are_no_wider_than_ten_inches():
         assert figs[name].get_size_inches()[0] <= 10.0
 
 
+PHONE_PX = 368  # the text column of the book at a 400-px window
+
+
+@pytest.mark.parametrize("name", ["mc_ablation", "fid_two_panel", "four_models"])
+def test_two_panel_figures_and_model_grids_are_legible_on_a_phone(name):
+    """Shown across a phone's column, the two-panel figures (panels stacked, one above the other) and the
+    embedded models' sample grid (four models as 2 × 2) keep their text at least MIN_TEXT_PX high."""
+    if name == "four_models":
+        imgs = random_images(4, shape=(3, 8, 8), seed=3)
+        fig = sample_figures.sample_grid_figure({m: imgs for m in ("cifar10-simple", "cifar10-hybrid", "cifar10-vlb",
+                                                                   "imagenet64-hybrid")}, max_cols=2, title="samples")
+        assert len([a for a in fig.axes if a.images]) == 4 and len({round(a.get_position().y0, 3) for a in fig.axes}) == 2
+    else:
+        fig = _all_figures()[name]
+        x0 = {round(a.get_position().x0, 3) for a in fig.axes}
+        assert len(x0) == 1, f"{name}: the panels should be stacked (one column)"
+    fig.canvas.draw()
+    px_per_inch = PHONE_PX / fig.get_size_inches()[0]
+    texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+             if t.get_text().strip() and t.get_visible()]
+    small = sorted({(round(t.get_fontsize() * px_per_inch / 72, 1), t.get_text()[:30]) for t in texts
+                    if t.get_fontsize() * px_per_inch / 72 < MIN_TEXT_PX})
+    assert not small, f"{name}: text below {MIN_TEXT_PX} px on a {PHONE_PX}-px phone column: {small[:5]}"
+
+
 def test_sample_grid_one_row_per_budget_then_extra_rows_from_the_left():
     """Budgets share columns (one stride per column); the full chain and real images get their own rows,
     laid out from the left, never new columns to the right of all others (the old staircase)."""

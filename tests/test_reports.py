@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -138,7 +139,19 @@ def test_mean_pm_se_never_rounds_a_nonzero_se_to_zero():
     for se in (3e-5, 4.9e-4, 0.0123):
         digits = mean_pm_se(1.0, se).split("± ")[1]
         assert float(digits) > 0, se
-    assert mean_pm_se(-3e-11, 2e-11, signed=True) == "-0.000 ± 0.000"  # rounding-level: no noise digits
+    assert mean_pm_se(-3e-11, 2e-11, signed=True) == "< 0.0005 (SE < 0.0005)"  # rounding-level: no noise digits
+
+
+def test_mean_pm_se_prints_no_signed_zero():
+    """A value that rounds to zero prints its bound, never "+0.000" or "-0.0000"."""
+    assert mean_pm_se(0.0003, 0.001, signed=True) == "< 0.0005 ± 0.001"
+    assert mean_pm_se(-0.00004, 0.0001, signed=True) == "< 0.00005 ± 0.0001"
+    assert mean_pm_se(-0.00004, 0.00006, signed=True) == "-0.00004 ± 0.00006"  # the SE's precision shows it
+    assert mean_pm_se(0.0, 0.0, signed=True) == "0 ± 0"  # identical paths
+    assert mean_pm_se(0.0, 0.002, signed=True) == "0 ± 0.002"
+    for v, se in ((1e-4, 1e-3), (-2e-4, 3e-3), (-4e-5, 1e-4), (-3e-6, 2e-5), (2e-9, 1e-9)):
+        text = mean_pm_se(v, se, signed=True)
+        assert not re.search(r"[-+]0\.0+(?!\d*[1-9])", text), text
 
 
 def test_verdict_is_the_one_two_se_rule():
@@ -164,3 +177,30 @@ def test_score_difference_pairs_only_scores_of_the_same_images():
     assert not paired and se == pytest.approx(math.hypot(a.bpd_se, _score(base[:40], 8).bpd_se))
     assert score_difference((3.0, 0.3), (2.0, 0.4)) == (1.0, pytest.approx(0.5), False)
     assert not score_difference(a, _score(base, 8, split="train"))[2]
+
+
+def test_run_headline_reads_the_generated_csvs(tmp_path):
+    """The front page's own headline comes from the NLL notebooks' tidy CSVs, never from typed numbers."""
+    from ddpmdp.book.reporting.headline import run_headline
+
+    assert "once its notebooks have run" in run_headline(tmp_path)
+    head = "objective,stride,K,bpd,se,units,split,n_images,se_kind\n"
+    rows = ["L_hybrid,even,32,5.1142,0.157,bits/dim,test,12,direct", "L_hybrid,dp,32,3.8621,0.124,bits/dim,test,12,direct",
+            "L_hybrid,even,8,7.2,0.3,bits/dim,test,12,direct", "L_hybrid,dp,8,4.7,0.1,bits/dim,test,12,direct",
+            "L_hybrid,full,1000,3.6482,0.127,bits/dim,test,12,direct"]
+    (tmp_path / "imagenet64_nll.csv").write_text(head + "\n".join(rows) + "\n")
+    text = run_headline(tmp_path)
+    assert ("on 64×64 images (L_hybrid), 32 DP steps give 3.862 ± 0.124 bits/dim against 5.114 ± 0.157 for the "
+            "even stride and 3.648 ± 0.127 for the full 1000-step chain (12 held-out images)") in text
+    assert "CIFAR-10" not in text  # no cifar10_nll.csv: that clause is left out
+
+
+def test_timing_line_shows_what_a_cached_table_cost():
+    from ddpmdp.book.reporting.formatting import cached_table_note, format_seconds
+
+    line = format_seconds({"table": 0.01, "dp": 0.3, "evaluate": 45.2},
+                          {"wall_seconds": 612.4, "n_images": 24, "split": "train", "batch_size": 64, "world_size": 1})
+    assert line == ("table 0.0 s, dp 0.3 s, evaluate 45.2 s (total 45.5 s); the table came from the cache; "
+                    "estimating it took 612.4 s (24 train images, batch 64, 1 process)")
+    assert format_seconds({"table": 2.0}) == "table 2.0 s (total 2.0 s)"
+    assert "not recorded" in cached_table_note({})

@@ -24,10 +24,30 @@ symbols (|x|, ‖x‖², β̃_{t,s}), Google-style sections, and short cross-ref
 
 The extension also provides, for the chapters:
 
+* **Compact result cells.** A table cell that reads "mean ± SE" (``7.166 ± 0.020``, with an
+  optional mark such as ‡) is split into the mean and the SE, which ``book/_static/ddpmdp.css``
+  shows as a smaller second line, so a table of nine such columns fits the page; numeric cells
+  keep to one line, text cells wrap, identifiers in them after ``:``, ``_`` or ``/``
+  (:func:`compact_cells`).
+* **No machine paths.** Text that holds an absolute path of the machine that builds the book (a
+  module constant such as ``WEIGHTS_DIR`` rendered as its value, a path printed by a notebook) shows
+  it relative to the installed package (``<ddpmdp>/…``), the repository (``<repository>/…``) or the
+  home directory (``~/…``) instead (:func:`portable_text`).
+* **Wide pages.** The results chapter and the executed notebooks (:data:`WIDE_PAGES`) get the body
+  class ``ddpmdp-wide`` (``book/_templates/layout.html``): their article takes the full content
+  width and the page's contents move into the header's list button.
+
 * **The paper's numbers as substitutions.** ``{{ paper_t3_L_vlb_dp_32 }}`` (Table 3: objective,
   stride, K or ``all``), ``{{ paper_t4_dp_32 }}`` (Table 4, L_hybrid) and ``{{ paper_t5_dp_ELBO_32 }}``
   (Table 5, FID) come from :mod:`ddpmdp.book.reporting.paper`, so no chapter types them by hand; and
-  ``{{ repository_url }}`` comes from ``_config.yml`` ``repository.url`` (set in one place).
+  ``{{ repository_url }}`` comes from ``_config.yml`` ``repository.url`` (set in one place); and
+  ``{{ run_headline }}``, one sentence of this run's own results, from the CSVs the notebooks wrote
+  (:func:`ddpmdp.book.reporting.headline.run_headline`); and ``{{ figcaption_NAME }}``, the
+  provenance sentence a notebook wrote with figure NAME (:func:`figure_captions`).
+* **The** ``rerun-box`` **directive** (```` ```{rerun-box} NAME ```` in a notebook's first cell): how to
+  re-run notebook NAME (install from the repository, ``data_dir``, ``params/paper/NAME.yaml``,
+  ``device: cuda``, the cost on CPU and GPU), from :func:`ddpmdp.book.runtime.rerun.rerun_markdown`
+  with the repository URL of ``_config.yml``.
 * **The** ``paper-table`` **directive** (```` ```{paper-table} 3 ````): the paper's Table 3, 4 or 5 from
   :mod:`ddpmdp.book.reporting.paper`, in a box labelled as the paper's numbers, never mixed with this run's.
 """
@@ -172,6 +192,10 @@ def setup(app) -> dict[str, Any]:
     app.connect("build-finished", _write_report)
     app.connect("config-inited", _add_substitutions)
     app.add_directive("paper-table", PaperTable)
+    app.add_directive("rerun-box", RerunBox)
+    app.connect("doctree-resolved", _compact_cells)
+    app.connect("doctree-resolved", _portable_paths)
+    app.connect("html-page-context", _page_context)
     return {"parallel_read_safe": False, "parallel_write_safe": True}
 
 
@@ -244,8 +268,12 @@ def paper_substitutions() -> dict[str, str]:
 
 
 def _add_substitutions(app, config) -> None:
+    from ddpmdp.book.reporting.headline import run_headline
+
     subs = dict(paper_substitutions())
     subs["repository_url"] = (config.html_theme_options or {}).get("repository_url", "")
+    subs["run_headline"] = run_headline(Path(app.srcdir) / "book" / "_generated")
+    subs.update(figure_captions(Path(app.srcdir) / "book" / "_generated"))
     subs.update(config.myst_substitutions or {})
     config.myst_substitutions = subs
 
@@ -256,6 +284,34 @@ _PAPER_CAPTIONS = {
     4: "ImageNet 64×64 test bits/dim of the authors' L_hybrid model (3M steps, T = 4000); All: the full chain",
     5: "CIFAR-10 FID of L_simple samples (50,000 samples, Inception-v3 features); All: the full chain",
 }
+
+
+def figure_captions(generated: Path) -> dict[str, str]:
+    """``figcaption_NAME`` → the one-line provenance a notebook wrote with figure NAME
+    (``NAME_figcaption.md``: models with hashes, held-out and selection images)."""
+    return {"figcaption_" + _key(p.name[:-len("_figcaption.md")]): p.read_text().strip()
+            for p in sorted(generated.glob("*_figcaption.md"))}
+
+
+class RerunBox(Directive):
+    """```{rerun-box} NAME``` — notebook NAME's re-run box (:mod:`ddpmdp.book.runtime.rerun`)."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        from ddpmdp.book.runtime.rerun import RERUN, rerun_markdown
+
+        name = self.arguments[0]
+        if name not in RERUN:
+            raise self.error(f"rerun-box: no notebook {name!r} in ddpmdp.book.runtime.rerun.RERUN ({sorted(RERUN)})")
+        config = self.state.document.settings.env.config
+        url = (config.html_theme_options or {}).get("repository_url", "")
+        branch = (config.html_theme_options or {}).get("repository_branch", "main") or "main"
+        node = nodes.container(classes=["rerun-box"])
+        self.state.nested_parse(StringList(rerun_markdown(name, url, branch).splitlines(), source="rerun-box"),
+                                self.content_offset, node)
+        return [node]
 
 
 class PaperTable(Directive):
@@ -293,3 +349,117 @@ class PaperTable(Directive):
         node = nodes.container(classes=["paper-reference-box"])
         self.state.nested_parse(StringList(text, source="paper-table"), self.content_offset, node)
         return [node]
+
+
+# ---- compact "mean ± SE" cells and wide pages -------------------------------------------------------------
+_PM_CELL = re.compile(r"^\s*(<\s*\d+\.\d+|[-+−]?\d[\d,]*(?:\.\d+)?)\s*([‡†*]*)\s*±\s*(\d+(?:\.\d+)?|n/a)\s*([‡†*]*)\s*$")
+_NUM_CELL = re.compile(r"^\s*(?:[<>≤≥]\s*)?[-+−]?\d[\d,]*(?:\.\d+)?\s*(?:%|[‡†*]+)?\s*$")
+WIDE_PAGES = re.compile(r"^(book/results|notebooks/executed/.+)$")
+"""Pages (Sphinx page names) laid out at the full content width."""
+
+
+def compact_cells(doctree: nodes.Node) -> int:
+    """Split every table cell reading "mean ± SE" into a mean and a ``ddpmdp-se`` part (class
+    ``ddpmdp-pm`` on the cell) and mark plain numeric cells ``ddpmdp-num``; returns how many
+    cells were split."""
+    n = 0
+    for entry in list(doctree.findall(nodes.entry)):
+        if any(isinstance(a, nodes.thead) for a in _ancestors(entry)):
+            continue
+        if list(entry.findall(nodes.literal)) or len(entry.children) != 1:
+            continue
+        text = entry.astext()
+        m = _PM_CELL.match(text)
+        if m:
+            mean, mark1, se, mark2 = m.groups()
+            para = nodes.paragraph()
+            para += nodes.inline(text=mean + (mark1 or mark2), classes=["ddpmdp-mean"])
+            para += nodes.Text(" ")
+            para += nodes.inline(text=f"± {se}", classes=["ddpmdp-se"])
+            entry.children = []
+            entry += para
+            entry["classes"].append("ddpmdp-pm")
+            n += 1
+        elif _NUM_CELL.match(text):
+            entry["classes"].append("ddpmdp-num")
+        else:
+            _break_opportunities(entry)
+    return n
+
+
+_BREAK_AFTER = re.compile(r"(?<=[:_/])(?=\w)")
+
+
+def _break_opportunities(entry: nodes.Element) -> None:
+    """Let long identifiers in a text cell (``tiny-imagenet64:test``; over 14 characters) wrap after
+    ``:``, ``_`` or ``/`` (an HTML ``<wbr>``; copied text is unchanged) instead of widening the table."""
+    for text in list(entry.findall(nodes.Text)):
+        if any(isinstance(a, (nodes.literal, nodes.math, nodes.reference)) for a in _ancestors(text)):
+            continue
+        words = re.split(r"(\s+)", str(text))
+        parts = [""]
+        for w in words:  # only long identifiers get break opportunities ("L_simple" stays whole)
+            pieces = _BREAK_AFTER.split(w) if len(w) > 14 else [w]
+            parts[-1] += pieces[0]
+            parts += pieces[1:]
+        if len(parts) < 2:
+            continue
+        new: list[nodes.Node] = []
+        for i, part in enumerate(parts):
+            if i:
+                new.append(nodes.raw("", "<wbr>", format="html"))
+            new.append(nodes.Text(part))
+        parent = text.parent
+        idx = parent.index(text)
+        parent[idx:idx + 1] = new
+
+
+def _ancestors(node: nodes.Node):
+    p = node.parent
+    while p is not None:
+        yield p
+        p = p.parent
+
+
+def _compact_cells(app, doctree, docname) -> None:
+    compact_cells(doctree)
+
+
+def _page_context(app, pagename: str, templatename: str, context: dict, doctree) -> None:
+    context["ddpmdp_wide"] = bool(WIDE_PAGES.match(pagename))
+
+
+# ---- no absolute paths of the build machine -----------------------------------------------------------
+def _machine_paths(srcdir: str) -> list[tuple[str, str]]:
+    """(absolute prefix, portable name), longest first: the installed package, the repository
+    being built, the home directory."""
+    import os
+
+    import ddpmdp
+
+    pairs = [(str(Path(ddpmdp.__file__).resolve().parent), "<ddpmdp>"),
+             (str(Path(ddpmdp.__file__).parent), "<ddpmdp>"),
+             (str(Path(srcdir).resolve()), "<repository>"), (str(Path(srcdir)), "<repository>")]
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        pairs.append((home, "~"))
+    return sorted(set(pairs), key=lambda p: -len(p[0]))
+
+
+def portable_text(text: str, pairs: list[tuple[str, str]]) -> str:
+    """``text`` with every absolute prefix of ``pairs`` replaced by its portable name."""
+    for prefix, name in pairs:
+        text = text.replace(prefix, name)
+    return text
+
+
+def _portable_paths(app, doctree, docname) -> None:
+    pairs = _machine_paths(app.srcdir)
+    for text in list(doctree.findall(nodes.Text)):
+        new = portable_text(str(text), pairs)
+        if new != str(text):
+            text.parent.replace(text, nodes.Text(new))
+    for raw in doctree.findall(nodes.raw):
+        new = portable_text(raw.astext(), pairs)
+        if new != raw.astext():
+            raw.children = [nodes.Text(new)]

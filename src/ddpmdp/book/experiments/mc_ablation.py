@@ -101,7 +101,9 @@ def run_mc_ablation(model: DiffusionModel, train: ImageSet, test: ImageSet, *, l
 
 def mc_ablation_summary_markdown(result: MCAblationResult, precision: int = 3) -> str:
     """The largest paired difference between DP paths chosen from small tables and from the
-    largest table, with its SE."""
+    largest table, with its SE, and what that measures: the reference is itself a table of a
+    finite number of images, so the difference is agreement with that table's paths, not the
+    distance to converged ones."""
     ref = max(result.sizes)
     worst: tuple[float, float, int, int] | None = None
     for n in result.sizes:
@@ -116,4 +118,6 @@ def mc_ablation_summary_markdown(result: MCAblationResult, precision: int = 3) -
     d, se, n, K = worst
     return (f"**{result.label}**: the largest difference from the paths chosen with a {ref}-image table is "
             f"{mean_pm_se(d, se, precision, signed=True)} bits/dim (paired SE), for the table of "
-            f"{n} image{'s' if n != 1 else ''} at K = {K}; every other table size and budget is closer.\n")
+            f"{n} image{'s' if n != 1 else ''} at K = {K}; every other table size and budget is closer. "
+            f"The reference is itself a Monte Carlo table of {ref} images, so this measures how closely the smaller "
+            f"tables' paths agree with its paths, not their distance from the paths of a converged table.\n")

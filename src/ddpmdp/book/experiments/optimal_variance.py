@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +35,7 @@ from ddpmdp.table import ElboTable
 
 __all__ = ["ANALYTIC_DPM_TABLE1", "OptimalVarianceResult", "run_optimal_variance", "variance_table",
            "paired_gains", "gain_lines", "sigma_along_path", "plot_sigma_along_path", "anchor_markdown", "curves",
-           "must_show_lines"]
+           "must_show_pairs", "must_show_lines", "comparison_table", "comparison_caption"]
 
 ANALYTIC_DPM_TABLE1: dict[str, dict[int, float]] = {
     "CIFAR10 (LS) ET DDPM σ²=β": {10: 6.99, 25: 6.11, 50: 5.44, 100: 4.86, 200: 4.39, 400: 4.07, 1000: 3.75},
@@ -124,6 +124,16 @@ def paired_gains(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str
     return {K: paired_difference(r.scores[(*a, K)], r.scores[(*b, K)]) for K in Ks}
 
 
+def _said(a: tuple[str, str], b: tuple[str, str], gains: Mapping[int, tuple[float, float]]) -> str:
+    """Where the paired difference a − b exceeds 2 SE (:func:`ddpmdp.book.reporting.comparisons.verdict`)."""
+    by = {v: [K for K, (d, se) in gains.items() if verdict(d, se) == v] for v in ("gain", "loss", "within")}
+    if len(by["gain"]) == len(gains) or len(by["loss"]) == len(gains):
+        return f"{a[0] if by['gain'] else b[0]} is better beyond 2 SE at every K"
+    groups = ((f"{a[0]} better beyond 2 SE", by["gain"]), (f"{b[0]} better beyond 2 SE", by["loss"]),
+              ("within 2 SE", by["within"]))
+    return "; ".join(f"{label} at K = {', '.join(map(str, Ks))}" for label, Ks in groups if Ks)
+
+
 def gain_lines(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str]) -> list[str]:
     """One sentence for the pair: the paired difference a − b at every K with its SE, and at which K
     it exceeds 2 SE (:func:`ddpmdp.book.reporting.comparisons.verdict`; negative: a is better)."""
@@ -132,15 +142,8 @@ def gain_lines(r: OptimalVarianceResult, a: tuple[str, str], b: tuple[str, str])
         return []
     first = r.scores[(*a, next(iter(gains)))]
     cells = ", ".join(f"K = {K}: {mean_pm_se(d, se, signed=True)}" for K, (d, se) in gains.items())
-    by = {v: [K for K, (d, se) in gains.items() if verdict(d, se) == v] for v in ("gain", "loss", "within")}
-    if len(by["gain"]) == len(gains) or len(by["loss"]) == len(gains):
-        said = f"{a[0] if by['gain'] else b[0]} is better beyond 2 SE at every K"
-    else:
-        groups = ((f"{a[0]} better beyond 2 SE", by["gain"]), (f"{b[0]} better beyond 2 SE", by["loss"]),
-                  ("within 2 SE", by["within"]))
-        said = "; ".join(f"{label} at K = {', '.join(map(str, Ks))}" for label, Ks in groups if Ks)
     return [f"{r.name}, {' '.join(a)} − {' '.join(b)} (bits/dim, paired, {first.split} split, {first.n_images} "
-            f"images): {cells}; {said}."]
+            f"images): {cells}; {_said(a, b, gains)}."]
 
 
 def sigma_along_path(r: OptimalVarianceResult, rule: str, K: int) -> dict[str, np.ndarray]:
@@ -172,13 +175,20 @@ def plot_sigma_along_path(r: OptimalVarianceResult, rule: str, K: int) -> Figure
 
 
 def anchor_markdown() -> str:
-    """Analytic-DPM Table 1 (CIFAR-10) as a Markdown table, labelled as an external anchor."""
+    """Analytic-DPM's Table 1 (CIFAR-10 rows, :data:`ANALYTIC_DPM_TABLE1`) as a Markdown table in a
+    box labelled as the other paper's numbers, never this run's."""
     Ks = sorted(next(iter(ANALYTIC_DPM_TABLE1.values())))
-    head = "| Analytic-DPM Table 1 (their models, external anchor) | " + " | ".join(f"K={k}" for k in Ks) + " |"
-    rows = [head, "|---" * (len(Ks) + 1) + "|"]
+    rows = ["| Model and method | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---" * (len(Ks) + 1) + "|"]
     for name, vals in ANALYTIC_DPM_TABLE1.items():
         rows.append(f"| {name} | " + " | ".join(f"{vals[k]:.2f}" for k in Ks) + " |")
-    return "\n".join(rows)
+    return "\n".join([
+        ":::{admonition} Reference: Bao et al. (2022), Analytic-DPM, Table 1 (their numbers, not this run's)",
+        ":class: paper-reference", "",
+        "CIFAR-10 test bits/dim of Analytic-DPM's own models (LS: linear schedule, CS: cosine schedule; T = 1000) "
+        "by number of steps K; ET: even trajectory, OT: optimal trajectory (Watson et al.'s DP); DDPM σ² = β is "
+        "`fixed_large`, Analytic-DDPM is the rule `analytic`. Copied from their paper "
+        "(`ddpmdp.book.experiments.optimal_variance.ANALYTIC_DPM_TABLE1`), no SE given. Other models, data and "
+        "image counts than this run: compare the size of the effect, not the values.", ""] + rows + [":::", ""])
 
 
 def curves(r: OptimalVarianceResult, strides: Sequence[str] = ("dp",), extra: Sequence[tuple[str, str]] = ()
@@ -192,12 +202,45 @@ def curves(r: OptimalVarianceResult, strides: Sequence[str] = ("dp",), extra: Se
     return out
 
 
-def must_show_lines(r: OptimalVarianceResult) -> list[str]:
-    """Sentences comparing DP paths across rules (paired, held-out): optimal and analytic against
-    fixed_large, optimal against analytic, and for a learned-variance model optimal and best
-    against learned_range."""
+def must_show_pairs(r: OptimalVarianceResult) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """The DP-path comparisons the notebook reports: optimal and analytic against fixed_large,
+    optimal against analytic, and for a learned-variance model optimal and best against learned_range."""
     pairs = [(("optimal", "dp"), ("fixed_large", "dp")), (("analytic", "dp"), ("fixed_large", "dp")),
              (("optimal", "dp"), ("analytic", "dp"))]
     if "learned_range" in r.rules:
         pairs += [(("optimal", "dp"), ("learned_range", "dp")), (("best", "dp"), ("learned_range", "dp"))]
-    return [line for a, b in pairs for line in gain_lines(r, a, b)]
+    return pairs
+
+
+def must_show_lines(r: OptimalVarianceResult) -> list[str]:
+    """Sentences comparing DP paths across rules (paired, held-out), one per :func:`must_show_pairs`."""
+    return [line for a, b in must_show_pairs(r) for line in gain_lines(r, a, b)]
+
+
+def comparison_table(results: Mapping[str, OptimalVarianceResult]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of every :func:`must_show_pairs` comparison of every model: the paired
+    difference of held-out bits/dim a − b (negative: a is better) ± its SE per budget K, and where it
+    exceeds 2 SE. The results chapter shows it as the *Beyond the paper* table."""
+    Ks = sorted({K for r in results.values() for a, b in must_show_pairs(r) for K in paired_gains(r, a, b)})
+    header = ["Model", "DP paths compared"] + [f"K={K}" for K in Ks] + ["Beyond 2 SE"]
+    rows = []
+    for r in results.values():
+        for a, b in must_show_pairs(r):
+            gains = paired_gains(r, a, b)
+            if gains:
+                rows.append([r.name, f"{a[0]} − {b[0]}"]
+                            + [mean_pm_se(*gains[K], signed=True) if K in gains else "—" for K in Ks]
+                            + [_said(a, b, gains)])
+    return header, rows
+
+
+def comparison_caption(results: Mapping[str, OptimalVarianceResult]) -> str:
+    """Caption of :func:`comparison_table`: what a cell is, on which images, and each model's identity."""
+    seen = []
+    for r in results.values():
+        sc = next(iter(r.scores.values()))
+        seen.append(f"{r.name} = `{r.model}` ({sc.n_images} {sc.split} images, default rule {r.variance})")
+    return ("Paired differences of held-out bits/dim between the DP paths of two variance rules, first minus "
+            "second (negative: the first rule's schedule is better), mean ± paired SE over the same images and "
+            "noise; every σ² was fixed on the training table. The last column says where a difference exceeds "
+            "2 SE. Models: " + "; ".join(seen) + ".")

@@ -8,14 +8,20 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["mean_pm_se", "ranges", "format_paths", "format_seconds", "slug"]
+__all__ = ["mean_pm_se", "ranges", "format_paths", "format_seconds", "cached_table_note", "slug"]
 
 
 def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = False) -> str:
     """``"3.172 ± 0.005"``: both at ``precision`` decimals, or with up to two more where the SE
-    needs them to show its first significant digit (``"+0.0200 ± 0.0004"``). An SE below even
-    that (rounding-level differences, e.g. two rules giving the same path) prints at
-    ``precision`` decimals, so such digits never reach a table; ``"± n/a"`` without a finite SE."""
+    needs them to show its first significant digit (``"+0.0200 ± 0.0004"``); ``"± n/a"`` without a
+    finite SE.
+
+    A value that rounds to zero at those decimals prints no signed zero ("+0.000", "-0.0000") but
+    its bound: ``"< 0.0005 ± 0.001"`` reads |value| < 0.0005 (half a unit of the last decimal). An
+    SE below even ``precision + 2`` decimals (rounding-level differences, e.g. two rules giving the
+    same path) prints at ``precision`` decimals, as a bound when it rounds to zero
+    (``"< 0.0005 (SE < 0.0005)"``), so such digits never reach a table; an exact zero prints
+    ``"0"``."""
     sign = "+" if signed else ""
     if not math.isfinite(se):
         return f"{value:{sign}.{precision}f} ± n/a"
@@ -26,7 +32,14 @@ def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = Fa
             decimals += 1
         if decimals > precision + 2:
             decimals = precision
-    return f"{value:{sign}.{decimals}f} ± {se:.{decimals}f}"
+    bound = f"< {0.5 * 10.0 ** -decimals:.{decimals + 1}f}"
+    mean = f"{value:{sign}.{decimals}f}"
+    if float(mean) == 0:
+        mean = "0" if value == 0 else bound
+    err = f"{se:.{decimals}f}"
+    if float(err) == 0 and se != 0:
+        return f"{mean} (SE {bound})"
+    return f"{mean} ± {'0' if se == 0 and mean == '0' else err}"
 
 
 def ranges(values: Sequence[int]) -> str:
@@ -48,9 +61,28 @@ def format_paths(paths: Mapping[int, np.ndarray], max_nodes: int = 40, key: str 
     return "\n".join(lines)
 
 
-def format_seconds(seconds: Mapping[str, float]) -> str:
-    """``"table 12.3 s, dp 0.1 s, …"`` (wall times; excluded from notebook output checks)."""
-    return ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f" (total {math.fsum(seconds.values()):.1f} s)"
+def format_seconds(seconds: Mapping[str, float], cached_table: Mapping | None = None) -> str:
+    """``"table 12.3 s, dp 0.1 s, … (total 12.5 s)"`` (wall times; excluded from notebook output
+    checks). ``cached_table``: the metadata of a table that came from the cache, whose own cost
+    (:func:`cached_table_note`) is then appended, so a reader still sees what a table costs."""
+    text = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f" (total {math.fsum(seconds.values()):.1f} s)"
+    return text + (f"; {cached_table_note(cached_table)}" if cached_table is not None else "")
+
+
+def cached_table_note(meta: Mapping) -> str:
+    """What a cached table cost when it was estimated, from its metadata (``wall_seconds``, image
+    count, split, batch size, processes): ``"the table came from the cache; estimating it took
+    412.0 s (24 train images, batch 64, 1 process)"``."""
+    wall = meta.get("wall_seconds")
+    if wall is None:
+        return "the table came from the cache (its estimation time was not recorded)"
+    details = [f"{meta['n_images']} {meta.get('split', '')} images".replace("  ", " ")] if meta.get("n_images") else []
+    if meta.get("batch_size"):
+        details.append(f"batch {meta['batch_size']}")
+    if meta.get("world_size"):
+        details.append(f"{meta['world_size']} process{'es' if int(meta['world_size']) != 1 else ''}")
+    return (f"the table came from the cache; estimating it took {float(wall):.1f} s"
+            + (f" ({', '.join(details)})" if details else ""))
 
 
 def slug(text: str) -> str:

@@ -60,8 +60,9 @@ FIGURE_DPI = 200
 FONT_RC = {"font.size": 12.0, "axes.titlesize": 12.0, "axes.labelsize": 12.0, "xtick.labelsize": 11.0,
            "ytick.labelsize": 11.0, "legend.fontsize": 10.5, "figure.titlesize": 13.0}
 """Font sizes (points) applied while a figure is built."""
-TWO_PANEL_SIZE = (10.0, 4.4)
-"""Size in inches of the two-panel figures (:func:`plot_mc_ablation`, :func:`plot_fid` with bits/dim)."""
+TWO_PANEL_SIZE = (5.6, 8.4)
+"""Size in inches of the two-panel figures (:func:`plot_mc_ablation`, :func:`plot_fid` with bits/dim):
+panels stacked, one above the other, so that their text stays legible on a phone's 368-px column."""
 
 
 def styled(fn):
@@ -247,7 +248,7 @@ def plot_mc_ablation(results: Mapping[int | str, Mapping[int, ScoreLike]], *, re
     selection table was estimated from n = 1, 2, 4, … images.
 
     ``results``: ``{n_images: {K: score}}`` (keys may also be labels such as "full (50000)").
-    Left: bits/dim ± SE. Right: difference from the ``reference`` table's paths (default: the
+    Top: bits/dim ± SE. Bottom: difference from the ``reference`` table's paths (default: the
     largest integer key), with paired SEs when the scores hold per-image totals.
     """
     require(len(results) > 0, "results is empty")
@@ -257,7 +258,7 @@ def plot_mc_ablation(results: Mapping[int | str, Mapping[int, ScoreLike]], *, re
         reference = max(ints) if ints else keys[-1]
     require(reference in results, f"reference {reference!r} is not among the results")
     fig = Figure(dpi=FIGURE_DPI, figsize=TWO_PANEL_SIZE, layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
+    ax, ax2 = fig.subplots(2, 1)
     allK: list[int] = []
     name = (lambda k: f"table from {k} image{'s' if k != 1 else ''}" if isinstance(k, (int, np.integer)) else str(k))
     for i, k in enumerate(keys):
@@ -288,13 +289,13 @@ def _fid_value(v: float | FIDResult) -> float:
 def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
              bpd: Mapping[str, Mapping[int, ScoreLike]] | None = None, *, full: float | FIDResult | None = None,
              metric_label: str | None = None, title: str = "", ylog: bool = False) -> Figure:
-    """FID against the budget for each sampler, and FID against bits/dim (Paper Fig. 2).
+    """FID against the budget for each sampler (top), and FID against bits/dim (bottom; Paper Fig. 2).
 
     Args:
         results: ``{sampler: {K: FID}}`` with floats or :class:`ddpmdp.fid.frechet.FIDResult`.
         bpd: ``{sampler: {K: score}}`` test bits/dim of the same paths; samplers without
-            bits/dim (e.g. DDIM η = 0, which has no likelihood) are left out of the right panel,
-            and without ``bpd`` only the left panel is drawn.
+            bits/dim (e.g. DDIM η = 0, which has no likelihood) are left out of the bottom panel,
+            and without ``bpd`` only the top panel is drawn.
         full: the full chain's FID, a horizontal line.
         metric_label: the y label; default the label of the first :class:`FIDResult` found
             (e.g. "proxy-FID (not comparable to published FID)"), else "FID".
@@ -309,7 +310,7 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
         metric_label = labels.pop() if labels else "FID"
     two = bpd is not None and any(s in results for s in bpd)
     fig = Figure(dpi=FIGURE_DPI, figsize=TWO_PANEL_SIZE if two else (6.4, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2 if two else 1)
+    axes = fig.subplots(2 if two else 1, 1)
     ax: Axes = cast(np.ndarray, axes)[0] if two else axes
     allK: list[int] = []
     ylabel = f"{metric_label}\n(squared feature distance, lower is better{', log scale' if ylog else ''})"

@@ -45,18 +45,24 @@ def _show(ax: Axes, images: np.ndarray, nrow: int | None) -> None:
 
 @styled
 def sample_grid_figure(grids: Mapping[str, np.ndarray] | Mapping[str, Mapping[str, np.ndarray]], *,
-                       nrow: int | None = None, title: str = "", panel_size: float = 2.6) -> Figure:
+                       nrow: int | None = None, title: str = "", panel_size: float = 2.6,
+                       max_cols: int | None = None) -> Figure:
     """Labelled sample grids side by side (Paper Figs. 4, 5, 7, 8).
 
     ``grids``: ``{label: uint8 (N, C, H, W)}`` → one row of panels titled by label; or
     ``{row_label: {column_label: images}}`` (e.g. budget → stride) → a table of panels with
     row labels on the left and column labels on top. Pixels are shown as stored (no axes
-    units: image panels carry labels instead of ticks).
+    units: image panels carry labels instead of ticks). ``max_cols``: a flat ``grids`` wraps into rows
+    of at most that many panels (e.g. 2: four models as 2 × 2, legible on a phone).
     """
     require(len(grids) > 0, "grids is empty")
     nested = all(isinstance(v, Mapping) for v in grids.values())
     table: dict[str, dict[str, np.ndarray]] = (
         {str(r): dict(v) for r, v in grids.items()} if nested else {"": dict(grids)})  # type: ignore[arg-type]
+    if not nested and max_cols is not None and len(grids) > max_cols:
+        items = list(table[""].items())
+        table = {" " * i: dict(items[i * max_cols:(i + 1) * max_cols])
+                 for i in range((len(items) + max_cols - 1) // max_cols)}  # unlabelled rows
     layout = _grid_layout(table)
     ncols = max(len(row) for row in layout)
     fig = Figure(dpi=FIGURE_DPI, figsize=(panel_size * ncols + (0.6 if nested else 0), panel_size * len(table) + 0.5),
@@ -74,7 +80,7 @@ def sample_grid_figure(grids: Mapping[str, np.ndarray] | Mapping[str, Mapping[st
                           if c < len(layout[q]) and layout[q][c] is not None), None)
             if clabel is not None and clabel != above:
                 ax.set_title(clabel, fontsize="medium")
-            if c == 0 and rlabel:
+            if c == 0 and rlabel.strip():
                 ax.set_ylabel(rlabel, fontsize="medium")
     if title:
         fig.suptitle(title)

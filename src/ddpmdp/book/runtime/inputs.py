@@ -7,6 +7,7 @@ drivers, :func:`ddpmdp.book.runtime.table_cache.cached_table` and :func:`describ
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -15,11 +16,12 @@ import torch
 
 from ddpmdp.data.images import ImageSet, data_root
 from ddpmdp.data.specs import load_images
-from ddpmdp.errors import require
+from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.variances import VarianceRule, resolve_rule
 
-__all__ = ["variance_rule", "load_data", "describe_data", "load_experiment_model", "describe_model"]
+__all__ = ["variance_rule", "load_data", "describe_data", "load_experiment_model", "describe_model",
+           "notebook_terms"]
 
 
 def variance_rule(requested: str | None, model: DiffusionModel) -> VarianceRule:
@@ -28,16 +30,40 @@ def variance_rule(requested: str | None, model: DiffusionModel) -> VarianceRule:
     return resolve_rule(requested, model)
 
 
+# ---- errors in a notebook's words -------------------------------------------------------------------
+_FLAG_TO_PARAMETER = [
+    (re.compile(r"set \$?DDPMDP_DATA or pass --data-dir"), "set the data_dir parameter or $DDPMDP_DATA"),
+    (re.compile(r"\$?DDPMDP_DATA\s*/\s*--data-dir"), "the data_dir parameter or $DDPMDP_DATA"),
+    (re.compile(r"the data_dir parameter\s*/\s*--data-dir"), "the data_dir parameter"),
+    (re.compile(r"pass --data-dir"), "set the data_dir parameter"),
+    (re.compile(r"--data-dir"), "the data_dir parameter"),
+    (re.compile(r"--device cuda"), "device: cuda"),
+    (re.compile(r"--device"), "the device parameter"),
+]
+
+
+def notebook_terms(message: str) -> str:
+    """A library error message in the words of a notebook: command-line flags (``--data-dir``)
+    become the notebook parameters that set the same thing (``data_dir``)."""
+    for pattern, words in _FLAG_TO_PARAMETER:
+        message = pattern.sub(words, message)
+    return message
+
+
 # ---- data ---------------------------------------------------------------------------------------
 def load_data(spec: str, n: int | None = None, *, data_dir: str | os.PathLike | None = None) -> ImageSet:
     """The first ``n`` images (all when None) of a data spec (:func:`ddpmdp.data.specs.load_images`).
 
     Warnings raised while loading (e.g. "differs from the official files") are not printed;
-    they are kept in the returned set's ``notes`` (and hence in every table's metadata).
+    they are kept in the returned set's ``notes`` (and hence in every table's metadata). Errors
+    name the notebook's parameters (``data_dir``), not the command line's flags (:func:`notebook_terms`).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = load_images(spec, data_dir)
+        try:
+            ds = load_images(spec, data_dir)
+        except DdpmdpError as err:  # "pass --data-dir" means nothing to a notebook user
+            raise DdpmdpError(notebook_terms(str(err))) from None
     extra = [str(w.message) for w in caught if str(w.message) not in ds.notes]
     ds = ds.subset(n)
     ds.notes.extend(extra)
@@ -70,7 +96,7 @@ def load_experiment_model(spec: str, *, noise_schedule: str | None = None, devic
     model name, ``iddpm:PRESET[:PATH]``, ``ho[:PATH]``, ``gaussian:DATA`` or ``module:callable``.
     ``noise_schedule`` (``linear:T``, ``cosine:T``, a ``.npy`` of ᾱ) is for the specs that need
     or accept one; ``dtype`` is the network's arithmetic. Loader warnings are suppressed (data
-    notes travel with the data instead)."""
+    notes travel with the data instead); errors name notebook parameters (:func:`notebook_terms`)."""
     from ddpmdp.models.adapter import Numerics
     from ddpmdp.models.specs import load_model
 
@@ -78,8 +104,11 @@ def load_experiment_model(spec: str, *, noise_schedule: str | None = None, devic
         require(torch.cuda.is_available(), f"device {device!r}: CUDA is not available here; use device='cpu'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_model(spec, device=device, data_dir=data_dir, schedule=noise_schedule,
-                          numerics=Numerics(dtype=dtype))
+        try:
+            return load_model(spec, device=device, data_dir=data_dir, schedule=noise_schedule,
+                              numerics=Numerics(dtype=dtype))
+        except DdpmdpError as err:
+            raise DdpmdpError(notebook_terms(str(err))) from None
 
 
 def describe_model(model: DiffusionModel, variance: str | None = None) -> str:

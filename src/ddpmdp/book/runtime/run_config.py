@@ -100,7 +100,8 @@ class RunConfig:
         require(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         require(int(self.batch_size) >= 1 and int(self.num_threads) >= 1, "batch_size and num_threads must be >= 1")
         if self.device.startswith("cuda"):
-            require(torch.cuda.is_available(), f"device {self.device!r}: CUDA is not available here; use 'cpu'")
+            require(torch.cuda.is_available(), f"device {self.device!r}: CUDA is not available here; set the device "
+                    "parameter to 'cpu'")
         self._out: Path | None = None
 
     def start(self) -> Path:
@@ -144,10 +145,14 @@ class RunConfig:
         return {"clip": self.clip, "seed": self.seed, "batch_size": self.batch_size, "device": self.device}
 
     # ---- outputs ---------------------------------------------------------------------------------
-    def figure(self, fig: Any, name: str) -> Any:
-        """Save ``fig`` as ``out/NAME.png`` and return it as an IPython image for display."""
+    def figure(self, fig: Any, name: str, caption: str = "") -> Any:
+        """Save ``fig`` as ``out/NAME.png`` (and ``caption``, one line of Markdown naming the models,
+        images and split behind it, as ``out/NAME_figcaption.md``, which the book's figure captions
+        show as ``{{ figcaption_NAME }}``); return it as an IPython image for display."""
         from IPython.display import Image
 
+        if caption:
+            write_text(caption.strip() + "\n", f"{name}_figcaption", self.out)
         return Image(filename=str(save_figure(fig, name, self.out)))
 
     def table(self, table: ResultTable | tuple[Sequence[str], Sequence[Sequence[str]]], name: str,
