@@ -65,8 +65,8 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("grid")
     g.add_argument("--grid", default=None, metavar="SPEC",
                    help="the nodes the table holds and the DP searches: all (default), stride:k, log:G, "
-                   "even:K1,K2,…, quadratic:K1,K2,…, nodes:a,b,…, joined with + (e.g. log:120+even:8,16,32); "
-                   "0 and T are always included")
+                   "even:K1,K2,…, quadratic:…, ddim-quadratic:…, logsnr:…, edm:… (the nodes of those baselines), "
+                   "nodes:a,b,…, joined with + (e.g. log:120+even:8,16,32+edm:8,16,32); 0 and T are always included")
     g.add_argument("--grid-stride", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --grid stride:k
 
 
@@ -140,8 +140,9 @@ def grid_spec(args: argparse.Namespace) -> str:
     return args.grid or "all"
 
 
-def grid_nodes(args: argparse.Namespace, T: int):
-    """(int64 grid nodes, spec) of ``--grid`` for a model with T steps."""
+def grid_nodes(args: argparse.Namespace, T):
+    """(int64 grid nodes, spec) of ``--grid`` for a model with T steps (``T``: the model's noise
+    schedule, which the logsnr and edm parts need, or T)."""
     from ddpmdp.grids import parse_grid
 
     spec = grid_spec(args)

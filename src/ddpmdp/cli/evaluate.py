@@ -25,7 +25,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help=command("evaluate").summary, description=common.describe(__doc__))
     p.add_argument("table", nargs="?", default=None, help="a held-out table .npz (else --model and --data)")
     p.add_argument("--schedule", action="append", required=True, metavar="PATH",
-                   help="path spec: even:K, quadratic:K, dp:SOLVED.json:K or nodes:0,…,T; repeat for several")
+                   help="path spec: even:K, quadratic:K, ddim-quadratic:K, logsnr:K, edm:K, dp:SOLVED.json:K or "
+                   "nodes:0,…,T; repeat for several")
     common.add_other_model(p)
     common.add_model_args(p, required=False)
     common.add_data_args(p, required=False, help="held-out data for a direct evaluation (a data spec)")
@@ -43,11 +44,26 @@ def _direct(args: argparse.Namespace) -> dict:
     require(args.model is not None and args.data is not None,
             "evaluate needs TABLE.npz, or --model and --data for a direct evaluation")
     model = common.load_model(args)
-    paths = {spec: parse_schedule_spec(spec, model.schedule.T, allow_other_model=args.other_model)
+    paths = {spec: parse_schedule_spec(spec, model.schedule, allow_other_model=args.other_model)
              for spec in args.schedule}
     data = load_images(args.data, args.data_dir).subset(args.n_images)
     return evaluate_paths(model, data, paths, variance=common.variance(args, model), clip=args.clip,
                           batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet)
+
+
+def _table_schedule(table):
+    """The table's noise schedule when its recorded name is a spec (linear:T, cosine:T) with the
+    recorded hash (for logsnr:K and edm:K), else its T."""
+    from ddpmdp.errors import DdpmdpError
+    from ddpmdp.schedules import parse_schedule
+
+    name, want = table.meta.get("schedule"), table.meta.get("schedule_hash")
+    try:
+        sched = parse_schedule(str(name)) if name else None
+    except DdpmdpError:
+        sched = None
+    return sched if sched is not None and sched.T == table.T and (not want or sched.fingerprint() == want) \
+        else table.T
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
         require(args.model is None, "give either TABLE.npz or --model/--data (direct evaluation), not both")
         table = load_table(args.table)
-        scores = {spec: path_from_table(table, parse_schedule_spec(spec, table.T, allow_other_model=args.other_model))
+        noise = _table_schedule(table)
+        scores = {spec: path_from_table(table, parse_schedule_spec(spec, noise, allow_other_model=args.other_model))
                   for spec in args.schedule}
     else:
         scores = _direct(args)

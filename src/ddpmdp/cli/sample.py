@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sample", help=command("sample").summary, description=common.describe(__doc__))
     common.add_model_args(p)
     p.add_argument("--schedule", required=True, metavar="PATH",
-                   help="path spec: even:K, quadratic:K, dp:SOLVED.json:K or nodes:0,…,T")
+                   help="path spec: even:K, quadratic:K, ddim-quadratic:K, logsnr:K, edm:K, dp:SOLVED.json:K or "
+                   "nodes:0,…,T")
     common.add_other_model(p)
     p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     p.add_argument("--sampler", choices=["ancestral", "ddim"], default="ancestral")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     require(args.n >= 1, f"--n must be >= 1, got {args.n}")
     common.check_outputs(args.out, args.npz, overwrite=args.overwrite, nothing="nothing was sampled")
     model = common.load_model(args)
-    schedule = parse_schedule_spec(args.schedule, model.schedule.T, allow_other_model=args.other_model)
+    schedule = parse_schedule_spec(args.schedule, model.schedule, allow_other_model=args.other_model)
     shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else model.image_shape
     require(shape is not None and len(shape) == 3, "give --shape C,H,W (the model does not declare its image shape)")
     assert shape is not None
