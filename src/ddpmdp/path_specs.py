@@ -32,7 +32,8 @@ def parse_path_spec(spec: str, T) -> np.ndarray:
     return parse_schedule_spec(spec, T).nodes
 
 
-def parse_schedule_spec(spec: str, T, *, allow_other_model: bool = False) -> InferenceSchedule:
+def parse_schedule_spec(spec: str, T, *, allow_other_model: bool = False,
+                        allow_other_sampler: bool = False) -> InferenceSchedule:
     """Resolve a path spec to an :class:`InferenceSchedule` (int64 nodes 0 = t₀ < … < t_K = T).
 
     ``T``: the number of steps, or the noise schedule (a :class:`~ddpmdp.schedules.Schedule`,
@@ -40,8 +41,9 @@ def parse_schedule_spec(spec: str, T, *, allow_other_model: bool = False) -> Inf
     ``even:K``, ``quadratic:K``, ``ddim-quadratic:K``, ``logsnr:K``, ``edm:K``
     (:data:`ddpmdp.strides.BASELINES`, 1 <= K <= T), ``dp:SOLVED.json:K`` (a budget of a
     solved-schedule file: it carries the identity of the model and noise schedule it was solved
-    for, and each edge's rule and σ² when the file records them; ``allow_other_model`` lets it go
-    to another model of the same noise schedule) or ``nodes:0,…,T``. Only ``dp:``
+    for, its objective and the sampler it is valid for, and each edge's rule and σ² when the file
+    records them; ``allow_other_model`` lets it go to another model of the same noise schedule,
+    ``allow_other_sampler`` to a sampler it was not solved for) or ``nodes:0,…,T``. Only ``dp:``
     schedules carry per-edge variances and an identity. Every problem is one
     :class:`~ddpmdp.errors.DdpmdpError` line."""
     T, schedule = _T_and_schedule(T)
@@ -68,5 +70,5 @@ def parse_schedule_spec(spec: str, T, *, allow_other_model: bool = False) -> Inf
         noise = f"noise schedule {solved.identity.noise_schedule}, " if solved.identity is not None else ""
         require(solved.T == T, f"{file} was solved for {noise}T = {solved.T}, not T = {T}; a schedule never "
                 "transfers to another noise schedule")
-        return solved.schedule(K, allow_other_model=allow_other_model)
+        return solved.schedule(K, allow_other_model=allow_other_model, allow_other_sampler=allow_other_sampler)
     raise DdpmdpError(f"unknown path spec {spec!r}: use {SPEC_HELP}")

@@ -16,7 +16,7 @@ from typing import Any
 from ddpmdp.errors import DdpmdpError, require
 
 __all__ = ["VARIANCE_NAMES", "add_model_args", "add_data_args", "add_data_dir", "add_grid_args", "add_run_args",
-           "add_overwrite", "add_json", "add_other_model", "load_model", "variance", "budgets", "grid_nodes",
+           "add_overwrite", "add_json", "add_other_model", "add_sampler_args", "sampler_args", "load_model", "variance", "budgets", "grid_nodes",
            "check_outputs", "describe", "print_summary"]
 
 VARIANCE_NAMES = ("fixed_small", "fixed_large", "learned_range", "analytic", "optimal", "best")
@@ -98,6 +98,27 @@ def add_other_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--other-model", action="store_true",
                    help="use dp:FILE:K schedules solved for another model of the same noise schedule "
                    "(refused without this flag; another noise schedule is always refused)")
+
+
+def add_sampler_args(p: argparse.ArgumentParser | Any, *, eta: bool = True) -> None:
+    """``--sampler`` (default: the one each schedule was solved for), ``--eta``, ``--other-sampler``."""
+    p.add_argument("--sampler", choices=["ancestral", "ddim"], default=None,
+                   help="ancestral or ddim (default: the sampler the schedule was solved for: DDIM eta = 0 for a "
+                   "trajectory schedule, ancestral for an ELBO schedule and for even:K, edm:K, … paths)")
+    if eta:
+        p.add_argument("--eta", type=float, default=None, help="DDIM's eta with --sampler ddim (default 0: "
+                       "deterministic)")
+    p.add_argument("--other-sampler", action="store_true",
+                   help="use a sampler the schedule was not solved for (a trajectory schedule is solved for DDIM "
+                   "eta = 0 with its clip flag; anything else is refused without this flag)")
+
+
+def sampler_args(args: argparse.Namespace) -> tuple[str | None, float]:
+    """(``--sampler`` or None, η) after checking that ``--eta`` comes with ``--sampler ddim``."""
+    eta = getattr(args, "eta", None)
+    require(eta is None or args.sampler == "ddim", f"--eta {eta} applies to --sampler ddim only")
+    require(eta is None or eta >= 0, f"--eta must be >= 0, got {eta}")
+    return args.sampler, float(eta or 0.0)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
