@@ -313,6 +313,30 @@ def test_python_sample_follows_the_recorded_sampler(setup, traj):
                           to_uint8(sample_ancestral(model, elbo, 2, (1, 4, 4), seed=1)))
 
 
+def test_export_of_a_trajectory_schedule_is_for_the_deterministic_sampler(setup, traj, capsys):
+    f = traj["file"]
+    code, out, err = run(["export", f"{f}:5", "--to", "k-diffusion", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["sampler"] == {"kind": "ddim", "eta": 0.0, "clip": True} and res["variance"] is None
+    assert "sample_euler" in res["snippet"] and "ClippedDenoiser" in res["snippet"] and res["not_expressible"] == []
+    assert sigmas_to_nodes(res["sigmas"], cosine_schedule(T)).tolist() == res["nodes"]
+    code, out, err = run(["export", f"{traj['noclip']}:5", "--to", "k-diffusion", "--json"], capsys)
+    assert "denoiser = model_wrap" in json.loads(out)["snippet"]
+    code, out, err = run(["export", f"{f}:5", "--to", "iddpm"], capsys)
+    assert code == 0 and "ddim_sample_loop" in out and "clip_denoised=True, eta=0.0" in out
+    assert "sampler: ddim (eta = 0, clip)" in out
+    code, out, err = run(["export", f"{f}:5", "--to", "diffusers"], capsys)
+    assert code == 0 and "EulerDiscreteScheduler" in out and "def diffusers_ddim_euler" in out
+    code, _, err = run(["export", f"{f}:5", "--to", "diffusers", "--sampler", "ancestral"], capsys)
+    one_line_error(code, err, "solved for the ddim (eta = 0, clip) sampler", "--other-sampler")
+    code, out, err = run(["export", f"{f}:5", "--to", "iddpm", "--sampler", "ancestral", "--other-sampler"], capsys)
+    assert code == 0 and "p_sample_loop" in out, err
+    code, out, err = run(["export", f"{setup['dp']}:5", "--to", "diffusers", "--sampler", "ddim", "--json"], capsys)
+    res = json.loads(out)  # an ELBO schedule exported for DDIM on request
+    assert code == 0 and res["scheduler"] == "EulerDiscreteScheduler" and res["sampler"]["clip"] is True
+
+
 @pytest.mark.parametrize("sampler,needle", [
     ({"kind": "ancestral"}, "objective trajectory is solved for the ddim (eta = 0) sampler, not ancestral"),
     ({"kind": "ddim", "eta": 0.5}, "not ddim (eta = 0.5"),
