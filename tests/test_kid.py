@@ -3,6 +3,8 @@ kernel against a brute-force double loop and torchmetrics, its mean against the 
 MMD² of Gaussian features, and the delete-a-group jackknife SE against the spread over repeated draws."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,109 @@ def test_paired_differences_and_the_shared_reference():
         kid(np.zeros((1, 6)), ref)
     with pytest.raises(DdpmdpError, match="dimensions"):
         kid(np.zeros((10, 5)), ref)
+
+
+# ---- ddpmdp evaluate --metric kid (paths sampled with their own samplers, paired in the noise) -----------
+from _models import random_images  # noqa: E402
+from ddpmdp.cli.main import main  # noqa: E402
+
+TK = 30
+
+
+def _run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code, err, *needles):
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@pytest.fixture(scope="module")
+def kid_setup(tmp_path_factory):
+    """A tiny random ε-network with CIFAR-sized samples (cosine:30), held-out images, a trajectory schedule."""
+    from _trajectory import write_trajectory_file
+    from ddpmdp.models.specs import load_model
+
+    d = tmp_path_factory.mktemp("kid")
+    test = d / "test.npz"
+    np.savez(test, images=random_images(40, shape=(3, 32, 32), seed=2), split="test")
+    model = load_model("_models:cli_tiny32_model")
+    traj = write_trajectory_file(d / "traj.json", model, budgets=(5,))
+    return {"model": ["--model", "_models:cli_tiny32_model"], "test": test, "traj": traj, "python_model": model}
+
+
+def test_evaluate_kid_reports_kid_se_and_nfe_per_path_with_each_paths_sampler(kid_setup, capsys):
+    s = kid_setup
+    base = ["evaluate", "--metric", "kid", *s["model"], "--data", s["test"], "--n-samples", 24, "--quiet",
+            "--schedule", f"dp:{s['traj']}:5", "--schedule", "even:5", "--schedule", "edm:5", "--kid-groups", 8]
+    code, out, err = _run(base + ["--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert list(res) == [f"dp:{s['traj']}:5", "even:5", "edm:5"]
+    traj, even = res[f"dp:{s['traj']}:5"], res["even:5"]
+    assert traj["sampler"] == {"kind": "ddim", "eta": 0.0, "clip": True}
+    assert even["sampler"] == {"kind": "ancestral", "clip": True}
+    for r in res.values():
+        assert r["K"] == r["nfe"] == 5 and np.isfinite(r["kid"]) and r["kid_se"] > 0
+        assert (r["n_generated"], r["n_real"]) == (24, 40) and "sha256" in r["feature"]
+        assert r["label"].startswith("proxy-KID") and "8 groups" in r["se_kind"] and "fid" not in r
+    assert "paired_vs_first" not in traj and even["paired_vs_first"]["minus"] == f"dp:{s['traj']}:5"
+    code, out, err = _run(base + ["--sampler", "ddim"], capsys)  # one sampler for every path
+    assert code == 0, err
+    assert out.count("ddim (eta = 0, clip)") == 3 and "NFE=5" in out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["event"] == "evaluate_done" and summary["metric"] == "kid" and summary["n_generated"] == 24
+    assert summary["scores"]["edm:5"]["nfe"] == 5
+
+
+def test_evaluate_kid_python_matches_kid_of_the_samples(kid_setup):
+    from ddpmdp.data.specs import load_images
+    from ddpmdp.fid.evaluate import evaluate_kid, image_features, load_extractor
+    from ddpmdp.fid.kid import KIDReference
+    from ddpmdp.path_specs import parse_schedule_spec
+    from ddpmdp.sampling import sample
+
+    model = kid_setup["python_model"]
+    real = load_images(str(kid_setup["test"]))
+    ex = load_extractor("proxy")
+    path = parse_schedule_spec(f"dp:{kid_setup['traj']}:5", model.schedule)
+    got = evaluate_kid(model, real, {"traj": path}, n_samples=12, extractor=ex, groups=6, seed=3)["traj"]
+    imgs = sample(model, path, 12, (3, 32, 32), method="ddim", eta=0.0, clip=True, seed=3)
+    ref = KIDReference(image_features(ex, real.images), groups=6)
+    assert got.kid.value == pytest.approx(kid(image_features(ex, imgs), ref).value, rel=1e-12)
+    assert got.kid.feature == ex.feature
+
+
+@pytest.mark.slow
+def test_inception_features_add_fid(kid_setup):
+    """With Inception features FID is reported beside KID (random weights here: plumbing only)."""
+    from ddpmdp.fid.evaluate import evaluate_kid
+    from ddpmdp.fid.inception import InceptionExtractor
+
+    real = random_images(6, shape=(3, 32, 32), seed=7)
+    score = evaluate_kid(kid_setup["python_model"], real, {"even": np.array([0, 1, 10, TK])}, n_samples=4,
+                         extractor=InceptionExtractor(None), groups=2, fid=True)["even"]
+    assert score.fid is not None and np.isfinite(score.fid.value) and score.kid.feature.startswith("inception")
+    assert "fid" in score.as_dict()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--metric", "bpd", "--n-samples", "8"], "--n-samples applies to --metric kid, not bpd"),
+    (["--metric", "bpd", "--sampler", "ddim"], "--sampler applies to --metric kid, not bpd"),
+    (["--metric", "kid"], "--metric kid needs --n-samples N"),
+    (["--metric", "kid", "--n-samples", "8", "--sampler", "ancestral"], "--other-sampler"),
+    (["--metric", "kid", "--n-samples", "8", "--schedule", "bogus:3"], "unknown path spec 'bogus:3'"),
+    (["--metric", "kid", "--n-samples", "8", "--schedule", "edm:0"], "K must lie in 1..T = 30"),
+    (["--metric", "kid", "--n-samples", "8", "--schedule", "logsnr:31"], "K must lie in 1..T = 30"),
+    (["--metric", "kid", "--n-samples", "8", "--features", "inception:/no/such.pth"], "no Inception weights file"),
+])
+def test_evaluate_kid_user_errors_are_one_line(kid_setup, capsys, extra, needle):
+    s = kid_setup
+    code, _, err = _run(["evaluate", *s["model"], "--data", s["test"], "--schedule", f"dp:{s['traj']}:5", "--quiet",
+                         *extra], capsys)
+    _one_line_error(code, err, needle)
