@@ -37,12 +37,12 @@ DDIM with η > 0 has no export; sample it with ``ddpmdp sample --sampler ddim --
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from ddpmdp import export_snippets as snippets
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.inference_schedule import (InferenceSchedule, SamplerSpec, ScheduleIdentity, check_schedule_identity,
                                       resolve_sampler)
@@ -173,64 +173,6 @@ def _scheduler_rule(path: SolvedPath) -> str | None:
     return rules[0] if len(rules) == 1 and len(set(path.edge_variances)) == 1 else None
 
 
-# ---- snippets -------------------------------------------------------------------------
-def _diffusers_snippet(ts: list[int], rule: str | None, model_dir: str | None, pipeline: bool) -> str:
-    d = json.dumps(model_dir or "path/to/diffusers-folder")
-    sub_u, sub_s = (', subfolder="unet"', ', subfolder="scheduler"') if pipeline else ("", "")
-    vt = f'variance_type="{rule}", ' if rule else ""
-    return f"""import torch
-from diffusers import DDPMScheduler, UNet2DModel
-
-timesteps = {ts}
-unet = UNet2DModel.from_pretrained({d}{sub_u}).eval()
-scheduler = DDPMScheduler.from_pretrained({d}{sub_s}, {vt}clip_sample=True, thresholding=False)
-scheduler.set_timesteps(timesteps=timesteps)
-generator = torch.Generator().manual_seed(0)
-size = unet.config.sample_size
-x = torch.randn((16, unet.config.in_channels, size, size), generator=generator)
-for t in scheduler.timesteps:
-    with torch.no_grad():
-        model_output = unet(x, t).sample
-    out = scheduler.step(model_output, t, x, generator=generator)
-    # ddpmdp's decoder: the last step returns x0_hat without noise
-    x = out.pred_original_sample if t == scheduler.timesteps[-1] else out.prev_sample
-images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-"""
-
-
-def _iddpm_snippet(use: list[int], rule: str | None, path: SolvedPath, noise_schedule: str | None) -> str:
-    name = (noise_schedule or "").partition(":")[0] or "linear"
-    kind = name if name in ("linear", "cosine") else "linear  # use your model's beta schedule"
-    var = {"fixed_small": "FIXED_SMALL", "fixed_large": "FIXED_LARGE", "learned_range": "LEARNED_RANGE"}.get(
-        rule or "", "LEARNED_RANGE  # set your model's variance type")
-    return f"""from improved_diffusion import gaussian_diffusion as gd
-from improved_diffusion.respace import SpacedDiffusion
-
-use_timesteps = {use}
-diffusion = SpacedDiffusion(
-    use_timesteps=use_timesteps,
-    betas=gd.get_named_beta_schedule("{kind}", {path.T}),
-    model_mean_type=gd.ModelMeanType.EPSILON,
-    model_var_type=gd.ModelVarType.{var},
-    loss_type=gd.LossType.MSE,
-    rescale_timesteps=True,  # as the model was trained (improved-diffusion's releases: True)
-)
-samples = diffusion.p_sample_loop(model, (16, 3, 32, 32), clip_denoised=True)  # your model's (C, H, W)
-"""
-
-
-def _k_snippet(sigmas: list[float]) -> str:
-    return f"""import torch
-import k_diffusion as K
-
-sigmas = torch.tensor({sigmas}, dtype=torch.float64)
-# model_wrap = K.external.OpenAIDenoiser(model, diffusion, quantize=True)   # improved-diffusion
-# model_wrap = K.external.DiscreteEpsDDPMDenoiser(unet_eps, alphas_cumprod, quantize=True)
-x = torch.randn((16, 3, 32, 32)) * sigmas[0]  # your model's (C, H, W)
-samples = K.sampling.sample_euler_ancestral(model_wrap, x, sigmas.float())
-"""
-
-
 def _recorded_schedule(path: SolvedPath) -> Schedule | None:
     """The noise schedule a file names, rebuilt when its name is a spec (``cosine:1000``) whose hash
     matches the recorded one; None otherwise (then ᾱ at the path's nodes comes from the file)."""
@@ -242,78 +184,6 @@ def _recorded_schedule(path: SolvedPath) -> Schedule | None:
     except DdpmdpError:
         return None
     return sched if sched.fingerprint() == ident.noise_schedule_hash else None
-
-
-def _euler_snippet(ts: list[int], clip: bool, model_dir: str | None, pipeline: bool) -> str:
-    from ddpmdp.export_loops import loop_source
-
-    d = json.dumps(model_dir or "path/to/diffusers-folder")
-    sub_u, sub_s = (', subfolder="unet"', ', subfolder="scheduler"') if pipeline else ("", "")
-    return f"""import torch
-from diffusers import EulerDiscreteScheduler, UNet2DModel
-
-
-{loop_source()}
-
-timesteps = {ts}
-unet = UNet2DModel.from_pretrained({d}{sub_u}).eval()
-config = EulerDiscreteScheduler.load_config({d}{sub_s})
-prediction_type = config.get("prediction_type", "epsilon")  # what the UNet predicts
-scheduler = EulerDiscreteScheduler.from_config(config, prediction_type="epsilon", use_karras_sigmas=False,
-                                               interpolation_type="linear", final_sigmas_type="zero")
-scheduler.set_timesteps(timesteps=timesteps)
-generator = torch.Generator().manual_seed(0)
-size = unet.config.sample_size
-z = torch.randn((16, unet.config.in_channels, size, size), generator=generator)
-x = diffusers_ddim_euler(unet, scheduler, z, clip={clip}, prediction_type=prediction_type)
-images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-"""
-
-
-def _k_euler_snippet(sigmas: list[float], clip: bool) -> str:
-    return f"""import torch
-import k_diffusion as K
-
-sigmas = torch.tensor({sigmas}, dtype=torch.float64)
-# model_wrap = K.external.OpenAIDenoiser(model, diffusion, quantize=True)   # improved-diffusion
-# model_wrap = K.external.DiscreteEpsDDPMDenoiser(unet_eps, alphas_cumprod, quantize=True)
-
-
-class ClippedDenoiser(torch.nn.Module):
-    \"\"\"x0_hat clipped to [-1, 1], as the schedule's DDIM steps clip it (k-diffusion's wrappers do not).\"\"\"
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x, sigma, **kwargs):
-        return self.inner(x, sigma, **kwargs).clamp(-1, 1)
-
-
-denoiser = {"ClippedDenoiser(model_wrap)" if clip else "model_wrap"}
-z = torch.randn((16, 3, 32, 32))  # your model's (C, H, W)
-x = z * (sigmas[0] ** 2 + 1) ** 0.5  # DDIM's x_T = z; sigmas[0] alone is the variance-exploding approximation
-samples = K.sampling.sample_euler(denoiser, x, sigmas.float())
-"""
-
-
-def _iddpm_ddim_snippet(use: list[int], path: SolvedPath, noise_schedule: str | None, clip: bool) -> str:
-    name = (noise_schedule or "").partition(":")[0] or "linear"
-    kind = name if name in ("linear", "cosine") else "linear  # use your model's beta schedule"
-    return f"""from improved_diffusion import gaussian_diffusion as gd
-from improved_diffusion.respace import SpacedDiffusion
-
-use_timesteps = {use}
-diffusion = SpacedDiffusion(
-    use_timesteps=use_timesteps,
-    betas=gd.get_named_beta_schedule("{kind}", {path.T}),
-    model_mean_type=gd.ModelMeanType.EPSILON,
-    model_var_type=gd.ModelVarType.LEARNED_RANGE,  # your model's variance type (DDIM uses only its eps)
-    loss_type=gd.LossType.MSE,
-    rescale_timesteps=True,  # as the model was trained (improved-diffusion's releases: True)
-)
-samples = diffusion.ddim_sample_loop(model, (16, 3, 32, 32), clip_denoised={clip}, eta=0.0)  # your (C, H, W)
-"""
 
 
 def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = None, model=None,
@@ -388,13 +258,13 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
                                 "and interpolation_type='linear' puts sigma exactly at these timesteps, then 0; "
                                 "the snippet's loop passes step() the eps of the clipped x0_hat and starts from "
                                 "sqrt(sigma_T^2 + 1)*z (DDIM's x_T = z), not init_noise_sigma*z")
-            out["snippet"] = _euler_snippet(ts, clip_flag, model_dir, pipeline)
+            out["snippet"] = snippets.diffusers_euler_snippet(ts, clip_flag, model_dir, pipeline)
         elif target == "iddpm":
             use = iddpm_use_timesteps(path.nodes)
             out["use_timesteps"] = use
             out["notes"].append("SpacedDiffusion.ddim_sample_loop(eta=0.0) recomputes eps from the clipped x0_hat and "
                                 "returns x0_hat at its last step: the ddpmdp DDIM sampler edge for edge")
-            out["snippet"] = _iddpm_ddim_snippet(use, path, out["noise_schedule"], clip_flag)
+            out["snippet"] = snippets.iddpm_ddim_snippet(use, path.T, out["noise_schedule"], clip_flag)
         else:
             sig = sigmas()
             out["sigmas"] = sig
@@ -403,7 +273,7 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
                                 + (", so the snippet wraps the denoiser to clip x0_hat to [-1, 1]" if clip_flag
                                    else " (this schedule does not clip)")
                                 + "; start from sqrt(sigma_0^2 + 1)*z")
-            out["snippet"] = _k_euler_snippet(sig, clip_flag)
+            out["snippet"] = snippets.k_diffusion_euler_snippet(sig, clip_flag)
         return out
     if target == "diffusers":
         ts = diffusers_timesteps(path.nodes)
@@ -419,7 +289,7 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
                 "ddpmdp's decoder returns x0_hat without noise, so the snippet takes out.pred_original_sample "
                 "at the last step")
         out["notes"].append(_DDIM_NOTE.format(spec=path.source))
-        out["snippet"] = _diffusers_snippet(ts, rule, model_dir, pipeline)
+        out["snippet"] = snippets.diffusers_ddpm_snippet(ts, rule, model_dir, pipeline)
     elif target == "iddpm":
         use = iddpm_use_timesteps(path.nodes)
         out["use_timesteps"] = use
@@ -427,11 +297,11 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
         out["notes"].append("SpacedDiffusion respaces beta as 1 - abar_t/abar_s between kept indices and adds no "
                             "noise at its last step: the ddpmdp sampler edge for edge")
         out["notes"].append("DDIM: the same SpacedDiffusion's ddim_sample_loop follows this path too")
-        out["snippet"] = _iddpm_snippet(use, rule, path, out["noise_schedule"])
+        out["snippet"] = snippets.iddpm_snippet(use, rule, path.T, out["noise_schedule"])
     else:
         sig = sigmas()
         out["sigmas"] = sig
-        out["snippet"] = _k_snippet(sig)
+        out["snippet"] = snippets.k_diffusion_snippet(sig)
     return out
 
 
