@@ -103,6 +103,13 @@ def cli_tiny_model():
     return tiny_adapter(cosine_schedule(40), channels=3, learned=True, seed=7, image_shape=(3, 8, 8))
 
 
+def cli_tiny32_model():
+    """A ``module:callable`` target with CIFAR-sized samples (the proxy's input): TinyNet (ε only) on cosine:30."""
+    from ddpmdp.schedules import cosine_schedule
+
+    return tiny_adapter(cosine_schedule(30), channels=3, learned=False, seed=7, image_shape=(3, 32, 32))
+
+
 def cli_nan_model():
     """Like :func:`cli_tiny_model`, but returns NaN at node 30 for images with index ≥ 24."""
     base = cli_tiny_model()

@@ -209,3 +209,147 @@ def test_writer_and_reader_round_trip(setup, tmp_path):
         assert np.array_equal(a.nodes, b.nodes) and a.rules == b.rules and a.bpd == b.bpd
         np.testing.assert_array_equal(a.sigma2, b.sigma2)
     assert np.allclose(back.abar(back.budgets[4].nodes), cosine_schedule(T).abar(back.budgets[4].nodes))
+
+
+# ---- objective and sampler: trajectory schedules (issue 19, items 1 and 5) -----------------------
+@pytest.fixture(scope="module")
+def traj(setup):
+    """A trajectory schedule of model A (a stand-in table with the metadata a trajectory table records)."""
+    from _trajectory import write_trajectory_file
+    from ddpmdp.models.specs import load_model
+
+    model = load_model(f"gaussian:{setup['dir'] / 'train.npz'}", schedule=f"cosine:{T}")
+    return {"model": model, "file": write_trajectory_file(setup["dir"] / "traj.json", model, budgets=(3, 5)),
+            "noclip": write_trajectory_file(setup["dir"] / "traj_noclip.json", model, budgets=(3, 5), clip=False)}
+
+
+def test_a_trajectory_file_records_its_objective_sampler_and_cost(traj):
+    doc = json.loads(traj["file"].read_text())
+    assert doc["objective"] == "trajectory" and doc["sampler"] == {"kind": "ddim", "eta": 0.0, "clip": True}
+    assert doc["cost_units"] == "RMS per dimension" and "held-out seeds" in doc["note"]
+    b = doc["budgets"]["5"]
+    assert b["cost"] > 0 and b["optimistic"] is True and "bpd" not in b and "edges" not in b
+    solved = read_schedule_file(traj["file"])
+    assert solved.objective == "trajectory" and solved.sampler.describe() == "ddim (eta = 0, clip)"
+    sch = solved.schedule(5)
+    assert sch.sampler is not None and (sch.sampler.kind, sch.sampler.eta, sch.sampler.clip) == ("ddim", 0.0, True)
+    assert sch.rules is None and sch.identity is not None and sch.identity.objective == "trajectory"
+    assert read_schedule_file(traj["noclip"]).sampler.clip is False
+
+
+def test_from_table_reads_objective_and_sampler_from_the_table_metadata(setup, traj):
+    from _trajectory import trajectory_table
+    from ddpmdp.dp import solve
+    from ddpmdp.schedule_file import SolvedSchedules
+    from ddpmdp.table import load_table
+
+    elbo = load_table(setup["dir"] / "sel.npz")  # records neither: elbo, ancestral
+    s = SolvedSchedules.from_table(elbo, solve(elbo.L, 3, elbo.nodes), [3])
+    assert (s.objective, s.sampler.kind, s.to_json()["sampler"]) == ("elbo", "ancestral", {"kind": "ancestral"})
+    table = trajectory_table(traj["model"])
+    sol = solve(table.L, 3, table.nodes)
+    assert SolvedSchedules.from_table(table, sol, [3], objective="trajectory", sampler="ddim").sampler.clip is True
+    with pytest.raises(DdpmdpError, match="records objective 'trajectory', not 'elbo'"):
+        SolvedSchedules.from_table(table, sol, [3], objective="elbo")
+    with pytest.raises(DdpmdpError, match="records sampler ddim"):
+        SolvedSchedules.from_table(table, sol, [3], sampler={"kind": "ddim", "eta": 0.0, "clip": False})
+    del table.meta["sampler"]  # objective alone: DDIM η = 0 with the table's clip flag
+    assert SolvedSchedules.from_table(table, sol, [3]).sampler.to_json() == {"kind": "ddim", "eta": 0.0, "clip": True}
+    table.meta["sampler"] = "ancestral"
+    with pytest.raises(DdpmdpError, match="objective trajectory is solved for the ddim"):
+        SolvedSchedules.from_table(table, sol, [3])
+
+
+def test_sample_uses_the_recorded_sampler_and_refuses_another_without_other_sampler(setup, traj, capsys, tmp_path):
+    A = setup["models"]["A"]
+    base = ["sample", *A, "--schedule", f"dp:{traj['file']}:5", "--n", "2", "--quiet"]
+    code, out, err = run(base + ["--out", tmp_path / "a.png"], capsys)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["sampler"] == {"kind": "ddim", "eta": 0.0, "clip": True} and summary["objective"] == "trajectory"
+    for i, (extra, needle) in enumerate(((["--sampler", "ancestral"], "not ancestral"),
+                                         (["--sampler", "ddim", "--eta", "0.5"], "not ddim (eta = 0.5, clip)"),
+                                         (["--no-clip"], "not ddim (eta = 0, no clip)"))):
+        out_png = tmp_path / f"b{i}.png"
+        code, _, err = run(base + ["--out", out_png, *extra], capsys)
+        one_line_error(code, err, "was solved for the ddim (eta = 0, clip) sampler (objective trajectory)", needle,
+                       "--other-sampler")
+        assert not out_png.exists()
+        code, _, err = run(base + ["--out", out_png, *extra, "--other-sampler"], capsys)
+        assert code == 0, err
+    code, _, err = run(base + ["--out", tmp_path / "c.png", "--eta", "0.3"], capsys)
+    one_line_error(code, err, "--eta 0.3 applies to --sampler ddim only")
+    # an ELBO schedule keeps sampling ancestrally by default and accepts DDIM
+    elbo = ["sample", *A, "--schedule", f"dp:{setup['dp']}:5", "--n", "2", "--quiet"]
+    code, out, err = run(elbo + ["--out", tmp_path / "d.png"], capsys)
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["sampler"] == {"kind": "ancestral", "clip": True}
+    code, out, err = run(elbo + ["--out", tmp_path / "e.png", "--sampler", "ddim", "--eta", "0.5"], capsys)
+    assert code == 0, err
+
+
+def test_python_sample_follows_the_recorded_sampler(setup, traj):
+    from ddpmdp.path_specs import parse_schedule_spec
+    from ddpmdp.sampling import sample, sample_ancestral, sample_ddim, to_uint8
+
+    model = traj["model"]
+    sch = parse_schedule_spec(f"dp:{traj['file']}:5", model.schedule)
+    ddim = to_uint8(sample_ddim(model, sch.nodes, 3, (1, 4, 4), eta=0.0, clip=True, seed=4))
+    assert np.array_equal(sample(model, sch, 3, (1, 4, 4), seed=4), ddim)
+    noclip = parse_schedule_spec(f"dp:{traj['noclip']}:5", model.schedule)
+    assert np.array_equal(sample(model, noclip, 3, (1, 4, 4), seed=4),
+                          to_uint8(sample_ddim(model, noclip.nodes, 3, (1, 4, 4), eta=0.0, clip=False, seed=4)))
+    for kw in ({"method": "ancestral"}, {"method": "ddim", "eta": 0.5}, {"clip": False}):
+        with pytest.raises(DdpmdpError, match="allow_other_sampler=True"):
+            sample(model, sch, 2, (1, 4, 4), **kw)  # type: ignore[arg-type]
+    with pytest.raises(DdpmdpError, match="allow_other_sampler=True"):
+        sample_ancestral(model, sch, 2, (1, 4, 4))
+    with pytest.raises(DdpmdpError, match="not ddim \\(eta = 0.5"):
+        sample_ddim(model, sch, 2, (1, 4, 4), eta=0.5)
+    assert sample(model, sch, 2, (1, 4, 4), method="ancestral", allow_other_sampler=True).shape == (2, 1, 4, 4)
+    moved = parse_schedule_spec(f"dp:{traj['file']}:5", model.schedule, allow_other_sampler=True)
+    assert sample(model, moved, 2, (1, 4, 4), method="ancestral").shape == (2, 1, 4, 4)
+    elbo = parse_schedule_spec(f"dp:{setup['dp']}:5", T)  # ELBO: ancestral by default, as before
+    assert np.array_equal(sample(model, elbo, 2, (1, 4, 4), seed=1),
+                          to_uint8(sample_ancestral(model, elbo, 2, (1, 4, 4), seed=1)))
+
+
+def test_export_of_a_trajectory_schedule_is_for_the_deterministic_sampler(setup, traj, capsys):
+    f = traj["file"]
+    code, out, err = run(["export", f"{f}:5", "--to", "k-diffusion", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["sampler"] == {"kind": "ddim", "eta": 0.0, "clip": True} and res["variance"] is None
+    assert "sample_euler" in res["snippet"] and "ClippedDenoiser" in res["snippet"] and res["not_expressible"] == []
+    assert sigmas_to_nodes(res["sigmas"], cosine_schedule(T)).tolist() == res["nodes"]
+    code, out, err = run(["export", f"{traj['noclip']}:5", "--to", "k-diffusion", "--json"], capsys)
+    assert "denoiser = model_wrap" in json.loads(out)["snippet"]
+    code, out, err = run(["export", f"{f}:5", "--to", "iddpm"], capsys)
+    assert code == 0 and "ddim_sample_loop" in out and "clip_denoised=True, eta=0.0" in out
+    assert "sampler: ddim (eta = 0, clip)" in out
+    code, out, err = run(["export", f"{f}:5", "--to", "diffusers"], capsys)
+    assert code == 0 and "EulerDiscreteScheduler" in out and "def diffusers_ddim_euler" in out
+    code, _, err = run(["export", f"{f}:5", "--to", "diffusers", "--sampler", "ancestral"], capsys)
+    one_line_error(code, err, "solved for the ddim (eta = 0, clip) sampler", "--other-sampler")
+    code, out, err = run(["export", f"{f}:5", "--to", "iddpm", "--sampler", "ancestral", "--other-sampler"], capsys)
+    assert code == 0 and "p_sample_loop" in out, err
+    code, out, err = run(["export", f"{setup['dp']}:5", "--to", "diffusers", "--sampler", "ddim", "--json"], capsys)
+    res = json.loads(out)  # an ELBO schedule exported for DDIM on request
+    assert code == 0 and res["scheduler"] == "EulerDiscreteScheduler" and res["sampler"]["clip"] is True
+
+
+@pytest.mark.parametrize("sampler,needle", [
+    ({"kind": "ancestral"}, "objective trajectory is solved for the ddim (eta = 0) sampler, not ancestral"),
+    ({"kind": "ddim", "eta": 0.5}, "not ddim (eta = 0.5"),
+    ({"kind": "euler"}, "unknown sampler 'euler'"),
+])
+def test_a_file_whose_objective_and_sampler_disagree_is_refused(traj, tmp_path, capsys, sampler, needle):
+    doc = json.loads(traj["file"].read_text())
+    doc["sampler"] = sampler
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    code, _, err = run(["export", f"{bad}:5", "--to", "iddpm"], capsys)
+    one_line_error(code, err, needle)
+    doc["objective"], doc["sampler"] = "mse", {"kind": "ancestral"}
+    bad.write_text(json.dumps(doc))
+    code, _, err = run(["export", f"{bad}:5", "--to", "iddpm"], capsys)
+    one_line_error(code, err, "unknown objective 'mse'")

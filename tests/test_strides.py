@@ -160,3 +160,154 @@ def test_snap_to_grid_names_missing_nodes() -> None:
         snap_to_grid([0, 1], [0, 2, 1])
     with pytest.raises(DdpmdpError, match="must be integers"):
         snap_to_grid([0.0, 1.0], grid)
+
+
+# ---- baselines at equal K (method.md §13.6): DDIM's quadratic, log-SNR, EDM -------------------
+
+import math  # noqa: E402
+
+from ddpmdp.path_specs import parse_path_spec  # noqa: E402
+from ddpmdp.schedules import cosine_schedule, linear_schedule  # noqa: E402
+from ddpmdp.strides import (  # noqa: E402
+    baseline_stride,
+    ddim_quadratic_stride,
+    distinct_nodes,
+    edm_stride,
+    logsnr_stride,
+)
+
+SCHEDULES = {"linear:1000": linear_schedule(1000), "cosine:4000": cosine_schedule(4000),
+             "linear:50": linear_schedule(50), "cosine:30": cosine_schedule(30)}
+
+
+def _lam(abar: float) -> float:
+    return float(np.log(abar / (1.0 - abar)))
+
+
+def _brute_nearest(target: float, sched) -> int:
+    """The node n in 1..T nearest ``target`` in log-SNR, by a plain loop (ties to the smaller n)."""
+    best, best_d = 0, float("inf")
+    for n in range(1, sched.T + 1):
+        d = abs(_lam(float(sched.alphas_cumprod[n])) - target)
+        if d < best_d:
+            best, best_d = n, d
+    return best
+
+
+def test_ddim_quadratic_stride_is_ddims_rule_with_its_top_node_moved_to_T() -> None:
+    np.testing.assert_array_equal(ddim_quadratic_stride(1000, 8), [0, 1, 17, 66, 147, 262, 409, 588, 1000])
+    np.testing.assert_array_equal(ddim_quadratic_stride(4000, 8), [0, 1, 66, 262, 588, 1045, 1633, 2352, 4000])
+    for T, K in ((1000, 8), (1000, 25), (4000, 32), (4000, 50)):  # no repeats: DDIM's nodes but the top one
+        assert np.unique(ddim_quadratic_indices(T, K)).size == K
+        np.testing.assert_array_equal(ddim_quadratic_stride(T, K)[1:-1], ddim_quadratic_indices(T, K)[:-1] + 1)
+    # DDIM's rule repeats index 0 from K = 32 at T = 1000 ([0, 0, 3, 7, …]): the repeat moves up one node
+    np.testing.assert_array_equal(ddim_quadratic_stride(1000, 32)[:5], [0, 1, 2, 4, 8])
+    p = ddim_quadratic_stride(1000, 256)  # DDIM repeats 21 indices here: resolved upwards, still 256 steps
+    assert p.shape == (257,) and np.all(np.diff(p) > 0) and p[-1] == 1000
+    np.testing.assert_array_equal(ddim_quadratic_stride(7, 1), [0, 7])
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_logsnr_agrees_with_a_brute_force_nearest_node_search(name: str) -> None:
+    sched = SCHEDULES[name]
+    T = sched.T
+    lam_T, lam_1 = _lam(float(sched.alphas_cumprod[T])), _lam(float(sched.alphas_cumprod[1]))
+    compared = 0
+    for K in (2, 3, 5, 8):
+        targets = [lam_T + (K - 1 - i) / (K - 1) * (lam_1 - lam_T) for i in range(K)]  # ascending nodes
+        brute = [_brute_nearest(x, sched) for x in targets]
+        p = logsnr_stride(T, K, sched)
+        if len(set(brute)) == K:  # no collisions: exactly the nearest nodes
+            np.testing.assert_array_equal(p, [0] + brute)
+            compared += 1
+        assert p[1] == 1 and p[-1] == T and p.shape == (K + 1,)
+    assert compared >= 2
+
+
+@pytest.mark.parametrize("name", ["linear:1000", "cosine:4000", "linear:50"])
+def test_edm_agrees_with_an_independent_karras_computation(name: str) -> None:
+    """σ_i by k-diffusion's get_sigmas_karras formula (in torch, float64), mapped by a plain loop."""
+    import torch
+
+    sched = SCHEDULES[name]
+    T = sched.T
+    a = sched.alphas_cumprod
+    smin, smax = float(np.sqrt((1 - a[1]) / a[1])), float(np.sqrt((1 - a[T]) / a[T]))
+    compared = 0
+    for K in (2, 4, 8, 10):
+        ramp = torch.linspace(0, 1, K, dtype=torch.float64)
+        min_inv, max_inv = smin ** (1 / 7), smax ** (1 / 7)
+        sig = (max_inv + ramp * (min_inv - max_inv)) ** 7  # get_sigmas_karras without the trailing 0
+        brute = sorted(_brute_nearest(-2 * math.log(float(s)), sched) for s in sig)
+        p = edm_stride(T, K, sched)
+        if len(set(brute)) == K:
+            np.testing.assert_array_equal(p, [0] + brute)
+            compared += 1
+        assert p[1] == 1 and p[-1] == T
+    assert compared >= 2
+
+
+def test_edm_matches_diffusers_euler_karras_timesteps() -> None:
+    """diffusers' EulerDiscreteScheduler(use_karras_sigmas=True) interpolates its Karras σ to fractional
+    timesteps linearly in log σ; rounding them is the nearest node (node = timestep + 1)."""
+    pytest.importorskip("diffusers")
+    from diffusers import EulerDiscreteScheduler
+
+    for K in (8, 10, 16, 25):
+        sch = EulerDiscreteScheduler(num_train_timesteps=1000, use_karras_sigmas=True)
+        sch.set_timesteps(K)
+        theirs = np.sort(np.round(sch.timesteps.numpy().astype(np.float64)).astype(np.int64) + 1)
+        np.testing.assert_array_equal(edm_stride(1000, K, linear_schedule(1000))[1:], theirs)
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("stride", ["ddim-quadratic", "logsnr", "edm"])
+def test_baselines_keep_exactly_K_distinct_nodes_up_to_K_equal_T(name: str, stride: str) -> None:
+    sched = SCHEDULES[name]
+    T = sched.T
+    Ks = range(1, T + 1) if T <= 50 else [1, 2, 8, 64, 256, T // 2, T - 3, T - 1, T]
+    for K in Ks:
+        p = baseline_stride(stride, T, K, sched)
+        assert p.dtype == np.int64 and p.shape == (K + 1,), (K, p)
+        assert p[0] == 0 and p[-1] == T and np.all(np.diff(p) > 0), (K, p)
+        if K >= 2:
+            assert p[1] == 1, (K, p)
+    np.testing.assert_array_equal(baseline_stride(stride, T, T, sched), np.arange(T + 1))
+
+
+def test_collisions_are_resolved_upwards_then_packed_below_T() -> None:
+    np.testing.assert_array_equal(distinct_nodes([1, 1, 1, 2, 5, 10], 10), [1, 2, 3, 4, 5, 10])
+    np.testing.assert_array_equal(distinct_nodes([1, 9, 10, 10, 10], 10), [1, 7, 8, 9, 10])
+    np.testing.assert_array_equal(distinct_nodes([1, 3, 7, 10], 10), [1, 3, 7, 10])  # no collision: unchanged
+    # EDM crowds near the data at large K: a run of consecutive nodes from 1
+    p = edm_stride(1000, 256, linear_schedule(1000))
+    np.testing.assert_array_equal(p[:12], np.arange(12))
+
+
+@pytest.mark.parametrize("spec", ["logsnr:0", "edm:1001", "ddim-quadratic:0", "even:1001", "edm:x", "bogus:8"])
+def test_bad_baseline_specs_are_one_line_errors(spec: str) -> None:
+    with pytest.raises(DdpmdpError) as exc:
+        parse_path_spec(spec, linear_schedule(1000))
+    assert "\n" not in str(exc.value)
+
+
+def test_logsnr_and_edm_specs_need_the_noise_schedule() -> None:
+    with pytest.raises(DdpmdpError, match="needs the noise schedule"):
+        parse_path_spec("logsnr:8", 1000)
+    np.testing.assert_array_equal(parse_path_spec("edm:8", linear_schedule(1000)),
+                                  edm_stride(1000, 8, linear_schedule(1000)))
+    np.testing.assert_array_equal(parse_path_spec("ddim-quadratic:8", 1000), ddim_quadratic_stride(1000, 8))
+
+
+def test_baselines_as_grid_components() -> None:
+    from ddpmdp.grids import parse_grid
+
+    sched = linear_schedule(1000)
+    g = parse_grid("log:20+logsnr:8,16+edm:8+ddim-quadratic:8", sched)
+    for p in (logsnr_stride(1000, 8, sched), logsnr_stride(1000, 16, sched), edm_stride(1000, 8, sched),
+              ddim_quadratic_stride(1000, 8)):
+        assert set(p.tolist()) <= set(g.tolist())
+    with pytest.raises(DdpmdpError, match="needs the noise schedule"):
+        parse_grid("edm:8", 1000)
+    with pytest.raises(DdpmdpError, match="K must lie in 1..T"):
+        parse_grid("logsnr:0", sched)

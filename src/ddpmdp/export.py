@@ -19,17 +19,33 @@ A path of a solved-schedule file (``ddpmdp solve --out SOLVED.json``; ``SOLVED.j
 
 A variance rule a target cannot express (``analytic``, ``optimal``, or different rules on different
 edges) is named in the output's ``not_expressible`` list, never dropped silently.
+
+**Deterministic schedules** (a trajectory schedule, solved for DDIM η = 0 with a clip flag; or any
+schedule with ``sampler="ddim"``) are exported for the deterministic sampler (``method.md`` §13.1):
+
+* **diffusers** — ``EulerDiscreteScheduler`` with ``set_timesteps(timesteps=[t_K − 1, …, t₁ − 1])``
+  (σ at those timesteps, then 0; ``use_karras_sigmas=False``), driven by the loop
+  :func:`ddpmdp.export_loops.diffusers_ddim_euler`, whose source *is* the snippet: the model output
+  given to ``step`` is the ε recomputed from the clipped x̂₀ (without it, Euler in σ is DDIM
+  without clipping), and x_T = z enters as √(σ_T² + 1)·z.
+* **k-diffusion** — the σ list for ``sample_euler``, with a denoiser wrapper that clips x̂₀ when
+  the schedule clips (k-diffusion's ``DiscreteEpsDDPMDenoiser`` returns the unclipped x̂₀).
+* **improved-diffusion** — ``SpacedDiffusion(use_timesteps=…).ddim_sample_loop(eta=0.0,
+  clip_denoised=flag)``, which already recomputes ε from the clipped x̂₀.
+
+DDIM with η > 0 has no export; sample it with ``ddpmdp sample --sampler ddim --eta E``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from ddpmdp import export_snippets as snippets
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.inference_schedule import InferenceSchedule, ScheduleIdentity, check_schedule_identity
+from ddpmdp.inference_schedule import (InferenceSchedule, SamplerSpec, ScheduleIdentity, check_schedule_identity,
+                                      resolve_sampler)
 from ddpmdp.schedule_file import SolvedSchedules, read_schedule_spec
 from ddpmdp.schedules import Schedule, node_to_diffusers_timestep, parse_schedule
 
@@ -40,7 +56,8 @@ Target = Literal["diffusers", "iddpm", "k-diffusion"]
 TARGETS: tuple[str, ...] = ("diffusers", "iddpm", "k-diffusion")
 _SCHEDULER_RULES = ("fixed_small", "fixed_large", "learned_range")
 _DDIM_NOTE = ("DDIM: diffusers' DDIMScheduler cannot take custom timesteps; sample this path with DDIM "
-              "through ddpmdp's own sampler: ddpmdp sample --sampler ddim --schedule dp:{spec}")
+              "through ddpmdp's own sampler: ddpmdp sample --sampler ddim --schedule dp:{spec}, or export it for "
+              "diffusers' EulerDiscreteScheduler with ddpmdp export {spec} --to diffusers --sampler ddim")
 
 
 @dataclass(frozen=True)
@@ -60,10 +77,18 @@ class SolvedPath:
     abar: np.ndarray | None = None
 
     @property
-    def variance(self) -> str | list[str]:
-        """The one rule of every edge, or the per-edge list (edges t_K→t_{K−1} first) when they differ."""
+    def variance(self) -> str | list[str] | None:
+        """The one rule of every edge, or the per-edge list (edges t_K→t_{K−1} first) when they differ;
+        None when the schedule records no variance (a trajectory schedule: DDIM uses none)."""
         rules = list(dict.fromkeys(self.edge_variances))
+        if not rules:
+            return None
         return rules[0] if len(rules) == 1 else list(self.edge_variances)
+
+    @property
+    def sampler(self) -> SamplerSpec:
+        """The sampler the path was solved for (ancestral for files without identity)."""
+        return self.identity.sampler if self.identity is not None else SamplerSpec("ancestral")
 
     @property
     def noise_schedule(self) -> str | None:
@@ -76,9 +101,11 @@ def solved_path(solved: SolvedSchedules, K: int) -> SolvedPath:
     b = solved.budget(K)
     src = f"{solved.source}:{int(K)}"
     rules = b.rules[::-1] if b.rules is not None else None
-    if rules is None:
-        require(solved.variance is not None, f"{src}: no variance rule (neither the budget nor the file names one)")
+    if rules is None and solved.variance is not None:
         rules = (str(solved.variance),) * b.K
+    if rules is None:
+        require(solved.sampler.kind == "ddim", f"{src}: no variance rule (neither the budget nor the file names one)")
+        rules = ()
     selection = solved.info.get("selection") or {}
     table = selection.get("table") if isinstance(selection, dict) else None
     return SolvedPath(src, b.K, solved.T, b.nodes, tuple(rules), table or solved.info.get("table"), dict(solved.info),
@@ -146,64 +173,6 @@ def _scheduler_rule(path: SolvedPath) -> str | None:
     return rules[0] if len(rules) == 1 and len(set(path.edge_variances)) == 1 else None
 
 
-# ---- snippets -------------------------------------------------------------------------
-def _diffusers_snippet(ts: list[int], rule: str | None, model_dir: str | None, pipeline: bool) -> str:
-    d = json.dumps(model_dir or "path/to/diffusers-folder")
-    sub_u, sub_s = (', subfolder="unet"', ', subfolder="scheduler"') if pipeline else ("", "")
-    vt = f'variance_type="{rule}", ' if rule else ""
-    return f"""import torch
-from diffusers import DDPMScheduler, UNet2DModel
-
-timesteps = {ts}
-unet = UNet2DModel.from_pretrained({d}{sub_u}).eval()
-scheduler = DDPMScheduler.from_pretrained({d}{sub_s}, {vt}clip_sample=True, thresholding=False)
-scheduler.set_timesteps(timesteps=timesteps)
-generator = torch.Generator().manual_seed(0)
-size = unet.config.sample_size
-x = torch.randn((16, unet.config.in_channels, size, size), generator=generator)
-for t in scheduler.timesteps:
-    with torch.no_grad():
-        model_output = unet(x, t).sample
-    out = scheduler.step(model_output, t, x, generator=generator)
-    # ddpmdp's decoder: the last step returns x0_hat without noise
-    x = out.pred_original_sample if t == scheduler.timesteps[-1] else out.prev_sample
-images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-"""
-
-
-def _iddpm_snippet(use: list[int], rule: str | None, path: SolvedPath, noise_schedule: str | None) -> str:
-    name = (noise_schedule or "").partition(":")[0] or "linear"
-    kind = name if name in ("linear", "cosine") else "linear  # use your model's beta schedule"
-    var = {"fixed_small": "FIXED_SMALL", "fixed_large": "FIXED_LARGE", "learned_range": "LEARNED_RANGE"}.get(
-        rule or "", "LEARNED_RANGE  # set your model's variance type")
-    return f"""from improved_diffusion import gaussian_diffusion as gd
-from improved_diffusion.respace import SpacedDiffusion
-
-use_timesteps = {use}
-diffusion = SpacedDiffusion(
-    use_timesteps=use_timesteps,
-    betas=gd.get_named_beta_schedule("{kind}", {path.T}),
-    model_mean_type=gd.ModelMeanType.EPSILON,
-    model_var_type=gd.ModelVarType.{var},
-    loss_type=gd.LossType.MSE,
-    rescale_timesteps=True,  # as the model was trained (improved-diffusion's releases: True)
-)
-samples = diffusion.p_sample_loop(model, (16, 3, 32, 32), clip_denoised=True)  # your model's (C, H, W)
-"""
-
-
-def _k_snippet(sigmas: list[float]) -> str:
-    return f"""import torch
-import k_diffusion as K
-
-sigmas = torch.tensor({sigmas}, dtype=torch.float64)
-# model_wrap = K.external.OpenAIDenoiser(model, diffusion, quantize=True)   # improved-diffusion
-# model_wrap = K.external.DiscreteEpsDDPMDenoiser(unet_eps, alphas_cumprod, quantize=True)
-x = torch.randn((16, 3, 32, 32)) * sigmas[0]  # your model's (C, H, W)
-samples = K.sampling.sample_euler_ancestral(model_wrap, x, sigmas.float())
-"""
-
-
 def _recorded_schedule(path: SolvedPath) -> Schedule | None:
     """The noise schedule a file names, rebuilt when its name is a spec (``cosine:1000``) whose hash
     matches the recorded one; None otherwise (then ᾱ at the path's nodes comes from the file)."""
@@ -219,17 +188,27 @@ def _recorded_schedule(path: SolvedPath) -> Schedule | None:
 
 def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = None, model=None,
                 allow_other_model: bool = False, model_dir: str | None = None,
-                pipeline: bool = False) -> dict[str, Any]:
+                pipeline: bool = False, sampler: str | None = None, clip: bool | None = None,
+                allow_other_sampler: bool = False) -> dict[str, Any]:
     """A JSON-ready export of one solved path for ``target`` (diffusers, iddpm or k-diffusion).
 
     The path is checked against ``model`` (a ``DiffusionModel``; another model only with
-    ``allow_other_model``) and ``schedule`` (a noise schedule; never another one). k-diffusion's σ
-    need ᾱ at the path's nodes: from ``schedule``, ``model``, or the file itself (version 2 records
-    ᾱ on its grid). ``model_dir`` fills the diffusers snippet's folder (``pipeline``: a pipeline
-    folder with ``unet/`` and ``scheduler/``)."""
+    ``allow_other_model``), ``schedule`` (a noise schedule; never another one) and the sampler.
+    ``sampler``: ``ancestral`` or ``ddim`` (η = 0); None → the one the path was solved for (a
+    trajectory schedule: DDIM η = 0 with its clip flag; an ELBO schedule: ancestral); a sampler the
+    path was not solved for is refused unless ``allow_other_sampler``. ``clip``: for a DDIM export,
+    None → the recorded flag (else clip). k-diffusion's σ need ᾱ at the path's nodes: from
+    ``schedule``, ``model``, or the file itself (version 2 records ᾱ on its grid). ``model_dir``
+    fills the diffusers snippet's folder (``pipeline``: a pipeline folder with ``unet/`` and
+    ``scheduler/``)."""
     require(target in TARGETS, f"unknown export target {target!r}: use diffusers, iddpm or k-diffusion")
+    require(sampler in (None, "ancestral", "ddim"), f"unknown sampler {sampler!r}: use ancestral or ddim")
     ident = path.identity.transferred() if path.identity is not None and allow_other_model else path.identity
-    check_schedule_identity(InferenceSchedule(path.nodes, identity=ident), model=model, noise_schedule=schedule)
+    if ident is not None and allow_other_sampler:
+        ident = ident.other_sampler()
+    sch = InferenceSchedule(path.nodes, identity=ident)
+    used = resolve_sampler(sch, sampler, 0.0, clip)
+    check_schedule_identity(sch, model=model, noise_schedule=schedule, sampler=used)
     if schedule is None and model is not None:
         schedule = model.schedule
     if schedule is not None:
@@ -241,13 +220,61 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
     else:
         schedule = _recorded_schedule(path)
     abar = np.asarray(schedule.abar(path.nodes), dtype=np.float64) if schedule is not None else path.abar
-    rule = _scheduler_rule(path)
+    ddim = used.kind == "ddim"
+    rule = None if ddim else _scheduler_rule(path)
     out: dict[str, Any] = {"target": target, "source": path.source, "K": path.K, "T": path.T,
-                           "nodes": [int(n) for n in path.nodes], "variance": path.variance,
+                           "nodes": [int(n) for n in path.nodes], "variance": None if ddim else path.variance,
+                           "sampler": used.to_json(),
+                           "objective": path.identity.objective if path.identity is not None else "elbo",
                            "noise_schedule": schedule.describe() if schedule is not None else path.noise_schedule,
-                           "not_expressible": _not_expressible(path, target), "notes": []}
+                           "not_expressible": [] if ddim else _not_expressible(path, target), "notes": []}
     if path.identity is not None:
         out["model"] = {"identity": path.identity.model, "hash": path.identity.model_hash}
+
+    def sigmas() -> list[float]:
+        require(abar is not None, f"{path.source}: k-diffusion sigmas need the noise schedule and this file records "
+                "no ᾱ (written before ddpmdp-schedules version 2): pass --model SPEC or --noise-schedule "
+                "linear:T|cosine:T|FILE.npy (Python: schedule=...), or solve the table again")
+        assert abar is not None
+        sig = _sigmas(abar[path.nodes >= 1])
+        if schedule is not None:
+            require(np.array_equal(sigmas_to_nodes(sig, schedule), path.nodes),
+                    "internal: the sigma list does not map back to the same nodes")
+        return sig
+
+    if ddim:
+        clip_flag = bool(used.clip)
+        out["clip"] = clip_flag
+        out["notes"].append("deterministic DDIM (eta = 0): one Euler step of the probability-flow ODE per edge in "
+                            "y = x/sqrt(abar), sigma = sqrt((1 - abar)/abar), with the eps recomputed from the "
+                            + ("clipped x0_hat (clip on)" if clip_flag else "unclipped x0_hat (clip off)")
+                            + "; the last sigma is 0, so the last step returns x0_hat")
+        if target == "diffusers":
+            ts = diffusers_timesteps(path.nodes)
+            out.update(scheduler="EulerDiscreteScheduler", timesteps=ts)
+            if abar is not None:
+                out["sigmas"] = _sigmas(abar[path.nodes >= 1])
+            out["notes"].append("EulerDiscreteScheduler.set_timesteps(timesteps=...) with use_karras_sigmas=False "
+                                "and interpolation_type='linear' puts sigma exactly at these timesteps, then 0; "
+                                "the snippet's loop passes step() the eps of the clipped x0_hat and starts from "
+                                "sqrt(sigma_T^2 + 1)*z (DDIM's x_T = z), not init_noise_sigma*z")
+            out["snippet"] = snippets.diffusers_euler_snippet(ts, clip_flag, model_dir, pipeline)
+        elif target == "iddpm":
+            use = iddpm_use_timesteps(path.nodes)
+            out["use_timesteps"] = use
+            out["notes"].append("SpacedDiffusion.ddim_sample_loop(eta=0.0) recomputes eps from the clipped x0_hat and "
+                                "returns x0_hat at its last step: the ddpmdp DDIM sampler edge for edge")
+            out["snippet"] = snippets.iddpm_ddim_snippet(use, path.T, out["noise_schedule"], clip_flag)
+        else:
+            sig = sigmas()
+            out["sigmas"] = sig
+            out["notes"].append("k-diffusion: sample_euler along these sigmas; its DiscreteEpsDDPMDenoiser / "
+                                "OpenAIDenoiser return the unclipped x0_hat = x - sigma*eps"
+                                + (", so the snippet wraps the denoiser to clip x0_hat to [-1, 1]" if clip_flag
+                                   else " (this schedule does not clip)")
+                                + "; start from sqrt(sigma_0^2 + 1)*z")
+            out["snippet"] = snippets.k_diffusion_euler_snippet(sig, clip_flag)
+        return out
     if target == "diffusers":
         ts = diffusers_timesteps(path.nodes)
         out["timesteps"] = ts
@@ -262,7 +289,7 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
                 "ddpmdp's decoder returns x0_hat without noise, so the snippet takes out.pred_original_sample "
                 "at the last step")
         out["notes"].append(_DDIM_NOTE.format(spec=path.source))
-        out["snippet"] = _diffusers_snippet(ts, rule, model_dir, pipeline)
+        out["snippet"] = snippets.diffusers_ddpm_snippet(ts, rule, model_dir, pipeline)
     elif target == "iddpm":
         use = iddpm_use_timesteps(path.nodes)
         out["use_timesteps"] = use
@@ -270,34 +297,33 @@ def export_path(path: SolvedPath, target: str, *, schedule: Schedule | None = No
         out["notes"].append("SpacedDiffusion respaces beta as 1 - abar_t/abar_s between kept indices and adds no "
                             "noise at its last step: the ddpmdp sampler edge for edge")
         out["notes"].append("DDIM: the same SpacedDiffusion's ddim_sample_loop follows this path too")
-        out["snippet"] = _iddpm_snippet(use, rule, path, out["noise_schedule"])
+        out["snippet"] = snippets.iddpm_snippet(use, rule, path.T, out["noise_schedule"])
     else:
-        require(abar is not None, f"{path.source}: k-diffusion sigmas need the noise schedule and this file records "
-                "no ᾱ (written before ddpmdp-schedules version 2): pass --model SPEC or --noise-schedule "
-                "linear:T|cosine:T|FILE.npy (Python: schedule=...), or solve the table again")
-        assert abar is not None
-        sig = _sigmas(abar[path.nodes >= 1])
-        if schedule is not None:
-            require(np.array_equal(sigmas_to_nodes(sig, schedule), path.nodes),
-                    "internal: the sigma list does not map back to the same nodes")
+        sig = sigmas()
         out["sigmas"] = sig
-        out["snippet"] = _k_snippet(sig)
+        out["snippet"] = snippets.k_diffusion_snippet(sig)
     return out
 
 
 def export(solved: str, to: str, *, schedule: Schedule | None = None, model=None, allow_other_model: bool = False,
-           model_dir: str | None = None, pipeline: bool = False) -> dict[str, Any]:
+           model_dir: str | None = None, pipeline: bool = False, sampler: str | None = None,
+           clip: bool | None = None, allow_other_sampler: bool = False) -> dict[str, Any]:
     """``ddpmdp export SOLVED.json:K --to TARGET --json`` as a function, e.g.
     ``export("solved.json:16", "diffusers")["timesteps"]`` or ``export("solved.json:16", "k-diffusion")["sigmas"]``
-    (ᾱ from the file; older files need ``schedule=linear_schedule(1000)``)."""
+    (ᾱ from the file; older files need ``schedule=linear_schedule(1000)``). A trajectory schedule
+    exports for DDIM η = 0 (:func:`export_path`)."""
     return export_path(read_solved(solved), to, schedule=schedule, model=model, allow_other_model=allow_other_model,
-                       model_dir=model_dir, pipeline=pipeline)
+                       model_dir=model_dir, pipeline=pipeline, sampler=sampler, clip=clip,
+                       allow_other_sampler=allow_other_sampler)
 
 
 def render_text(result: dict[str, Any]) -> str:
     """The export as commented Python: the list, the notes, the variances not carried over, the snippet."""
+    sampler = result.get("sampler") or {"kind": "ancestral"}
+    how = (f"sampler: ddim (eta = 0, {'clip' if result.get('clip') else 'no clip'})" if sampler.get("kind") == "ddim"
+           else f"variance: {result['variance']}")
     lines = [f"# ddpmdp path {result['source']} (K = {result['K']}, T = {result['T']}) for {result['target']}",
-             f"# nodes: {','.join(map(str, result['nodes']))}; variance: {result['variance']}"]
+             f"# nodes: {','.join(map(str, result['nodes']))}; {how}"]
     lines += [f"# NOT EXPRESSIBLE: {m}" for m in result["not_expressible"]]
     lines += [f"# note: {m}" for m in result["notes"]]
     return "\n".join(lines) + "\n\n" + result["snippet"]

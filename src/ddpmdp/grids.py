@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.strides import even_stride, quadratic_stride
+from ddpmdp.strides import BASELINES, NEEDS_SCHEDULE, baseline_stride
 
 __all__ = ["make_grid", "parse_grid"]
 
@@ -21,12 +21,17 @@ def make_grid(T: int, stride: int = 1, nodes: np.ndarray | None = None) -> np.nd
     return g if g[-1] == T else np.append(g, T)
 
 
-def parse_grid(spec: str, T: int) -> np.ndarray:
+def parse_grid(spec: str, T) -> np.ndarray:
     """A grid from a spec: parts joined by ``+``, each one of ``all``, ``stride:k``, ``log:G``
     (about G nodes log-spaced from 1 to T: dense near the data, where ELBO-optimal paths put
-    their steps), ``even:K1,K2,…`` / ``quadratic:K1,K2,…`` (the nodes of those strides, so that
-    a held-out table can score them), ``nodes:a,b,…``. Nodes 0 and T are always included.
-    Example: ``log:120+even:8,16,32+quadratic:8,16,32``."""
+    their steps), a baseline with budgets ``even:K1,K2,…``, ``quadratic:…``, ``ddim-quadratic:…``,
+    ``logsnr:…``, ``edm:…`` (the nodes of those strides, :data:`ddpmdp.strides.BASELINES`, so
+    that a held-out table can score them and the DP can choose them), ``nodes:a,b,…``. Nodes 0
+    and T are always included. ``T``: the number of steps, or the noise schedule
+    (:class:`~ddpmdp.schedules.Schedule`), which ``logsnr`` and ``edm`` need.
+    Example: ``log:120+even:8,16,32+edm:8,16,32``."""
+    schedule = T if hasattr(T, "alphas_cumprod") else None
+    T = int(schedule.T) if schedule is not None else int(T)
     out = [np.array([0, T])]
     for part in spec.split("+"):
         kind, _, arg = part.strip().partition(":")
@@ -39,16 +44,19 @@ def parse_grid(spec: str, T: int) -> np.ndarray:
                 G = int(arg)
                 require(G >= 2, f"grid {part!r}: log:G needs G >= 2")
                 out.append(np.round(np.geomspace(1, T, G - 1)).astype(np.int64))
-            elif kind in ("even", "quadratic"):
-                fn = even_stride if kind == "even" else quadratic_stride
-                out.extend(fn(T, int(k)) for k in arg.split(","))
+            elif kind in BASELINES:
+                require(kind not in NEEDS_SCHEDULE or schedule is not None,
+                        f"grid {part!r} needs the noise schedule (ᾱ), not only T = {T}")
+                for k in arg.split(","):
+                    require(1 <= int(k) <= T, f"grid {part!r}: K must lie in 1..T = {T}, got {int(k)}")
+                    out.append(baseline_stride(kind, T, int(k), schedule))
             elif kind == "nodes":
                 nodes = np.array([int(x) for x in arg.split(",")])
                 require(bool(np.all((nodes >= 0) & (nodes <= T))), f"grid {part!r}: nodes must lie in 0..{T}")
                 out.append(nodes)
             else:
                 raise DdpmdpError(f"unknown grid part {part!r}: use all, stride:k, log:G, even:K,…, quadratic:K,…, "
-                                  "nodes:a,b,…")
+                                  "ddim-quadratic:K,…, logsnr:K,…, edm:K,…, nodes:a,b,…")
         except ValueError as exc:
             if isinstance(exc, DdpmdpError):
                 raise

@@ -24,7 +24,7 @@ from ddpmdp.errors import require
 from ddpmdp.strides import validate_path
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_SAMPLE, keyed_normal
-from ddpmdp.inference_schedule import as_schedule, check_schedule_identity
+from ddpmdp.inference_schedule import SamplerSpec, as_schedule, check_schedule_identity, resolve_sampler
 from ddpmdp.variances import NodeStats, VarianceRule, get_rule, resolve_rule
 
 __all__ = ["sample_ancestral", "sample_ddim", "sample", "to_uint8"]
@@ -95,7 +95,7 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
                 clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
                 index_offset: int = 0, on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ float32 (n, C, H, W)."""
-    check_schedule_identity(nodes, model=model, sampler="ddim")
+    check_schedule_identity(nodes, model=model, sampler=SamplerSpec("ddim", eta, clip))
     require(eta >= 0, f"eta must be >= 0, got {eta}")
     check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
@@ -111,15 +111,22 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
 
 
 def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
-           method: Literal["ancestral", "ddim"] = "ancestral", variance: VarianceRule | None = None,
-           eta: float = 0.0, clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
-           batch_size: int = 64, progress: bool = False) -> np.ndarray:
+           method: Literal["ancestral", "ddim"] | None = None, variance: VarianceRule | None = None,
+           eta: float = 0.0, clip: bool | None = None, seed: int = 0, device: str | torch.device = "cpu",
+           batch_size: int = 64, progress: bool = False, allow_other_sampler: bool = False) -> np.ndarray:
     """n samples as uint8 (n, C, H, W), generated in batches; sample i always uses the noise keys of
-    index i, so the result does not depend on the batch size. ``variance`` (ancestral): a rule name,
-    else the model's own (``learned_range`` for a learned-variance model)."""
-    check_schedule_identity(nodes, model=model, sampler=method)
-    require(method in ("ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
-    if method == "ancestral":
+    index i, so the result does not depend on the batch size. ``method``/``clip`` None: the sampler
+    and clip flag the schedule was solved for (a trajectory schedule: DDIM η = 0; an ELBO schedule or
+    plain nodes: ancestral, clip on); a sampler the schedule was not solved for is refused unless
+    ``allow_other_sampler`` (:func:`~ddpmdp.inference_schedule.resolve_sampler`). ``variance``
+    (ancestral): a rule name, else the model's own (``learned_range`` for a learned-variance model)."""
+    require(method in (None, "ancestral", "ddim"), f"unknown sampler {method!r}: use ancestral or ddim")
+    spec = resolve_sampler(nodes, method, eta, clip)
+    eta, clip = spec.eta, bool(spec.clip)
+    if allow_other_sampler:
+        nodes = as_schedule(nodes).for_other_sampler()
+    check_schedule_identity(nodes, model=model, sampler=spec)
+    if spec.kind == "ancestral":
         variance = resolve_rule(variance, model)  # refused before any batch
     from ddpmdp.progress import progress_bar
 
@@ -128,7 +135,7 @@ def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,
     bar = progress_bar(-(-n // batch_size) * K, batch_size, progress, "sample")
     for lo in range(0, n, batch_size):
         m = min(batch_size, n - lo)
-        if method == "ancestral":
+        if spec.kind == "ancestral":
             x = sample_ancestral(model, nodes, m, shape, variance=variance, clip=clip, seed=seed, device=device,
                                  index_offset=lo, on_step=bar.update)
         else:

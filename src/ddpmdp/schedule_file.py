@@ -19,7 +19,14 @@ and σ². Layout, format ``ddpmdp-schedules`` version 2 (JSON)::
                        "variance": "rule+rule", "edges": [{"t": …, "s": …, "rule": …, "sigma2": …}, …]}}}
 
 Edges are listed from T down; ``sigma2`` is null on learned-range edges (σ² per pixel from the
-network). Files written before version 2 (``ddpmdp solve --json`` of earlier releases, the
+network).
+
+A **trajectory** schedule (``method.md`` §13: the DP over the error table C(t, s) of one
+deterministic DDIM step) has ``"objective": "trajectory"`` and
+``"sampler": {"kind": "ddim", "eta": 0.0, "clip": true}`` (the clip flag of the steps the table
+measured); its budgets hold ``"cost"`` (the DP's own value on the selection table, in
+``"cost_units"``, optimistic) instead of nats/bpd, and no edge variances: DDIM η = 0 uses none.
+Readers refuse an objective and a sampler that do not belong together. Files written before version 2 (``ddpmdp solve --json`` of earlier releases, the
 book's ``write_dp_json``) are read with a one-line warning and no identity check.
 """
 from __future__ import annotations
@@ -37,7 +44,7 @@ import numpy as np
 
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.fileio import atomic_write_text
-from ddpmdp.inference_schedule import OBJECTIVES, InferenceSchedule, ScheduleIdentity
+from ddpmdp.inference_schedule import OBJECTIVES, InferenceSchedule, SamplerSpec, ScheduleIdentity, default_sampler
 from ddpmdp.strides import validate_path
 from ddpmdp.variances import VARIANCE_RULES
 from ddpmdp.version import __version__
@@ -49,6 +56,8 @@ FORMAT = "ddpmdp-schedules"
 VERSION = 2
 NOTE = ("nats and bpd are the selection table's own values (optimistically biased: the paths were chosen on "
         "those images); evaluate the paths on held-out data")
+NOTE_COST = ("cost is the selection table's own value of each path (optimistically biased: the paths were chosen "
+             "on those seeds); evaluate the paths on held-out seeds")
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +65,8 @@ class SolvedBudget:
     """One budget: ``nodes`` int64 (K+1,) 0 = t₀ < … < t_K = T; ``nats``/``bpd`` on the selection
     table incl. the prior (None when the cost solved was not the table's ELBO); ``rules``/``sigma2``
     per edge in node order (edge k = nodes[k+1] → nodes[k]; σ² NaN on learned-range edges), None
-    when the file records none."""
+    when the file records none; ``cost``: the DP's own total cost on the selection table when it
+    is not the table's ELBO (a trajectory table's, an MSE reweighting's), optimistic."""
 
     K: int
     nodes: np.ndarray
@@ -64,6 +74,7 @@ class SolvedBudget:
     bpd: float | None = None
     rules: tuple[str, ...] | None = None
     sigma2: np.ndarray | None = None
+    cost: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,14 +97,26 @@ class SolvedSchedules:
                 f"(it has {sorted(self.budgets)})")
         return self.budgets[int(K)]
 
-    def schedule(self, K: int, *, allow_other_model: bool = False) -> InferenceSchedule:
+    @property
+    def objective(self) -> str:
+        """``elbo`` or ``trajectory`` (``elbo`` for files without identity)."""
+        return self.identity.objective if self.identity is not None else "elbo"
+
+    @property
+    def sampler(self) -> SamplerSpec:
+        """The sampler the file's schedules are valid for (ancestral for files without identity)."""
+        return self.identity.sampler if self.identity is not None else SamplerSpec("ancestral")
+
+    def schedule(self, K: int, *, allow_other_model: bool = False, allow_other_sampler: bool = False
+                 ) -> InferenceSchedule:
         """Budget K as an :class:`InferenceSchedule` with per-edge variances (when recorded) and
         this file's identity (``allow_other_model``: deliberately usable on another model of the
-        same noise schedule)."""
+        same noise schedule; ``allow_other_sampler``: with a sampler it was not solved for)."""
         b = self.budget(K)
         ident = self.identity
         if ident is not None:
-            ident = dataclasses.replace(ident, source=f"{self.source}:{int(K)}", allow_other_model=allow_other_model)
+            ident = dataclasses.replace(ident, source=f"{self.source}:{int(K)}", allow_other_model=allow_other_model,
+                                        allow_other_sampler=allow_other_sampler)
         if b.rules is not None and b.sigma2 is not None:
             return InferenceSchedule(b.nodes, b.rules, b.sigma2, ident)
         return InferenceSchedule(b.nodes, identity=ident)
@@ -111,22 +134,36 @@ class SolvedSchedules:
     # ---- the writer's content ----------------------------------------------------------------
     @classmethod
     def from_table(cls, table, solution, budgets: Sequence[int], *, table_path: str | os.PathLike | None = None,
-                   L: np.ndarray | None = None, objective: str = "elbo") -> "SolvedSchedules":
+                   L: np.ndarray | None = None, objective: str | None = None,
+                   sampler: "str | dict[str, Any] | SamplerSpec | None" = None) -> "SolvedSchedules":
         """The paths of ``solution`` (a :class:`~ddpmdp.dp.DPSolution` of ``table``) for ``budgets``,
-        with the table's identity. ``L``: the cost the solution was computed from when it is not the
-        table's ELBO (nats/bpd are then omitted)."""
-        require(objective in OBJECTIVES, f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+        with the table's identity.
+
+        ``table``: an ``ElboTable`` or any table with ``T``, ``nodes`` (the grid) and ``meta`` (keys
+        ``model``, ``model_hash``, ``schedule``, ``schedule_hash``, ``T``, ``clip``, ``abar_grid``, …;
+        a trajectory table adds ``objective: "trajectory"``, ``sampler`` (``"ddim"`` or
+        ``{"kind": "ddim", "eta": 0.0, "clip": …}``) and optionally ``cost_units``).
+        ``objective``/``sampler``: None → from the metadata (neither recorded → ``elbo`` and
+        ancestral); given → must agree with the metadata where it records them
+        (:meth:`ScheduleIdentity.from_table_meta`). ``L``: the cost the solution was computed from
+        when it is not the table's ELBO. Only ELBO solutions record nats/bpd (with the table's
+        prior); every other records the DP's own ``cost``; per-edge variances only when the table
+        has them and the sampler is ancestral."""
         meta = table.meta
-        ident = ScheduleIdentity.from_table_meta(meta, objective=objective)
+        ident = ScheduleIdentity.from_table_meta(meta, objective=objective, sampler=sampler)
+        elbo = ident.objective == "elbo" and L is None
+        variances = ident.sampler.kind == "ancestral" and getattr(table, "sigma2", None) is not None \
+            and getattr(table, "edge_rule", None) is not None
         out: dict[int, SolvedBudget] = {}
         for K in sorted({int(k) for k in budgets}):
             nodes = np.asarray(solution.path(K), dtype=np.int64)
-            nats = float(solution.costs[K] + table.prior) if L is None else None
+            nats = float(solution.costs[K] + table.prior) if elbo else None
             rules, s2 = None, None
-            if table.sigma2 is not None and table.edge_rule is not None:
+            if variances:
                 sch = InferenceSchedule.from_table(table, nodes)
                 rules, s2 = sch.rules, sch.sigma2
-            out[K] = SolvedBudget(K, nodes, nats, None if nats is None else float(table.bpd(nats)), rules, s2)
+            out[K] = SolvedBudget(K, nodes, nats, None if nats is None else float(table.bpd(nats)), rules, s2,
+                                  None if elbo else float(solution.costs[K]))
         info = {
             "model": {"identity": meta.get("model"), "hash": meta.get("model_hash"),
                       "numerics": {"dtype": meta.get("network_dtype"), "bf16": meta.get("network_bf16"),
@@ -140,6 +177,8 @@ class SolvedSchedules:
                           "data_hash": meta.get("data_hash"), "split": meta.get("split"),
                           "n_images": meta.get("n_images"), "seed": meta.get("seed")},
         }
+        if not elbo:
+            info["cost_units"] = meta.get("cost_units")
         return cls(ident, table.T, meta.get("variance"), out, info)
 
     def to_json(self) -> dict[str, Any]:
@@ -153,19 +192,22 @@ class SolvedSchedules:
             entry: dict[str, Any] = {"K": K, "nodes": [int(n) for n in b.nodes]}
             if b.nats is not None:
                 entry.update(nats=b.nats, bpd=b.bpd, optimistic=True)
+            if b.cost is not None:
+                entry.update(cost=b.cost, optimistic=True)
             if b.rules is not None and b.sigma2 is not None:
                 sch = InferenceSchedule(b.nodes, b.rules, b.sigma2)
                 entry.update(variance=sch.label(), edges=sch.edges_json())
             budgets[str(K)] = entry
+        extra = {"cost_units": info.get("cost_units")} if "cost_units" in info else {}
         return {
-            "format": FORMAT, "version": VERSION, "objective": ident.objective, "sampler": {"kind": ident.sampler},
+            "format": FORMAT, "version": VERSION, "objective": ident.objective, "sampler": ident.sampler.to_json(),
             "model": dict(info.get("model", {}), identity=ident.model, hash=ident.model_hash),
             "noise_schedule": dict(info.get("noise_schedule", {}), name=ident.noise_schedule, T=ident.T,
                                    hash=ident.noise_schedule_hash),
             "T": self.T, "variance": self.variance, "clip": info.get("clip"),
             "decoder_convention": info.get("decoder_convention"), "grid": info.get("grid"),
-            "selection": info.get("selection"), "note": NOTE, "version_written": f"ddpmdp {__version__}",
-            "budgets": budgets,
+            "selection": info.get("selection"), **extra, "note": NOTE if ident.objective == "elbo" else NOTE_COST,
+            "version_written": f"ddpmdp {__version__}", "budgets": budgets,
         }
 
 
@@ -209,9 +251,10 @@ def _budget(entry: Any, K: int, T: int, top: str | None, where: str) -> SolvedBu
     rules, s2 = _rules_of(entry, top, K, where)
     if s2 is not None and rules is not None:
         InferenceSchedule(nodes, rules, s2)  # validates rules and σ² (one line on a bad value)
-    nats = entry.get("nats")
+    nats, cost = entry.get("nats"), entry.get("cost")
     return SolvedBudget(K, nodes, None if nats is None else float(nats),
-                        None if entry.get("bpd") is None else float(entry["bpd"]), rules, s2)
+                        None if entry.get("bpd") is None else float(entry["bpd"]), rules, s2,
+                        None if cost is None else float(cost))
 
 
 def _identity(doc: dict[str, Any], T: int, where: str) -> ScheduleIdentity:
@@ -219,9 +262,14 @@ def _identity(doc: dict[str, Any], T: int, where: str) -> ScheduleIdentity:
     if not (isinstance(model, dict) and isinstance(noise, dict)):
         raise DdpmdpError(f"{where}: version 2 needs 'model' and 'noise_schedule' objects")
     require(int(noise.get("T", T)) == T, f"{where}: noise_schedule T = {noise.get('T')} but the file's T = {T}")
-    kind = sampler.get("kind") if isinstance(sampler, dict) else sampler
+    objective = str(doc.get("objective") or "elbo")
+    require(objective in OBJECTIVES, f"{where}: unknown objective {objective!r} (this ddpmdp knows "
+            f"{', '.join(OBJECTIVES)})")
+    spec = SamplerSpec.parse(sampler) if sampler is not None else default_sampler(objective, doc.get("clip"))
+    if spec.kind == "ddim" and spec.clip is None and doc.get("clip") is not None:
+        spec = dataclasses.replace(spec, clip=bool(doc["clip"]))
     return ScheduleIdentity(model.get("identity"), model.get("hash"), noise.get("name"), noise.get("hash"), T,
-                            str(doc.get("objective") or "elbo"), str(kind or "ancestral"), where)
+                            objective, spec, where)
 
 
 def _parse(doc: Any, where: str) -> SolvedSchedules:
@@ -238,8 +286,6 @@ def _parse(doc: Any, where: str) -> SolvedSchedules:
     ident = None
     if fmt is not None and version is not None and version >= 2:
         ident = _identity(doc, T, where)
-        require(ident.objective in OBJECTIVES, f"{where}: unknown objective {ident.objective!r} "
-                f"(this ddpmdp knows {', '.join(OBJECTIVES)})")
     else:
         warnings.warn(f"{where} records no model or noise schedule (written before {FORMAT} version {VERSION}); "
                       "its paths are not checked against the model they are used with", stacklevel=3)

@@ -1,4 +1,5 @@
-"""Hand-designed strides (even, quadratic) and path utilities, in the node convention.
+"""Hand-designed strides (even, quadratic, DDIM's quadratic, log-SNR, EDM) and path utilities, in the
+node convention.
 
 ``method.md`` §7. A K-step path is an int64 array of K + 1 node values
 0 = t_0 < t_1 < … < t_K = T (node 0 = data, node T = the prior's node; see
@@ -8,6 +9,11 @@
 * :func:`quadratic_stride` — ddpmdp's quadratic rule for ELBOs (ends at T).
 * :func:`ddim_quadratic_indices` — DDIM's original quadratic rule, as *code
   indices*; it ends at 0.8·T and may repeat, so it is for sampling only.
+* :func:`ddim_quadratic_stride` — DDIM's rule made into a K-step path (its top node
+  moved to T, collisions resolved).
+* :func:`logsnr_stride`, :func:`edm_stride` — uniform log-SNR and Karras et al.'s ρ = 7
+  σ spacing, mapped to the nearest distinct nodes of a noise schedule
+  (``method.md`` §13.6, the baselines at equal K of the trajectory table).
 * :func:`validate_path`, :func:`snap_to_grid` — checks and grid lookup.
 
 Code indices (improved-diffusion's 0-based timesteps) are node − 1.
@@ -18,10 +24,21 @@ import numpy as np
 
 from ddpmdp.errors import DdpmdpError, require
 
+EDM_RHO = 7.0
+"""Karras et al.'s (2022) ρ for :func:`edm_stride`."""
+
 __all__ = [
     "even_stride",
     "quadratic_stride",
     "ddim_quadratic_indices",
+    "ddim_quadratic_stride",
+    "logsnr_stride",
+    "edm_stride",
+    "distinct_nodes",
+    "nearest_nodes",
+    "BASELINES",
+    "NEEDS_SCHEDULE",
+    "baseline_stride",
     "validate_path",
     "snap_to_grid",
 ]
@@ -106,6 +123,154 @@ def ddim_quadratic_indices(T: int, K: int) -> np.ndarray:
     """
     T, K = _check_T_K(T, K)
     return (np.linspace(0.0, np.sqrt(T * 0.8), K) ** 2).astype(np.int64)
+
+
+def distinct_nodes(nodes, T: int) -> np.ndarray:
+    """Make K non-decreasing nodes in 1..T, the first 1 and the last T, distinct (how every
+    baseline resolves collisions, deterministically).
+
+    Forward pass n_i ← max(n_i, n_{i−1} + 1) (a node that collides with the one below moves
+    up to the next free node, so a run of collisions near the data becomes a run of
+    consecutive nodes), then backward pass n_i ← min(n_i, n_{i+1} − 1) with n_{K−1} = T (a
+    run pushed past T is packed below it). Nodes that collide with nothing are unchanged.
+    Needs K <= T; keeps exactly K nodes, n_0 = 1 and n_{K−1} = T.
+
+    Returns:
+        ``(K,)`` int64 strictly increasing nodes in 1..T.
+    """
+    n = [int(x) for x in np.asarray(nodes, dtype=np.int64)]
+    K = len(n)
+    require(1 <= K <= T, f"need 1 <= K <= T = {T} nodes to make distinct, got {K}")
+    for i in range(1, K):
+        n[i] = max(n[i], n[i - 1] + 1)
+    n[-1] = T
+    for i in range(K - 2, -1, -1):
+        n[i] = min(n[i], n[i + 1] - 1)
+    out = np.asarray(n, dtype=np.int64)
+    assert out[0] >= 1 and bool(np.all(np.diff(out) > 0)), "internal: distinct_nodes failed"
+    return out
+
+
+def _abar(T: int, schedule) -> np.ndarray:
+    """ᾱ over nodes 0..T (float64, ᾱ₀ = 1) from a :class:`~ddpmdp.schedules.Schedule` or an array."""
+    require(schedule is not None, "this stride needs the noise schedule (ᾱ): pass schedule=… (the command "
+            "line takes it from --model)")
+    a = np.asarray(getattr(schedule, "alphas_cumprod", schedule), dtype=np.float64)
+    require(a.ndim == 1 and a.size == T + 1, f"ᾱ must have T + 1 = {T + 1} entries (nodes 0..T), got {a.shape}")
+    require(bool(np.all((a[1:] > 0) & (a[1:] < 1))), "ᾱ must lie strictly between 0 and 1 at nodes 1..T (a "
+            "finite, positive log-SNR)")
+    return a
+
+
+def nearest_nodes(log_snr_targets, T: int, schedule) -> np.ndarray:
+    """The node n in 1..T whose log-SNR λ(n) = log(ᾱ_n/(1 − ᾱ_n)) is nearest each target, ties
+    to the smaller node (nearer the data). Nearest in λ is nearest in log σ (λ = −2·log σ with
+    σ = √((1 − ᾱ)/ᾱ)), as k-diffusion's ``sigma_to_t`` and diffusers' ``_sigma_to_t`` read σ.
+
+    Returns:
+        int64 nodes, same shape as the targets (not made distinct: see :func:`distinct_nodes`).
+    """
+    a = _abar(T, schedule)[1:]
+    lam = np.log(a) - np.log1p(-a)  # λ(n) for n = 1..T, decreasing in n
+    x = np.asarray(log_snr_targets, dtype=np.float64)
+    require(bool(np.all(np.isfinite(x))), "log-SNR targets must be finite")
+    dist = np.abs(x[..., None] - lam)  # (…, T)
+    return (np.argmin(dist, axis=-1) + 1).astype(np.int64)  # argmin takes the first (smallest node) on ties
+
+
+def ddim_quadratic_stride(T: int, K: int) -> np.ndarray:
+    """DDIM's own quadratic rule (:func:`ddim_quadratic_indices`) as a K-step path.
+
+    DDIM evaluates the network at code indices c_i = int(linspace(0, √(0.8·T), K)_i²), i.e.
+    nodes c_i + 1, starting from pure noise at node 0.8·T + 1. A ddpmdp path starts from
+    x_T ~ N(0, I) at node T, so the **top node is replaced by T** (not appended: appending
+    would spend K + 1 network evaluations, and equal-K comparisons need K). The first edge is
+    then T → c_{K−2} + 1, longer than DDIM's, and the other K − 1 nodes are DDIM's. The rule
+    repeats indices near the data when K is large (235 distinct of 256 at T = 1000); repeats
+    are resolved by :func:`distinct_nodes` (moved up to the next free node). Not the same
+    as :func:`quadratic_stride`, which rescales the quadratic to end at T.
+
+    Returns:
+        ``(K + 1,)`` int64 node values, 0 = t_0 < t_1 = 1 < … < t_K = T.
+    """
+    T, K = _check_T_K(T, K)
+    if K == 1:
+        return np.array([0, T], dtype=np.int64)
+    nodes = ddim_quadratic_indices(T, K) + 1
+    nodes[-1] = T
+    return np.concatenate([[0], distinct_nodes(nodes, T)]).astype(np.int64)
+
+
+def logsnr_stride(T: int, K: int, schedule) -> np.ndarray:
+    """Uniform log-SNR K-step path (``method.md`` §13.6).
+
+    λ_i = λ(T) + i/(K−1)·(λ(1) − λ(T)) for i = 0..K−1, with λ(n) = log(ᾱ_n/(1 − ᾱ_n)), each
+    mapped to the node nearest in λ (:func:`nearest_nodes`), collisions resolved by
+    :func:`distinct_nodes`, plus node 0. The ends are exactly T and 1. K = 1 is T → 0.
+
+    Args:
+        schedule: a :class:`~ddpmdp.schedules.Schedule` of T steps, or ᾱ over nodes 0..T.
+
+    Returns:
+        ``(K + 1,)`` int64 node values, 0 = t_0 < t_1 = 1 < … < t_K = T.
+    """
+    T, K = _check_T_K(T, K)
+    a = _abar(T, schedule)
+    if K == 1:
+        return np.array([0, T], dtype=np.int64)
+    lam_T, lam_1 = (float(np.log(a[n]) - np.log1p(-a[n])) for n in (T, 1))
+    targets = lam_T + np.arange(K - 1, -1, -1, dtype=np.float64) / (K - 1) * (lam_1 - lam_T)  # ascending nodes
+    return np.concatenate([[0], distinct_nodes(nearest_nodes(targets, T, a), T)]).astype(np.int64)
+
+
+def edm_stride(T: int, K: int, schedule, *, rho: float = EDM_RHO) -> np.ndarray:
+    """Karras et al. (2022, "EDM") σ spacing as a K-step path (``method.md`` §13.6).
+
+    σ(n) = √((1 − ᾱ_n)/ᾱ_n); σ_max = σ(T), σ_min = σ(1); for i = 0..K−1
+    σ_i = (σ_max^{1/ρ} + i/(K−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ with ρ = 7 (k-diffusion's
+    ``get_sigmas_karras`` without its trailing 0), each mapped to the node nearest in log σ
+    (:func:`nearest_nodes`), collisions resolved by :func:`distinct_nodes` (ρ = 7 crowds the
+    small σ near the data: at large K the lowest nodes become a run 1, 2, 3, …), plus node 0.
+    The ends are exactly T and 1. K = 1 is T → 0.
+
+    Returns:
+        ``(K + 1,)`` int64 node values, 0 = t_0 < t_1 = 1 < … < t_K = T.
+    """
+    T, K = _check_T_K(T, K)
+    a = _abar(T, schedule)
+    require(float(rho) > 0, f"rho must be positive, got {rho}")
+    if K == 1:
+        return np.array([0, T], dtype=np.int64)
+    s_max, s_min = (float(np.sqrt((1.0 - a[n]) / a[n])) for n in (T, 1))
+    ramp = np.arange(K, dtype=np.float64) / (K - 1)
+    sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho  # descending σ
+    lam = -2.0 * np.log(sig[::-1])  # ascending nodes
+    return np.concatenate([[0], distinct_nodes(nearest_nodes(lam, T, a), T)]).astype(np.int64)
+
+
+BASELINES: dict[str, str] = {
+    "even": "improved-diffusion's even stride (method.md §7.1)",
+    "quadratic": "ddpmdp's quadratic stride, ending at T (§7.2)",
+    "ddim-quadratic": "DDIM's quadratic rule, top node 0.8·T + 1 replaced by T (§7.2)",
+    "logsnr": "uniform log-SNR between λ(T) and λ(1), nearest distinct nodes (§13.6)",
+    "edm": "Karras et al. ρ = 7 σ spacing between σ(T) and σ(1), nearest distinct nodes (§13.6)",
+}
+"""The baseline strides by spec name (``even:K``, …), with a one-line description."""
+
+NEEDS_SCHEDULE = frozenset({"logsnr", "edm"})
+"""Baselines that need ᾱ (the noise schedule), not only T."""
+
+
+def baseline_stride(name: str, T: int, K: int, schedule=None) -> np.ndarray:
+    """The baseline ``name`` (a key of :data:`BASELINES`) with K steps on T (ᾱ from ``schedule``
+    for ``logsnr`` and ``edm``)."""
+    require(name in BASELINES, f"unknown stride {name!r}: use one of {', '.join(BASELINES)}")
+    if name in NEEDS_SCHEDULE:
+        if schedule is None:
+            raise DdpmdpError(f"the {name} stride needs the noise schedule (ᾱ), not only T = {T}: pass the "
+                              "model or its schedule")
+        return (logsnr_stride if name == "logsnr" else edm_stride)(T, K, schedule)
+    return {"even": even_stride, "quadratic": quadratic_stride, "ddim-quadratic": ddim_quadratic_stride}[name](T, K)
 
 
 def validate_path(nodes: np.ndarray, T: int) -> np.ndarray:

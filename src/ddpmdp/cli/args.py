@@ -17,7 +17,7 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.variances import VARIANCE_RULES
 
 __all__ = ["VARIANCE_NAMES", "add_model_args", "add_data_args", "add_data_dir", "add_grid_args", "add_run_args",
-           "add_overwrite", "add_json", "add_other_model", "load_model", "budgets", "grid_nodes",
+           "add_overwrite", "add_json", "add_other_model", "add_sampler_args", "sampler_args", "load_model", "budgets", "grid_nodes",
            "check_outputs", "describe", "print_summary"]
 
 VARIANCE_NAMES = VARIANCE_RULES
@@ -65,8 +65,8 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("grid")
     g.add_argument("--grid", default=None, metavar="SPEC",
                    help="the nodes the table holds and the DP searches: all (default), stride:k, log:G, "
-                   "even:K1,K2,…, quadratic:K1,K2,…, nodes:a,b,…, joined with + (e.g. log:120+even:8,16,32); "
-                   "0 and T are always included")
+                   "even:K1,K2,…, quadratic:…, ddim-quadratic:…, logsnr:…, edm:… (the nodes of those baselines), "
+                   "nodes:a,b,…, joined with + (e.g. log:120+even:8,16,32+edm:8,16,32); 0 and T are always included")
     g.add_argument("--grid-stride", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --grid stride:k
 
 
@@ -98,6 +98,27 @@ def add_other_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--other-model", action="store_true",
                    help="use dp:FILE:K schedules solved for another model of the same noise schedule "
                    "(refused without this flag; another noise schedule is always refused)")
+
+
+def add_sampler_args(p: argparse.ArgumentParser | Any, *, eta: bool = True) -> None:
+    """``--sampler`` (default: the one each schedule was solved for), ``--eta``, ``--other-sampler``."""
+    p.add_argument("--sampler", choices=["ancestral", "ddim"], default=None,
+                   help="ancestral or ddim (default: the sampler the schedule was solved for: DDIM eta = 0 for a "
+                   "trajectory schedule, ancestral for an ELBO schedule and for even:K, edm:K, … paths)")
+    if eta:
+        p.add_argument("--eta", type=float, default=None, help="DDIM's eta with --sampler ddim (default 0: "
+                       "deterministic)")
+    p.add_argument("--other-sampler", action="store_true",
+                   help="use a sampler the schedule was not solved for (a trajectory schedule is solved for DDIM "
+                   "eta = 0 with its clip flag; anything else is refused without this flag)")
+
+
+def sampler_args(args: argparse.Namespace) -> tuple[str | None, float]:
+    """(``--sampler`` or None, η) after checking that ``--eta`` comes with ``--sampler ddim``."""
+    eta = getattr(args, "eta", None)
+    require(eta is None or args.sampler == "ddim", f"--eta {eta} applies to --sampler ddim only")
+    require(eta is None or eta >= 0, f"--eta must be >= 0, got {eta}")
+    return args.sampler, float(eta or 0.0)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -135,8 +156,9 @@ def grid_spec(args: argparse.Namespace) -> str:
     return args.grid or "all"
 
 
-def grid_nodes(args: argparse.Namespace, T: int):
-    """(int64 grid nodes, spec) of ``--grid`` for a model with T steps."""
+def grid_nodes(args: argparse.Namespace, T):
+    """(int64 grid nodes, spec) of ``--grid`` for a model with T steps (``T``: the model's noise
+    schedule, which the logsnr and edm parts need, or T)."""
     from ddpmdp.grids import parse_grid
 
     spec = grid_spec(args)

@@ -6,7 +6,9 @@
 
 Prints (or writes to ``--out``) the path in the target's format with a short code snippet, the notes
 on the decoder step and DDIM, and every variance rule the target cannot express
-(:mod:`ddpmdp.export`). The solved-schedule file names its noise schedule and holds ᾱ on its grid,
+(:mod:`ddpmdp.export`). A trajectory schedule (solved for DDIM η = 0) is exported for the
+deterministic sampler: diffusers' EulerDiscreteScheduler, k-diffusion's sample_euler,
+improved-diffusion's ddim_sample_loop; ``--sampler ddim`` does the same for an ELBO schedule. The solved-schedule file names its noise schedule and holds ᾱ on its grid,
 so k-diffusion's σ need nothing else. ``--model`` is checked against the file's model (another one
 only with ``--other-model``) and ``diffusers:DIR`` fills the snippet's folder; ``--noise-schedule``
 alone is checked against the file's noise schedule. Files written before format version 2 take
@@ -35,7 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "diffusers' DDPMScheduler.set_timesteps(timesteps=...) list (descending, 0-based = node - 1), "
         "improved-diffusion's SpacedDiffusion use_timesteps set, or k-diffusion's descending sigma list ending in "
         "0, each with a code snippet. Variance rules the target cannot express are named in the output. "
-        "diffusers' DDIMScheduler cannot take custom timesteps: use `ddpmdp sample --sampler ddim`.")
+        "A trajectory schedule (solved for DDIM eta = 0) is exported for the deterministic sampler: diffusers' "
+        "EulerDiscreteScheduler with a loop that passes it the eps of the clipped x0_hat, k-diffusion's sample_euler, "
+        "improved-diffusion's ddim_sample_loop; --sampler ddim does the same for an ELBO schedule.")
     p.add_argument("solved", metavar="SOLVED.json:K", help="a file written by `ddpmdp solve --out` and a budget K")
     p.add_argument("--to", required=True, choices=["diffusers", "iddpm", "k-diffusion"], help="target sampler")
     p.add_argument("--out", default=None, help="write the export here instead of stdout (refused if it exists, "
@@ -43,6 +47,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     common.add_overwrite(p)
     common.add_json(p, "the export as one JSON line instead of a commented Python snippet")
     common.add_other_model(p)
+    common.add_sampler_args(p, eta=False)
+    p.add_argument("--clip", dest="clip", action="store_true", default=None,
+                   help="for a DDIM export: clip x0_hat to [-1, 1] (default: the schedule's recorded flag, else clip)")
+    p.add_argument("--no-clip", dest="clip", action="store_false", help="for a DDIM export: do not clip x0_hat")
     common.add_model_args(p, required=False)  # --model: checked against the file; diffusers:DIR fills the snippet
     common.add_data_dir(p)
     p.set_defaults(func=run)
@@ -92,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         model_dir = args.model.partition(":")[2]
         pipeline = (Path(model_dir) / "model_index.json").is_file()
     result = export_path(path, args.to, schedule=schedule, model=model, allow_other_model=args.other_model,
-                         model_dir=model_dir, pipeline=pipeline)
+                         model_dir=model_dir, pipeline=pipeline, sampler=args.sampler, clip=args.clip,
+                         allow_other_sampler=args.other_sampler)
     line = json.dumps(result)
     if args.out:
         from ddpmdp.fileio import atomic_write_text
@@ -106,5 +115,5 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
     else:
         common.print_summary("export_done", source=result["source"], to=args.to, out=args.out, K=result["K"],
-                             not_expressible=len(result["not_expressible"]))
+                             sampler=result["sampler"], not_expressible=len(result["not_expressible"]))
     return 0

@@ -30,13 +30,15 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("table", "ddpmdp.cli.table", "estimate the L(t, s) table (nats per image)"),
-    Command("solve", "ddpmdp.cli.solve", "ELBO-optimal paths for every budget from a table, with each edge's "
-            "variance rule and σ², into a solved-schedule file (--out) used by evaluate, sample and export"),
+    Command("solve", "ddpmdp.cli.solve", "optimal paths for every budget from a table (ELBO, or a trajectory "
+            "table's cost), with each edge's variance rule and σ², into a solved-schedule file (--out) used by "
+            "evaluate, sample and export"),
     Command("rescore", "ddpmdp.cli.rescore", "derive another variance rule's table from a table (no network)"),
-    Command("evaluate", "ddpmdp.cli.evaluate", "bits/dim ± SE of paths (from a held-out table, or directly)"),
+    Command("evaluate", "ddpmdp.cli.evaluate", "bits/dim ± SE of paths (from a held-out table, or directly), or "
+            "KID ± SE of their samples with NFE (--metric kid)"),
     Command("sample", "ddpmdp.cli.sample", "sample along a path, write a PNG grid"),
     Command("export", "ddpmdp.cli.export", "a solved path as diffusers timesteps, improved-diffusion "
-            "use_timesteps or k-diffusion sigmas"),
+            "use_timesteps or k-diffusion sigmas (a trajectory schedule: for the deterministic sampler)"),
     Command("models", "ddpmdp.cli.models", "the embedded models and their held-out full-chain bits/dim"),
     Command("model-info", "ddpmdp.cli.model_info", "parameter count, key count, fingerprint, schedule of a model spec"),
     Command("download", "ddpmdp.cli.download", "download a data set (checksum-verified) into the data folder"),

@@ -52,11 +52,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(solved.to_json()), flush=True)
         return 0
-    print(f"# DP paths from {args.table} ({table.meta['split']} split, {table.meta['n_images']} images, "
-          f"{table.meta['variance']}); bits/dim on the selection table incl. prior (optimistic)")
+    meta = table.meta
+    if solved.objective == "elbo":
+        print(f"# DP paths from {args.table} ({meta.get('split')} split, {meta.get('n_images')} images, "
+              f"{meta.get('variance')}); bits/dim on the selection table incl. prior (optimistic)")
+    else:
+        print(f"# {solved.objective} DP paths from {args.table} for the {solved.sampler.describe()} sampler; cost "
+              f"on the selection table ({meta.get('cost_units') or 'table units'}, optimistic)")
     for K in ks:
         b = solved.budgets[K]
-        print(f"K={K:<5d} bpd={b.bpd:.4f}  nodes={','.join(map(str, b.nodes))}")
-    common.print_summary("solve_done", table=args.table, out=args.out, budgets=ks,
-                         selection_bpd={str(K): solved.budgets[K].bpd for K in ks}, optimistic=True)
+        value = f"bpd={b.bpd:.4f}" if b.bpd is not None else f"cost={b.cost:.6g}"
+        print(f"K={K:<5d} {value}  nodes={','.join(map(str, b.nodes))}")
+    selection = ({"selection_bpd": {str(K): solved.budgets[K].bpd for K in ks}} if solved.objective == "elbo" else
+                 {"selection_cost": {str(K): solved.budgets[K].cost for K in ks}})
+    common.print_summary("solve_done", table=args.table, out=args.out, budgets=ks, objective=solved.objective,
+                         sampler=solved.sampler.to_json(), **selection, optimistic=True)
     return 0

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.split and data.split not in (args.split, "unspecified"):
         raise DdpmdpError(f"--split {args.split} but the data spec {args.data!r} is the {data.split} split")
     data = data.subset(args.n_images)
-    nodes, spec = common.grid_nodes(args, model.schedule.T)
+    nodes, spec = common.grid_nodes(args, model.schedule)
     table = run_table(model, data, variance=args.variance, clip=args.clip, nodes=nodes, grid_spec=spec,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, out=Path(args.out),
                       resume=args.resume, save_every=args.save_every, float32=args.float32,
