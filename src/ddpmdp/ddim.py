@@ -22,7 +22,7 @@ own step bitwise, and C(t, s) = 0 exactly when s follows t on the teacher grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -59,7 +59,7 @@ def ddim_step(schedule: Schedule, x0_hat: torch.Tensor, eps_tilde: torch.Tensor,
     return math.sqrt(a_s) * x0_hat + math.sqrt(max(1.0 - a_s - sigma2, 0.0)) * eps_tilde
 
 
-def teacher_steps(model: DiffusionModel, x_T: torch.Tensor, nodes: Sequence[int], clip: bool, *,
+def teacher_steps(model: DiffusionModel, x_T: torch.Tensor, nodes: Iterable[int], clip: bool, *,
                   on_step: Callable[[], None] | None = None
                   ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Walk Φ from x_T down ``nodes`` (increasing, 0 … T): one network evaluation per node t > 0.
@@ -85,7 +85,7 @@ def teacher_steps(model: DiffusionModel, x_T: torch.Tensor, nodes: Sequence[int]
         yield t, s, x0_hat, eps_tilde, x
 
 
-def ddim_walk(model: DiffusionModel, x_T: torch.Tensor, nodes: Sequence[int], clip: bool, *,
+def ddim_walk(model: DiffusionModel, x_T: torch.Tensor, nodes: Iterable[int], clip: bool, *,
               on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """x̂₀ of the K-step deterministic DDIM walk (η = 0) from x_T along ``nodes`` (0 … T), float64
     (B, C, H, W): K network evaluations. The teacher is this walk on the teacher grid."""

@@ -114,7 +114,8 @@ def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int
         x = ddim_step(sched, x0_hat, eps_tilde, s, sigma2=var)  # x̂₀ when s = 0
         return x + math.sqrt(var) * z() if var > 0 else x
 
-    x = _walk(model, nodes, n, shape, seed, device, index_offset, on_step, step, dtype=STATE_DTYPE)
+    x = _walk(model, as_schedule(nodes).nodes, n, shape, seed, device, index_offset, on_step, step,
+              dtype=STATE_DTYPE)
     return x if model.numerics.dtype == "float64" else x.float()
 
 
