@@ -31,8 +31,10 @@ from ddpmdp.variances import VARIANCE_RULES
 
 __all__ = ["InferenceSchedule", "ScheduleIdentity", "check_schedule_identity"]
 
-OBJECTIVES = ("elbo",)
-"""What a solved schedule optimises: ``elbo`` (Watson et al.'s DP over L(t, s))."""
+OBJECTIVES = ("elbo", "trajectory")
+"""What a solved schedule optimises: ``elbo`` (Watson et al.'s DP over L(t, s)) or ``trajectory``
+(the DP over the trajectory table C(t, s) of deterministic DDIM steps, ``method.md`` §13; valid for
+the ``ddim`` sampler with η = 0)."""
 SAMPLERS = {"ancestral": ("ancestral", "ddim")}
 """Per sampler kind a schedule is valid for, the samplers that may follow it: an ELBO path's nodes
 are also a valid DDIM path (DDIM ignores the per-edge variances)."""

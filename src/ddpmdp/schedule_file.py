@@ -19,7 +19,10 @@ and σ². Layout, format ``ddpmdp-schedules`` version 2 (JSON)::
                        "variance": "rule+rule", "edges": [{"t": …, "s": …, "rule": …, "sigma2": …}, …]}}}
 
 Edges are listed from T down; ``sigma2`` is null on learned-range edges (σ² per pixel from the
-network). Files written before version 2 (``ddpmdp solve --json`` of earlier releases, the
+network). A schedule solved on a trajectory table (``method.md`` §13) has ``"objective":
+"trajectory"`` and ``"sampler": {"kind": "ddim", "eta": 0.0, "clip": …}`` (both from the table's
+metadata), and per budget ``"cost"`` (the selection table's own Σ C, in ``"cost_units"``,
+optimistic) instead of nats/bpd, and no edge variances. Files written before version 2 (``ddpmdp solve --json`` of earlier releases, the
 book's ``write_dp_json``) are read with a one-line warning and no identity check.
 """
 from __future__ import annotations
@@ -49,6 +52,8 @@ FORMAT = "ddpmdp-schedules"
 VERSION = 2
 NOTE = ("nats and bpd are the selection table's own values (optimistically biased: the paths were chosen on "
         "those images); evaluate the paths on held-out data")
+NOTE_COST = ("cost is the selection table's own value of each path (optimistically biased: the paths were chosen on "
+             "those seeds); evaluate the paths on held-out seeds (ddpmdp evaluate --metric teacher)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +69,8 @@ class SolvedBudget:
     bpd: float | None = None
     rules: tuple[str, ...] | None = None
     sigma2: np.ndarray | None = None
+    cost: float | None = None
+    """The DP's own total cost on the selection table when it is not the ELBO (trajectory tables)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,22 +118,29 @@ class SolvedSchedules:
     # ---- the writer's content ----------------------------------------------------------------
     @classmethod
     def from_table(cls, table, solution, budgets: Sequence[int], *, table_path: str | os.PathLike | None = None,
-                   L: np.ndarray | None = None, objective: str = "elbo") -> "SolvedSchedules":
+                   L: np.ndarray | None = None, objective: str | None = None) -> "SolvedSchedules":
         """The paths of ``solution`` (a :class:`~ddpmdp.dp.DPSolution` of ``table``) for ``budgets``,
-        with the table's identity. ``L``: the cost the solution was computed from when it is not the
-        table's ELBO (nats/bpd are then omitted)."""
-        require(objective in OBJECTIVES, f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+        with the table's identity. ``objective`` None: the table's (``meta['objective']``, absent in
+        ELBO tables), with the sampler it records (``meta['sampler']``; ancestral for ELBO tables).
+        ``L``: the cost the solution was computed from when it is not the table's ELBO (nats/bpd are
+        then omitted); a trajectory solution records its own ``cost`` instead."""
         meta = table.meta
-        ident = ScheduleIdentity.from_table_meta(meta, objective=objective)
+        objective = objective or str(meta.get("objective") or "elbo")
+        require(objective in OBJECTIVES, f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+        sampler = meta.get("sampler") if objective != "elbo" else None
+        kind = str(sampler.get("kind") if isinstance(sampler, dict) else sampler or "ancestral")
+        ident = ScheduleIdentity.from_table_meta(meta, objective=objective, sampler=kind)
+        elbo = objective == "elbo" and L is None
         out: dict[int, SolvedBudget] = {}
         for K in sorted({int(k) for k in budgets}):
             nodes = np.asarray(solution.path(K), dtype=np.int64)
-            nats = float(solution.costs[K] + table.prior) if L is None else None
+            nats = float(solution.costs[K] + table.prior) if elbo else None
             rules, s2 = None, None
-            if table.sigma2 is not None and table.edge_rule is not None:
+            if elbo and table.sigma2 is not None and table.edge_rule is not None:
                 sch = InferenceSchedule.from_table(table, nodes)
                 rules, s2 = sch.rules, sch.sigma2
-            out[K] = SolvedBudget(K, nodes, nats, None if nats is None else float(table.bpd(nats)), rules, s2)
+            out[K] = SolvedBudget(K, nodes, nats, None if nats is None else float(table.bpd(nats)), rules, s2,
+                                  None if objective == "elbo" else float(solution.costs[K]))
         info = {
             "model": {"identity": meta.get("model"), "hash": meta.get("model_hash"),
                       "numerics": {"dtype": meta.get("network_dtype"), "bf16": meta.get("network_bf16"),
@@ -140,6 +154,11 @@ class SolvedSchedules:
                           "data_hash": meta.get("data_hash"), "split": meta.get("split"),
                           "n_images": meta.get("n_images"), "seed": meta.get("seed")},
         }
+        if objective != "elbo":
+            info.update(sampler=sampler if isinstance(sampler, dict) else {"kind": kind},
+                        cost_units=meta.get("cost_units") or meta.get("units"))
+            info["selection"].update(n_seeds=meta.get("n_seeds"), teacher_grid=meta.get("teacher_grid"),
+                                     teacher_grid_size=meta.get("teacher_grid_size"))
         return cls(ident, table.T, meta.get("variance"), out, info)
 
     def to_json(self) -> dict[str, Any]:
@@ -153,18 +172,22 @@ class SolvedSchedules:
             entry: dict[str, Any] = {"K": K, "nodes": [int(n) for n in b.nodes]}
             if b.nats is not None:
                 entry.update(nats=b.nats, bpd=b.bpd, optimistic=True)
+            if b.cost is not None:
+                entry.update(cost=b.cost, optimistic=True)
             if b.rules is not None and b.sigma2 is not None:
                 sch = InferenceSchedule(b.nodes, b.rules, b.sigma2)
                 entry.update(variance=sch.label(), edges=sch.edges_json())
             budgets[str(K)] = entry
         return {
-            "format": FORMAT, "version": VERSION, "objective": ident.objective, "sampler": {"kind": ident.sampler},
+            "format": FORMAT, "version": VERSION, "objective": ident.objective,
+            "sampler": info.get("sampler") or {"kind": ident.sampler},
             "model": dict(info.get("model", {}), identity=ident.model, hash=ident.model_hash),
             "noise_schedule": dict(info.get("noise_schedule", {}), name=ident.noise_schedule, T=ident.T,
                                    hash=ident.noise_schedule_hash),
             "T": self.T, "variance": self.variance, "clip": info.get("clip"),
             "decoder_convention": info.get("decoder_convention"), "grid": info.get("grid"),
-            "selection": info.get("selection"), "note": NOTE, "version_written": f"ddpmdp {__version__}",
+            "selection": info.get("selection"), **({"cost_units": info["cost_units"]} if "cost_units" in info else {}),
+            "note": NOTE if ident.objective == "elbo" else NOTE_COST, "version_written": f"ddpmdp {__version__}",
             "budgets": budgets,
         }
 
@@ -209,9 +232,10 @@ def _budget(entry: Any, K: int, T: int, top: str | None, where: str) -> SolvedBu
     rules, s2 = _rules_of(entry, top, K, where)
     if s2 is not None and rules is not None:
         InferenceSchedule(nodes, rules, s2)  # validates rules and σ² (one line on a bad value)
-    nats = entry.get("nats")
+    nats, cost = entry.get("nats"), entry.get("cost")
     return SolvedBudget(K, nodes, None if nats is None else float(nats),
-                        None if entry.get("bpd") is None else float(entry["bpd"]), rules, s2)
+                        None if entry.get("bpd") is None else float(entry["bpd"]), rules, s2,
+                        None if cost is None else float(cost))
 
 
 def _identity(doc: dict[str, Any], T: int, where: str) -> ScheduleIdentity:
