@@ -29,11 +29,14 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("table", "ddpmdp.cli.table", "estimate the L(t, s) table (nats per image)"),
-    Command("solve", "ddpmdp.cli.solve", "ELBO-optimal paths for every budget from a table, with each edge's "
-            "variance rule and σ², into a solved-schedule file (--out) used by evaluate, sample and export"),
+    Command("table", "ddpmdp.cli.table", "estimate the L(t, s) table (nats per image), or with --objective "
+            "trajectory the C(t, s) table of DDIM steps from a teacher (RMS distance per dimension)"),
+    Command("solve", "ddpmdp.cli.solve", "optimal paths for every budget from a table (ELBO: with each edge's "
+            "variance rule and σ²; trajectory: for DDIM eta = 0), into a solved-schedule file (--out) used by "
+            "evaluate, sample and export"),
     Command("rescore", "ddpmdp.cli.rescore", "derive another variance rule's table from a table (no network)"),
-    Command("evaluate", "ddpmdp.cli.evaluate", "bits/dim ± SE of paths (from a held-out table, or directly)"),
+    Command("evaluate", "ddpmdp.cli.evaluate", "bits/dim ± SE of paths (from a held-out table, or directly), or "
+            "with --metric teacher the distance of their DDIM samples from a teacher's"),
     Command("sample", "ddpmdp.cli.sample", "sample along a path, write a PNG grid"),
     Command("export", "ddpmdp.cli.export", "a solved path as diffusers timesteps, improved-diffusion "
             "use_timesteps or k-diffusion sigmas"),
