@@ -49,14 +49,21 @@ def denoise(schedule: Schedule, x_t: torch.Tensor, t: int, eps_hat: torch.Tensor
 
 
 def ddim_step(schedule: Schedule, x0_hat: torch.Tensor, eps_tilde: torch.Tensor, s: int, *,
-              sigma2: float = 0.0) -> torch.Tensor:
+              sigma2: float = 0.0, out: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Φ = √ᾱ_s·x̂₀ + √(1 − ᾱ_s − σ²)·ε̃ (DDIM's mean for s ≥ 1; σ² = 0 is the deterministic step
     of §13.1, σ² = η²·β̃_{t,s} DDIM(η)'s mean, to which the caller adds σ·z); Φ = x̂₀ for s = 0.
-    Any leading shape: a stack (k, B, C, H, W) of pairs from k nodes gives the k steps to s."""
+    Any leading shape: a stack (k, B, C, H, W) of pairs from k nodes gives the k steps to s.
+    ``out``: two buffers shaped like x̂₀ (the result and a scratch) to compute into without
+    allocating; the same three roundings (two products, one sum) as without, so the same bits."""
     if s == 0:
-        return x0_hat
-    a_s = float(schedule.abar(s))
-    return math.sqrt(a_s) * x0_hat + math.sqrt(max(1.0 - a_s - sigma2, 0.0)) * eps_tilde
+        return x0_hat if out is None else out[0].copy_(x0_hat)
+    a, b = math.sqrt(float(schedule.abar(s))), math.sqrt(max(1.0 - float(schedule.abar(s)) - sigma2, 0.0))
+    if out is None:
+        return a * x0_hat + b * eps_tilde
+    y, scratch = out
+    torch.mul(x0_hat, a, out=y)
+    torch.mul(eps_tilde, b, out=scratch)
+    return y.add_(scratch)
 
 
 def teacher_steps(model: DiffusionModel, x_T: torch.Tensor, nodes: Iterable[int], clip: bool, *,

@@ -17,11 +17,12 @@ The distances are direct float64 subtractions (exact zeros, no Gram-matrix cance
 
 Memory grows with 𝒢, not 𝒯: 2·(|𝒢| − 1)·d float64 per seed of a batch (the kept pairs), plus
 tiles of at most :data:`TILE_ELEMENTS` while costing. The default batch size
-(:func:`default_batch_size`) keeps the pairs within :data:`STATE_BUDGET_BYTES` (1 GiB): 29 seeds
-for a 200-node grid on 64×64 images, 64 (the cap) on CIFAR-10. The default DP grid
-(:data:`DEFAULT_GRID`, ``log:200`` snapped to 𝒯) holds every node near the data and ≈ 4 % steps
-in t near T (finer than any K ≤ 64 path), and at most 200 nodes whatever T: ``all`` at T = 4000
-would keep 2·4000·12288·8 B ≈ 786 MB per 64×64 seed. Runs go through the driver every table
+(:func:`default_batch_size`) keeps the pairs within :data:`STATE_BUDGET_BYTES` (1 GiB): 27 seeds
+for a 201-node grid on 64×64 images (37 for the 147 nodes of ``log:200`` at T = 4000), 64 (the
+cap) on CIFAR-10. The default DP grid (:data:`DEFAULT_GRID`, ``log:200`` snapped to 𝒯; rounding
+leaves 131 nodes at T = 1000, 147 at T = 4000) holds every node near the data and steps of
+≈ 3.5–4.3 % in t near T (finer than the spacing of any K ≤ 64 path there), and never more than
+200 nodes whatever T: ``all`` at T = 4000 would keep 2·4000·12288·8 B ≈ 786 MB per 64×64 seed. Runs go through the driver every table
 shares (:func:`ddpmdp.table_runs.drive`): progress files, bitwise resume, torchrun sharding.
 
 Held-out evaluation (§13.5): :func:`teacher_distance` runs the teacher and each path's K-step DDIM
@@ -60,8 +61,9 @@ DEFAULT_GRID = "log:200"
 STATE_BUDGET_BYTES = 1 << 30
 """Bytes the kept (x̂₀, ε̃) pairs of one batch may take under the default batch size."""
 MAX_DEFAULT_BATCH = 64
-TILE_ELEMENTS = 1 << 21
-"""Elements of one float64 tile of Φ − x_s while costing (16 MiB)."""
+TILE_ELEMENTS = 1 << 18
+"""Elements of one float64 tile of Φ − x_s while costing (2 MiB: the temporaries stay in cache; a tile
+holds at least one grid node's batch)."""
 
 
 def teacher_grids(T: int, teacher_grid: str | None = None, grid: str | None = None
@@ -117,7 +119,8 @@ def accumulate_trajectory_batch(model: DiffusionModel, keys: torch.Tensor, teach
     stats = TableStats.zeros(grid, device)
     x0_kept = torch.empty((G - 1, B, *shape), dtype=STATE_DTYPE, device=device)  # row i − 1: grid node i
     eps_kept = torch.empty_like(x0_kept)
-    rows = max(1, TILE_ELEMENTS // (B * d))
+    rows = min(G - 1, max(1, TILE_ELEMENTS // (B * d)))
+    tile = torch.empty((2, rows, B, *shape), dtype=STATE_DTYPE, device=device)  # Φ and a scratch, reused
     root_d = math.sqrt(d)
     z = keyed_normal(seed, keys, 0, shape, stream=STREAM_TRAJECTORY, device=device)
     for t, s, x0_hat, eps_tilde, x_s in teacher_steps(model, z, teacher, clip, on_step=on_node):
@@ -129,8 +132,9 @@ def accumulate_trajectory_batch(model: DiffusionModel, keys: torch.Tensor, teach
             continue
         for lo in range(j + 1, G, rows):  # every kept t > s: Φ(x_t; t → s), the same arithmetic as the teacher's
             hi = min(G, lo + rows)
-            diff = ddim_step(model.schedule, x0_kept[lo - 1:hi - 1], eps_kept[lo - 1:hi - 1], s) - x_s
-            e = diff.flatten(2).square().sum(2).sqrt() / root_d  # (hi − lo, B)
+            buf = (tile[0, :hi - lo], tile[1, :hi - lo])
+            diff = ddim_step(model.schedule, x0_kept[lo - 1:hi - 1], eps_kept[lo - 1:hi - 1], s, out=buf)
+            e = torch.linalg.vector_norm(diff.sub_(x_s).flatten(2), dim=2) / root_d  # (hi − lo, B)
             stats.s1[lo:hi, j] = e.sum(1)
             stats.s2[lo:hi, j] = e.square().sum(1)
     stats.n = B
