@@ -30,9 +30,10 @@ one thread; medians of paired ratios, the pairs in brackets:
   before the costing reused its tile buffers (allocating 2 MiB tiles per edge group) it was
   CPU 1.138 [1.174, 1.102].
 * memory, ``imagenet64-hybrid`` 64×64, teacher = DP grid = log:300 (180 nodes), default batch 30:
-  kept states 1007 MiB, peak RSS 1467 MiB (340 MiB after imports and model loading);
-  T = 4000 teacher of 4001 nodes on 64×64, DP grid log:400 (261 nodes), default batch 21 (stand-in
-  network): kept states 1024 MiB, peak RSS 1307 MiB. Both ≤ 2 GB.
+  kept states 1007 MiB, peak RSS 1467 and 1562 MiB in two runs (before and after the tile buffers;
+  284–340 MiB after imports and model loading); T = 4000 teacher of 4001 nodes on 64×64, DP grid
+  log:400 (261 nodes), default batch 21 (stand-in network): kept states 1024 MiB, peak RSS 1307 and
+  1311 MiB. Both ≤ 2 GB.
 """
 from __future__ import annotations
 
