@@ -128,10 +128,11 @@ def test_corrupt_progress_without_fallback_and_read_only_folder(tmp_path, data):
 def test_read_only_output_folder_is_refused_before_any_work(tmp_path, data, monkeypatch, capsys):
     """Root can write anywhere, so the folder's write check is simulated."""
     import ddpmdp.table_estimation as runner
+    import ddpmdp.table_runs as driver  # the driver every table shares checks the folder
     from ddpmdp.cli.main import main
 
     calls = []
-    monkeypatch.setattr(runner.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(driver.os, "access", lambda path, mode: False)
     monkeypatch.setattr(runner, "accumulate_batch", lambda *a, **k: calls.append(1))
     code = main(["table", "--model", "_models:cli_tiny_model", "--data", str(data), "--out", str(tmp_path / "t.npz")])
     assert code == 2 and "not writable" in capsys.readouterr().err and not calls

@@ -13,6 +13,12 @@ Variances chosen with the path (``variance="optimal"``/``"analytic"``/``"best"``
     scores = evaluate_paths(model, test_images, {"dp": sched})              # each edge its σ²
     other = rescore(table, "analytic")                                      # no network
 
+Sample-fidelity paths for DDIM η = 0 (``method.md`` §13)::
+
+    traj = estimate_trajectory_table(model, n_seeds=256)                     # C(t, s) from teacher runs
+    sol = solve(traj.L, k_max=64, nodes=traj.nodes)
+    scores = teacher_distance(model, {"dp": sol.path(16), "even": even_stride(T, 16)}, n_seeds=256)
+
 The paper's core is the flat modules of this package; ``ddpmdp.models`` and ``ddpmdp.data`` say
 where networks and images come from; ``ddpmdp.training``, ``ddpmdp.fid``, ``ddpmdp.book`` and
 ``ddpmdp.cli`` build on the core and are never imported by it.
@@ -43,6 +49,7 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs; at run time they
     from ddpmdp.strides import even_stride, quadratic_stride
     from ddpmdp.table import ElboTable, load_table
     from ddpmdp.table_estimation import estimate_table
+    from ddpmdp.trajectory import TeacherScore, estimate_trajectory_table, teacher_distance
 
 #: public name → the module that defines it
 _API: dict[str, str] = {
@@ -61,6 +68,8 @@ _API: dict[str, str] = {
     "even_stride": "ddpmdp.strides", "quadratic_stride": "ddpmdp.strides",
     "ElboTable": "ddpmdp.table", "load_table": "ddpmdp.table",
     "estimate_table": "ddpmdp.table_estimation",
+    "estimate_trajectory_table": "ddpmdp.trajectory", "teacher_distance": "ddpmdp.trajectory",
+    "TeacherScore": "ddpmdp.trajectory",
 }
 
 __all__ = [
@@ -68,7 +77,8 @@ __all__ = [
     "evaluate_paths", "path_from_table", "DiffusionModel", "GaussianDataModel", "ModelOutput", "Numerics",
     "TorchModelAdapter", "sample", "sample_ancestral", "sample_ddim", "Schedule", "cosine_schedule",
     "linear_schedule", "even_stride", "quadratic_stride", "InferenceSchedule", "rescore",
-    "SolvedSchedules", "read_schedule_file", "write_schedule_file",
+    "SolvedSchedules", "read_schedule_file", "write_schedule_file", "estimate_trajectory_table", "teacher_distance",
+    "TeacherScore",
 ]
 
 

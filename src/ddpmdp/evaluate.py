@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ddpmdp.data.images import ImageSet, validate_images
-from ddpmdp.table import ElboTable
+from ddpmdp.table import ElboTable, objective_of, require_objective
 from ddpmdp.progress import progress_bar
 from ddpmdp.elbo_terms import edge_term, predict_x0, prior_term, q_sample
 from ddpmdp.inference_schedule import InferenceSchedule, as_schedule, check_schedule_identity
@@ -82,6 +82,7 @@ def path_from_table(table: ElboTable, nodes) -> PathScore:
     selection split) are then applied to this table's statistics (:func:`ddpmdp.rescore.schedule_cells`).
     Plain nodes use the table's own cells, which a table of a derived rule (σ² optimised on its
     own images) refuses: score a solved schedule instead, or rescore the table to a fixed rule."""
+    require_objective(table, "elbo", "bits/dim from a table")
     check_schedule_identity(nodes, table=table)
     sch = as_schedule(nodes)
     nodes = validate_path(sch.nodes, table.T)
@@ -113,6 +114,8 @@ def full_chain_bpd(table: ElboTable) -> tuple[float | None, str | None]:
     """The full-chain (K = T) bits/dim of a table: L_prior + Σ_{t=1..T} L(t, t − 1), converted
     with the table's d, and None as the reason; or None and why there is no honest number (the
     grid lacks nodes, or the cells use σ² optimised on the table's own images)."""
+    if objective_of(table.meta) != "elbo":
+        return None, f"a {objective_of(table.meta)} table holds no ELBO"
     if len(table.nodes) != table.T + 1:
         return None, f"not every node in the grid ({len(table.nodes)} of {table.T + 1})"
     if str(table.meta.get("variance")) in RULES_FIT_ON_IMAGES:

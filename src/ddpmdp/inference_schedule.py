@@ -271,6 +271,8 @@ class InferenceSchedule:
     def from_table(cls, table, nodes) -> "InferenceSchedule":
         """The schedule of ``nodes`` with the per-edge rules and σ² of a (selection) table, and the
         table's identity (model, noise schedule; objective ``elbo``)."""
+        require((table.meta.get("objective") or "elbo") == "elbo", "per-edge variances come from an ELBO table; "
+                f"this is a {table.meta.get('objective')} table (its paths are for DDIM eta = 0, which uses none)")
         nodes = validate_path(nodes, table.T)
         pos = np.searchsorted(table.nodes, nodes)
         require(bool(np.all(table.nodes[np.minimum(pos, len(table.nodes) - 1)] == nodes)),

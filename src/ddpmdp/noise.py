@@ -13,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["keyed_normal", "STREAM_TABLE", "STREAM_EVAL", "STREAM_SAMPLE"]
+__all__ = ["keyed_normal", "STREAM_TABLE", "STREAM_EVAL", "STREAM_SAMPLE", "STREAM_TRAJECTORY", "STREAM_TEACHER"]
 
 _M32 = 0xFFFFFFFF
 _MUL = 0x045D9F3B  # < 2**31, so every product of a 32-bit value stays below 2**63
@@ -22,6 +22,10 @@ _GOLD = 0x61C88647  # 2**32 − ⌊2**32/φ⌋, < 2**31
 STREAM_TABLE = 1
 STREAM_EVAL = 2
 STREAM_SAMPLE = 3
+STREAM_TRAJECTORY = 4
+"""x_T = z of the trajectory table's seeds (keyed by seed index, node 0)."""
+STREAM_TEACHER = 5
+"""x_T = z of the held-out teacher-distance seeds (never the table's)."""
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import numpy as np
 from ddpmdp.elbo_terms import scalar_cell
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.schedules import Stride, stride_quantities
-from ddpmdp.table import ElboTable
+from ddpmdp.table import ElboTable, require_objective
 from ddpmdp.variances import (ANALYTIC_CLIP, N_DECODER_CANDIDATES, SCALAR_RULES, VARIANCE_RULES, NodeStats,
                               candidate_grid, check_rule, get_rule)
 
@@ -121,6 +121,7 @@ def scalar_cells(table: ElboTable, sigma2: np.ndarray, dec_index: np.ndarray | N
 def rescore(table: ElboTable, rule: str) -> ElboTable:
     """The table of ``rule`` derived from ``table``'s raw sums (no network): L, L_se, σ² and the
     rule of every cell. ``learned_range`` and ``best`` need sums of a learned-range pass."""
+    require_objective(table, "elbo", "rescoring")
     spec = get_rule(rule)
     require(table.stats is not None, "this table has no raw sums (it was saved without them): rescoring needs them")
     base = table.meta.get("sums_variance", table.meta.get("variance"))

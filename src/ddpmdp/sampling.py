@@ -3,7 +3,8 @@
 * :func:`sample_ancestral` — p_θ(x_s | x_t) = N(c_{t,s}·x̂₀ + e_{t,s}·x_t, σ²_{t,s}) with any
   variance rule of :mod:`ddpmdp.variances` (per pixel for ``learned_range``).
 * :func:`sample_ddim` — DDIM with η: x_s = √ᾱ_s·x̂₀ + √(1 − ᾱ_s − σ²)·ε̂ + σ·z,
-  σ² = η²·β̃_{t,s}; ε̂ is recomputed from the (clipped) x̂₀.
+  σ² = η²·β̃_{t,s}; ε̂ is recomputed from the (clipped) x̂₀. Its steps are the one deterministic
+  step of :mod:`ddpmdp.ddim` (plus the noise term when η > 0), on float64 states.
 
 Both return the decoder mean x̂₀(x_{t₁}, t₁) **without noise** at the last edge (the ddpmdp
 decoder convention) and share the clip flag with the table and the evaluator. Noise is keyed
@@ -19,6 +20,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from ddpmdp.ddim import STATE_DTYPE, ddim_step, denoise
 from ddpmdp.elbo_terms import predict_x0
 from ddpmdp.errors import require
 from ddpmdp.strides import validate_path
@@ -36,25 +38,24 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def _walk(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], seed: int, device, offset: int,
-          clip: bool, on_step: Callable[[], None] | None, step) -> torch.Tensor:
-    """The loop both samplers share: x_T from the keyed noise of step 0, then for each edge t → s one
-    forward pass, x̂₀, and ``step(x, x0_hat, out, t, s, z)`` for s ≥ 1 (``z()`` draws the keyed noise
-    of this step); the last edge returns x̂₀ without noise."""
+          on_step: Callable[[], None] | None, step, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The loop both samplers share: x_T from the keyed noise of step 0 (in ``dtype``), then for each
+    edge t → s one forward pass and ``step(x, out, t, s, z)`` (``z()`` draws the keyed noise of this
+    step), which returns x_s, or x̂₀ without noise when s = 0."""
     nodes = validate_path(nodes, model.schedule.T)
     require(n >= 1, f"number of samples must be >= 1, got {n}")
     idx = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
-    x = keyed_normal(seed, idx, 0, shape, stream=STREAM_SAMPLE, device=device)
+    x = keyed_normal(seed, idx, 0, shape, stream=STREAM_SAMPLE, device=device).to(dtype)
     down = nodes[::-1]
     for k in range(len(down) - 1):
         t, s = int(down[k]), int(down[k + 1])
         out = model(x, t)
         if on_step is not None:
             on_step()
-        x0_hat = predict_x0(model.schedule, x, t, out.eps, clip)
+        x = step(x, out, t, s, lambda k=k: keyed_normal(seed, idx, k + 1, shape, stream=STREAM_SAMPLE,
+                                                         device=device))
         if s == 0:
-            return x0_hat
-        x = step(x, x0_hat, out, t, s, lambda k=k: keyed_normal(seed, idx, k + 1, shape, stream=STREAM_SAMPLE,
-                                                                    device=device))
+            return x
     raise AssertionError("unreachable: a validated path ends at node 0")
 
 
@@ -77,7 +78,10 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
     check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
 
-    def step(x, x0_hat, out, t, s, z):
+    def step(x, out, t, s, z):
+        x0_hat = predict_x0(sched, x, t, out.eps, clip)
+        if s == 0:
+            return x0_hat
         c, e = sched.posterior_coefficients(t, s)
         _, rule, sigma2 = sch.edge(t)
         if sigma2 is not None:
@@ -87,27 +91,32 @@ def sample_ancestral(model: DiffusionModel, nodes, n: int, shape: tuple[int, int
         std = math.sqrt(float(spec.sigma2(q, node))) if spec.scalar else torch.exp(0.5 * spec.log_sigma2(q, node))
         return float(c) * x0_hat + float(e) * x + std * z()
 
-    return _walk(model, sch.nodes, n, shape, seed, device, index_offset, clip, on_step, step)
+    return _walk(model, sch.nodes, n, shape, seed, device, index_offset, on_step, step)
 
 
 @torch.no_grad()
 def sample_ddim(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *, eta: float = 0.0,
                 clip: bool = True, seed: int = 0, device: str | torch.device = "cpu",
                 index_offset: int = 0, on_step: Callable[[], None] | None = None) -> torch.Tensor:
-    """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ float32 (n, C, H, W)."""
+    """DDIM(η) along ``nodes`` (η = 0: deterministic); returns x̂₀ (n, C, H, W), float32 (float64 for a
+    network that computes in float64). Each step is :func:`ddpmdp.ddim.ddim_step` (the deterministic
+    step Φ of ``method.md`` §13.1, plus σ·z with σ² = η²·β̃_{t,s} when η > 0) on float64 states
+    (:data:`ddpmdp.ddim.STATE_DTYPE`; the network sees them cast to its dtype), so that η = 0
+    reproduces the teacher and student walks of :mod:`ddpmdp.trajectory` bit for bit."""
     check_schedule_identity(nodes, model=model, sampler=SamplerSpec("ddim", eta, clip))
     require(eta >= 0, f"eta must be >= 0, got {eta}")
     check_image_shape(model, shape, "the requested sample shape")
     sched = model.schedule
 
-    def step(x, x0_hat, out, t, s, z):
-        at, as_ = float(sched.abar(t)), float(sched.abar(s))
-        eps = (x - math.sqrt(at) * x0_hat) / math.sqrt(1.0 - at)
-        var = eta ** 2 * float(sched.beta_tilde(t, s))
-        x = math.sqrt(as_) * x0_hat + math.sqrt(max(1.0 - as_ - var, 0.0)) * eps
+    def step(x, out, t, s, z):
+        x0_hat, eps_tilde = denoise(sched, x, t, out.eps, clip)
+        var = eta ** 2 * float(sched.beta_tilde(t, s)) if s > 0 else 0.0
+        x = ddim_step(sched, x0_hat, eps_tilde, s, sigma2=var)  # x̂₀ when s = 0
         return x + math.sqrt(var) * z() if var > 0 else x
 
-    return _walk(model, nodes, n, shape, seed, device, index_offset, clip, on_step, step)
+    x = _walk(model, as_schedule(nodes).nodes, n, shape, seed, device, index_offset, on_step, step,
+              dtype=STATE_DTYPE)
+    return x if model.numerics.dtype == "float64" else x.float()
 
 
 def sample(model: DiffusionModel, nodes, n: int, shape: tuple[int, int, int], *,

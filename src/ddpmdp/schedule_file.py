@@ -56,8 +56,8 @@ FORMAT = "ddpmdp-schedules"
 VERSION = 2
 NOTE = ("nats and bpd are the selection table's own values (optimistically biased: the paths were chosen on "
         "those images); evaluate the paths on held-out data")
-NOTE_COST = ("cost is the selection table's own value of each path (optimistically biased: the paths were chosen "
-             "on those seeds); evaluate the paths on held-out seeds")
+NOTE_COST = ("cost is the selection table's own value of each path (optimistically biased: the paths were chosen on "
+             "those seeds); evaluate the paths on held-out seeds (ddpmdp evaluate --metric teacher)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +75,7 @@ class SolvedBudget:
     rules: tuple[str, ...] | None = None
     sigma2: np.ndarray | None = None
     cost: float | None = None
+    """The DP's own total cost on the selection table when it is not the ELBO (trajectory tables)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,7 +179,9 @@ class SolvedSchedules:
                           "n_images": meta.get("n_images"), "seed": meta.get("seed")},
         }
         if not elbo:
-            info["cost_units"] = meta.get("cost_units")
+            info["cost_units"] = meta.get("cost_units") or meta.get("units")
+            info["selection"].update(n_seeds=meta.get("n_seeds"), teacher_grid=meta.get("teacher_grid"),
+                                     teacher_grid_size=meta.get("teacher_grid_size"))
         return cls(ident, table.T, meta.get("variance"), out, info)
 
     def to_json(self) -> dict[str, Any]:

@@ -10,6 +10,13 @@ Layout (``method.md`` §5.5): ``L[i, j]`` is the cost of the edge from grid node
 ``nodes[i]`` down to ``nodes[j]``, nats per image, finite for j < i and +inf
 elsewhere; column 0 holds the decoder terms.
 
+Objectives (``meta['objective']``, absent = ``elbo``): an ELBO table holds L(t, s) in nats per
+image over images; a **trajectory** table (:mod:`ddpmdp.trajectory`, ``method.md`` §13) holds
+C(t, s), the RMS distance per dimension of one deterministic DDIM step from the teacher, over
+seeds (``meta['n_seeds']``), with prior 0 and no node statistics. Both share this type and file
+format; each objective has its own units and required metadata (:data:`UNITS_BY_OBJECTIVE`),
+and :func:`require_objective` refuses a table of the other objective in one line.
+
 File format ``ddpmdp-table-2`` (:data:`FORMAT`): an ``.npz`` with L, L_se, nodes, prior, prior_se,
 dims, a JSON ``meta`` entry and optionally the raw sums (``sum_*``), per-cell σ² (``sigma2``) and
 per-cell rule codes (``edge_rule``, int8, −1 off the lower triangle). The codes mean what the
@@ -36,9 +43,12 @@ from ddpmdp.models.adapter import DiffusionModel
 from ddpmdp.variances import DECODER_CONVENTION, VARIANCE_RULES
 
 __all__ = ["TableStats", "ElboTable", "load_table", "table_meta", "UNITS", "FORMAT", "READABLE_FORMATS",
-           "FORMAT1_RULE_ORDER"]
+           "FORMAT1_RULE_ORDER", "TRAJECTORY_UNITS", "UNITS_BY_OBJECTIVE", "objective_of", "require_objective"]
 
 UNITS = "nats per image (summed over C*H*W dimensions)"
+TRAJECTORY_UNITS = "RMS distance per dimension, data in [-1, 1]"
+UNITS_BY_OBJECTIVE = {"elbo": UNITS, "trajectory": TRAJECTORY_UNITS}
+"""The units of each objective's cells (``meta['units']``, checked by :func:`load_table`)."""
 FORMAT = "ddpmdp-table-2"
 """The format this ddpmdp writes: format 1 plus ``meta['edge_rule_names']``, the names of the rule codes."""
 READABLE_FORMATS = ("ddpmdp-table-1", "ddpmdp-table-2")
@@ -155,14 +165,14 @@ class ElboTable:
 
     @classmethod
     def from_stats(cls, stats: TableStats, dims: int, meta: dict[str, Any]) -> "ElboTable":
-        require(stats.n >= 1, "no images were accumulated")
+        require(stats.n >= 1, "no images or seeds were accumulated")
         s = {k: v.detach().cpu().numpy() for k, v in stats.tensors().items()}
         L, L_se = _mean_se(s["s1"], s["s2"], stats.n)
         lower = np.tril(np.ones_like(L, dtype=bool), k=-1)
         L = np.where(lower, L, np.inf)
         L_se = np.where(lower, L_se, np.nan)
         prior, prior_se = _mean_se(s["prior_s1"], s["prior_s2"], stats.n)
-        meta = dict(meta, n_images=stats.n)
+        meta = dict(meta, **{_COUNT_KEY[objective_of(meta)]: stats.n})
         return cls(L, L_se, np.asarray(stats.nodes, dtype=np.int64), float(prior), float(prior_se), int(dims), meta,
                    stats.to("cpu"))
 
@@ -221,8 +231,29 @@ class ElboTable:
         atomic_savez(path, arrays)
 
 
-_REQUIRED_META = ("format", "schedule", "T", "variance", "clip", "decoder_convention", "model", "data",
-                  "split", "n_images", "seed", "version", "units")
+_REQUIRED_META = {
+    "elbo": ("format", "schedule", "T", "variance", "clip", "decoder_convention", "model", "data", "split",
+             "n_images", "seed", "version", "units"),
+    "trajectory": ("format", "objective", "sampler", "schedule", "T", "clip", "model", "n_seeds", "seed",
+                   "teacher_grid", "teacher_grid_size", "version", "units"),
+}
+_COUNT_KEY = {"elbo": "n_images", "trajectory": "n_seeds"}
+"""The metadata key that counts what was summed: images, or the teacher's seeds."""
+_KIND = {"elbo": "an ELBO table (nats per image)",
+         "trajectory": "a trajectory table (RMS distances of deterministic DDIM steps from a teacher)"}
+
+
+def objective_of(meta: dict[str, Any]) -> str:
+    """A table's objective: ``meta['objective']``, absent in ELBO tables (``elbo``)."""
+    return str(meta.get("objective") or "elbo")
+
+
+def require_objective(table: "ElboTable", objective: str, what: str, name: str = "this table") -> None:
+    """Refuse, in one line, a table of another objective where ``what`` needs ``objective``
+    (``name``: the table's file, for the message)."""
+    got = objective_of(table.meta)
+    require(got == objective, f"{what} needs {_KIND.get(objective, objective)}, but {name} is "
+            f"{_KIND.get(got, repr(got))}")
 
 
 def load_table(path: str | os.PathLike) -> ElboTable:
@@ -242,7 +273,10 @@ def load_table(path: str | os.PathLike) -> ElboTable:
         except json.JSONDecodeError:
             raise DdpmdpError(f"{path}: the 'meta' entry is not valid JSON") from None
         _check_format(path, meta)
-        lack = [k for k in _REQUIRED_META if k not in meta]
+        objective = objective_of(meta)
+        require(objective in _REQUIRED_META, f"{path}: unknown table objective {objective!r} (this ddpmdp "
+                f"({__version__}) reads {' and '.join(_REQUIRED_META)} tables): upgrade ddpmdp")
+        lack = [k for k in _REQUIRED_META[objective] if k not in meta]
         require(not lack, f"{path}: table metadata lacks {', '.join(lack)}")
         L, L_se, nodes = z["L"].astype(np.float64), z["L_se"].astype(np.float64), z["nodes"].astype(np.int64)
         G = nodes.size
@@ -250,13 +284,16 @@ def load_table(path: str | os.PathLike) -> ElboTable:
                 f"{path}: L is {L.shape} but there are {G} grid nodes (table/metadata mismatch)")
         require(G >= 2 and nodes[0] == 0 and nodes[-1] == int(meta["T"]) and bool(np.all(np.diff(nodes) > 0)),
                 f"{path}: grid nodes must increase from 0 to T = {meta['T']} (table/metadata mismatch)")
-        require(meta["units"] == UNITS, f"{path}: unexpected units {meta['units']!r}")
+        require(meta["units"] == UNITS_BY_OBJECTIVE[objective],
+                f"{path}: unexpected units {meta['units']!r} for a{'n' if objective == 'elbo' else ''} {objective} "
+                f"table (expected {UNITS_BY_OBJECTIVE[objective]!r})")
         lower = np.tril(np.ones((G, G), dtype=bool), k=-1)
         require(bool(np.all(np.isfinite(L[lower]))), f"{path}: the table has non-finite cells below the diagonal")
         stats = None
         if "sum_s1" in files:
             stats = TableStats.from_arrays(z, nodes)
-            require(stats.n == int(meta["n_images"]), f"{path}: n_images in metadata differs from the sums")
+            count = _COUNT_KEY[objective]
+            require(stats.n == int(meta[count]), f"{path}: {count} in metadata differs from the sums")
         extra: dict[str, Any] = {k: z[k] for k in ("sigma2", "edge_rule") if k in files}
         names = meta.pop("edge_rule_names", None)
         if "edge_rule" in extra:

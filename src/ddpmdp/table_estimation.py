@@ -4,14 +4,12 @@ For each batch of images and each grid node t > 0, exactly **one** forward pass 
 (x_t, t) fills the whole row L(t, ·) (:func:`accumulate_batch`): the decoder cell L(t, 0)
 and the KL cells L(t, s) for every grid node 0 < s < t (:func:`ddpmdp.elbo_terms.kl_row`).
 Per cell the sums of the per-image values and of their squares give a Monte Carlo standard
-error. :func:`estimate_table` runs in memory; :func:`run_table` is what ``ddpmdp table`` runs. Images are processed in batches of a fixed
-size; batch b goes to rank b mod W (W = world size, 1 without torchrun). Each rank adds its
-batch sums in batch order and, every ``save_every`` batches, writes its sums and the number
-of batches done to ``OUT.progress[.rankR].npz`` atomically (temporary file, fsync, rename;
-the previous checkpoint is kept as ``….prev``). A resumed run loads the sums and continues
-with the next batch, so its table is bitwise identical to an uninterrupted run. Resuming with
-different arguments is refused, naming the argument. At the end the ranks' sums are reduced
-(SUM) and rank 0 alone writes the table; progress files are then removed.
+error. :func:`estimate_table` runs in memory; :func:`run_table` is what ``ddpmdp table`` runs.
+Images are processed in batches of a fixed size by the driver every table shares
+(:func:`ddpmdp.table_runs.drive`): batch b goes to rank b mod W (W = world size, 1 without
+torchrun), progress is saved atomically every ``save_every`` batches to
+``OUT.progress[.rankRofW].npz``, a resumed run is bitwise identical to an uninterrupted one,
+resuming with different arguments is refused, and rank 0 alone writes the reduced table.
 
 Because noise is keyed by (seed, image index, t), sharding changes only the order in which
 sums are added: a W-process table equals the single-process table to float64 rounding.
@@ -19,10 +17,6 @@ sums are added: a W-process table equals the single-process table to float64 rou
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -32,8 +26,6 @@ import torch
 from ddpmdp.data.images import ImageSet
 from ddpmdp.grids import make_grid
 from ddpmdp.table import ElboTable, TableStats, table_meta
-from ddpmdp.fileio import atomic_savez
-from ddpmdp.progress import progress_bar
 from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.variances import (N_DECODER_CANDIDATES, VarianceRule, decoder_candidates, get_rule, resolve_rule,
@@ -44,6 +36,7 @@ from ddpmdp.elbo_terms import decoder_node, decoder_term, kl_row, predict_x0, pr
 from ddpmdp.gaussians import discretized_gaussian_nll
 from ddpmdp.noise import STREAM_TABLE, keyed_normal
 from ddpmdp.batches import batch_ranges, image_batches
+from ddpmdp.table_runs import TableRun, check_output_folder, drive, progress_path
 
 __all__ = ["accumulate_batch", "estimate_table", "run_table", "progress_path"]
 
@@ -107,27 +100,6 @@ def accumulate_batch(model: DiffusionModel, x0: torch.Tensor, index: torch.Tenso
     return stats
 
 
-def _dist():
-    """(rank, world size, process group initialised here?) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    created = False
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("DDPMDP_BACKEND") != "gloo" else "gloo"
-        dist.init_process_group(backend=backend)
-        created = True
-    return dist.get_rank(), dist.get_world_size(), created
-
-
-def progress_path(out: Path, rank: int, world: int) -> Path:
-    """Where rank ``rank`` of ``world`` keeps its progress for output ``out``."""
-    suffix = ".progress.npz" if world == 1 else f".progress.rank{rank}of{world}.npz"
-    return out.with_name(out.name + suffix)
-
-
 def _config(model: DiffusionModel, data: ImageSet, grid: np.ndarray, variance: str, clip: bool, batch_size: int,
             seed: int) -> dict:
     """The arguments a resumed run must share with the run it continues."""
@@ -137,119 +109,38 @@ def _config(model: DiffusionModel, data: ImageSet, grid: np.ndarray, variance: s
             "batch_size": int(batch_size), "seed": int(seed), "bf16": model.numerics.bf16}
 
 
-def _save_progress(path: Path, stats: TableStats, done: int, config: dict) -> None:
-    arrays: dict[str, np.ndarray] = stats.to_arrays()
-    arrays["batches_done"] = np.asarray(done, dtype=np.int64)
-    arrays["config"] = np.array(json.dumps(config))
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
-    atomic_savez(path, arrays)
-
-
-def _read_progress(path: Path, grid: np.ndarray, device) -> tuple[TableStats, int, dict]:
-    with np.load(path, allow_pickle=False) as z:
-        config = json.loads(str(z["config"]))
-        stats = TableStats.from_arrays(z, grid, device)
-        return stats, int(z["batches_done"]), config
-
-
-def _load_progress(path: Path, grid: np.ndarray, config: dict, device) -> tuple[TableStats, int]:
-    """Sums and batches done from the newest readable checkpoint; refuses differing arguments."""
-    candidates = [p for p in (path, path.with_name(path.name + ".prev")) if p.exists()]
-    for i, p in enumerate(candidates):
-        try:
-            stats, done, saved = _read_progress(p, grid, device)
-        except Exception as exc:  # noqa: BLE001 - a damaged file: try the previous checkpoint
-            if i + 1 < len(candidates):
-                warnings.warn(f"progress file {p} is unreadable ({exc}); resuming from {candidates[i + 1]}")
-                continue
-            raise DdpmdpError(f"progress file {p} is unreadable ({type(exc).__name__}) and no earlier checkpoint "
-                              "exists; delete it to start over") from None
-        diff = [k for k in config if saved.get(k) != config[k]]
-        if diff:
-            k = diff[0]
-            raise DdpmdpError(f"cannot resume {p.name}: argument {k!r} was {saved.get(k)!r} and is now {config[k]!r}; "
-                              "use the original arguments or delete the progress file")
-        return stats, done
-    raise AssertionError("no candidates")  # pragma: no cover
-
-
 def run_table(model: DiffusionModel, data: ImageSet, *, variance: VarianceRule | None = None, out: Path | None,
               clip: bool = True,
               grid_stride: int = 1, nodes: np.ndarray | None = None, batch_size: int = 32, seed: int = 0,
               device: str = "cpu", resume: bool = False, save_every: int = 10, float32: bool = False,
               progress: bool = True, grid_spec: str | None = None) -> ElboTable:
     """Estimate a table; with ``out``, write it with atomic progress and resume. Sharded over ranks
-    under torchrun. ``out=None`` keeps everything in memory (no progress files). ``variance``: a rule
-    name, else the model's own (:func:`ddpmdp.variances.resolve_rule`)."""
+    under torchrun (the driver :func:`ddpmdp.table_runs.drive`). ``out=None`` keeps everything in
+    memory (no progress files). ``variance``: a rule name, else the model's own
+    (:func:`ddpmdp.variances.resolve_rule`)."""
     variance = resolve_rule(variance, model)
     check_image_shape(model, data.images.shape[1:], f"the data {data.identity}")
     require(int(batch_size) == batch_size and batch_size >= 1, f"batch size must be a positive integer, got {batch_size}")
-    require(save_every >= 1, f"--save-every must be >= 1, got {save_every}")
-    if out is not None:
-        out = Path(out)
-        folder = out.parent if str(out.parent) else Path(".")
-        require(folder.is_dir(), f"output folder {str(folder)!r} does not exist")
-        require(os.access(folder, os.W_OK), f"output folder {str(folder)!r} is not writable; nothing was computed")
-    rank, world, created = _dist()
-    if world > 1 and device.startswith("cuda") and ":" not in device:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % max(1, torch.cuda.device_count())}"
+    out = None if out is None else Path(out)
+    check_output_folder(out)
     grid = make_grid(model.schedule.T, grid_stride, nodes)
-    config = _config(model, data, grid, variance, clip, batch_size, seed)
-    ppath = progress_path(out, rank, world) if out is not None else None
-    if ppath is not None and (ppath.exists() or ppath.with_name(ppath.name + ".prev").exists()):
-        require(resume, f"{ppath.name} holds a partial run: pass --resume to continue it, or delete it to start over")
-        stats, done = _load_progress(ppath, grid, config, device)
-    else:
-        n_dec = N_DECODER_CANDIDATES if "decoder_candidates" in get_rule(variance).node_stats else 0
-        stats, done = TableStats.zeros(grid, device, n_dec), 0
-    n_batches = len(batch_ranges(len(data), batch_size))
-    mine = [b for b in range(n_batches) if b % world == rank]
-    todo = [b for b in mine if b >= done]
-    bar = progress_bar(len(todo) * (len(grid) - 1), batch_size, progress and rank == 0, "table")
-    t0 = time.time()
-    since_save = 0
-    try:
-        for batch in image_batches(data, batch_size, device, numbers=todo):
-            stats.add_(accumulate_batch(model, batch.x0, batch.keys, grid, variance, clip, seed, on_node=bar.update))
-            done, since_save = batch.number + 1, since_save + 1
-            if ppath is not None and since_save >= save_every:
-                _save_progress(ppath, stats, done, config)
-                since_save = 0
-    except BaseException:
-        if ppath is not None and since_save:
-            _save_progress(ppath, stats, done, config)  # keep what was computed
-        raise
-    finally:
-        bar.close()
-    if world > 1:
-        import torch.distributed as dist
+    n_dec = N_DECODER_CANDIDATES if "decoder_candidates" in get_rule(variance).node_stats else 0
 
-        for v in stats.tensors().values():
-            dist.all_reduce(v)
-        n = torch.tensor([stats.n], dtype=torch.int64, device=stats.s1.device)
-        dist.all_reduce(n)
-        stats.n = int(n.item())
-    meta = table_meta(model, data, grid, variance, clip, seed, None if nodes is not None else grid_stride)
-    meta.update(wall_seconds=round(time.time() - t0, 3), world_size=world, batch_size=int(batch_size),
-                grid=grid_spec, sums_variance=sums_rule(variance, model.learned_variance))
-    table = attach_variances(ElboTable.from_stats(stats, data.dims, meta), variance)
-    if rank == 0 and out is not None:
-        table.save(out, float32=float32)
-    if world > 1:
-        import torch.distributed as dist
+    def batches(numbers, dev, on_pass):
+        for batch in image_batches(data, batch_size, dev, numbers=numbers):
+            yield batch.number, accumulate_batch(model, batch.x0, batch.keys, grid, variance, clip, seed,
+                                                 on_node=on_pass)
 
-        dist.barrier()
-    if ppath is not None:
-        # the checkpoints, and temporary files of checkpoint writes cut short by a kill -9
-        stale = ppath.parent.glob(f".{ppath.name}.*.tmp")
-        for p in (ppath, ppath.with_name(ppath.name + ".prev"), *stale):
-            p.unlink(missing_ok=True)
-    if created:
-        import torch.distributed as dist
+    def finish(stats: TableStats, extra: dict) -> ElboTable:
+        meta = table_meta(model, data, grid, variance, clip, seed, None if nodes is not None else grid_stride)
+        meta.update(extra, grid=grid_spec, sums_variance=sums_rule(variance, model.learned_variance))
+        return attach_variances(ElboTable.from_stats(stats, data.dims, meta), variance)
 
-        dist.destroy_process_group()
-    return table
+    run = TableRun("table", grid, len(batch_ranges(len(data), batch_size)), int(batch_size), len(grid) - 1,
+                   _config(model, data, grid, variance, clip, batch_size, seed),
+                   lambda dev: TableStats.zeros(grid, dev, n_dec), batches, finish)
+    return drive(run, out=out, device=device, resume=resume, save_every=save_every, float32=float32,
+                 progress=progress)
 
 
 def estimate_table(model: DiffusionModel, data: ImageSet | np.ndarray, *, variance: VarianceRule | None = None,

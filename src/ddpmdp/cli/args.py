@@ -17,8 +17,9 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.variances import VARIANCE_RULES
 
 __all__ = ["VARIANCE_NAMES", "add_model_args", "add_data_args", "add_data_dir", "add_grid_args", "add_run_args",
-           "add_overwrite", "add_json", "add_other_model", "add_sampler_args", "sampler_args", "load_model", "budgets", "grid_nodes",
-           "check_outputs", "describe", "print_summary"]
+           "add_overwrite", "add_json", "add_other_model", "add_sampler_args", "sampler_args", "add_trajectory_args",
+           "load_model", "budgets", "grid_nodes", "image_shape", "refuse_given", "check_outputs", "describe",
+           "print_summary"]
 
 VARIANCE_NAMES = VARIANCE_RULES
 """The variance rules' names for ``--variance``: the registry's (:mod:`ddpmdp.variances` imports no torch)."""
@@ -70,7 +71,7 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid-stride", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --grid stride:k
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
+def add_run_args(p: argparse.ArgumentParser, *, batch_help: str = "images per forward pass (default 32)") -> None:
     """Variance rule, clipping, batch size, seed, progress bars."""
     g = p.add_argument_group("run")
     g.add_argument("--variance", choices=VARIANCE_NAMES, default=None,
@@ -79,7 +80,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    "schedules, whose per-edge σ² evaluate and sample use")
     g.add_argument("--clip", dest="clip", action="store_true", default=True, help="clip x̂₀ to [-1, 1] (default)")
     g.add_argument("--no-clip", dest="clip", action="store_false", help="do not clip x̂₀")
-    g.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    g.add_argument("--batch-size", type=int, default=32, help=batch_help)
     g.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -121,7 +122,36 @@ def sampler_args(args: argparse.Namespace) -> tuple[str | None, float]:
     return args.sampler, float(eta or 0.0)
 
 
+def add_trajectory_args(p: argparse.ArgumentParser, when: str) -> None:
+    """The teacher's options (``method.md`` §13): ``--n-seeds``, ``--teacher-grid``, ``--shape``;
+    ``when`` names the option that selects them (for the help texts)."""
+    g = p.add_argument_group(f"teacher ({when})")
+    g.add_argument("--n-seeds", type=int, default=None, metavar="N",
+                   help="seeds z (x_T = z, keyed noise): one teacher run of DDIM eta = 0 each")
+    g.add_argument("--teacher-grid", default=None, metavar="SPEC",
+                   help="the nodes the teacher steps through (grid spec, default all: every node T, T-1, …, 0)")
+    g.add_argument("--shape", default=None, metavar="C,H,W", help="image shape if the model does not declare it")
+
+
 # ---- helpers ---------------------------------------------------------------------------------
+def image_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    """``--shape C,H,W`` as integers (None when not given)."""
+    if not getattr(args, "shape", None):
+        return None
+    try:
+        shape = tuple(int(x) for x in args.shape.split(","))
+    except ValueError:
+        raise DdpmdpError(f"--shape {args.shape!r}: expected C,H,W such as 3,32,32") from None
+    require(len(shape) == 3 and min(shape) >= 1, f"--shape {args.shape!r}: expected C,H,W such as 3,32,32")
+    return (shape[0], shape[1], shape[2])
+
+
+def refuse_given(args: argparse.Namespace, why: str, *options: str) -> None:
+    """One line naming the first of ``options`` (``--n-seeds`` …) given on the command line, with ``why``."""
+    for opt in options:
+        if getattr(args, opt.lstrip("-").replace("-", "_"), None) is not None:
+            raise DdpmdpError(f"{opt} {why}")
+
 def load_model(args: argparse.Namespace):
     """The model of the model group's arguments (``--device cuda`` refused where CUDA is missing)."""
     from ddpmdp.models.adapter import Numerics

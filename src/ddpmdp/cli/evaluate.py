@@ -1,8 +1,10 @@
 """``ddpmdp evaluate``: held-out scores of inference paths — bits/dim ± SE (``--metric bpd``, the
-default) or sample quality, KID ± SE with NFE (``--metric kid``).
+default), the teacher distance of DDIM η = 0 samples (``--metric teacher``) or sample quality, KID ±
+SE (``--metric kid``); NFE = K beside every number.
 
     ddpmdp evaluate test_table.npz --schedule dp:dp.json:32 --schedule even:32       bpd from a held-out table
     ddpmdp evaluate --model SPEC --data cifar10:test --schedule dp:dp.json:32 …      bpd directly, fresh noise
+    ddpmdp evaluate --metric teacher --model SPEC --n-seeds 256 --schedule dp:traj.json:16 --schedule edm:16
     ddpmdp evaluate --metric kid --model SPEC --data cifar10:test --n-samples 1000 \\
         --schedule dp:traj.json:16 --schedule edm:16 --sampler ddim                  KID ± SE, paired in the noise
 
@@ -12,7 +14,10 @@ schedule. Several paths evaluated directly share forward passes (bpd) or noise k
 paired differences against the first. KID samples each path with its own sampler (a trajectory
 schedule: DDIM η = 0; others: ancestral) unless ``--sampler`` names one for all; features come from
 the shipped proxy CNN (``--features proxy``) or, with ``--features inception:FILE``, from
-pytorch-fid's Inception weights, which also gives FID.
+pytorch-fid's Inception weights, which also gives FID. The teacher distance is
+E(z) = ‖x̂(z) − x_teacher(z)‖/√d (RMS per dimension, data in [−1, 1]) from fresh seeds (never a
+trajectory table's); with a held-out trajectory table instead of a model it is the sum of the
+table's local errors along each path (labelled as such).
 """
 from __future__ import annotations
 
@@ -42,8 +47,8 @@ class Metric:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help=command("evaluate").summary, description=common.describe(__doc__))
-    p.add_argument("table", nargs="?", default=None, help="a held-out table .npz (--metric bpd; else --model and "
-                   "--data)")
+    p.add_argument("table", nargs="?", default=None, help="a held-out table .npz (--metric bpd; a trajectory "
+                   "table with --metric teacher); else --model and --data (or --n-seeds for --metric teacher)")
     p.add_argument("--metric", choices=list(METRICS), default="bpd",
                    help="; ".join(f"{name}: {m.help}" for name, m in METRICS.items()) + " (default bpd)")
     p.add_argument("--schedule", action="append", required=True, metavar="PATH",
@@ -64,6 +69,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     k.add_argument("--kid-groups", type=int, default=None, help="--metric kid: delete-a-group jackknife groups "
                    "(default 50)")
     common.add_sampler_args(k)
+    common.add_trajectory_args(p, "--metric teacher")
     common.add_json(p, "print the scores as one JSON line (the summary line)")
     p.set_defaults(func=run)
     return p
@@ -106,10 +112,11 @@ def run_bpd(args: argparse.Namespace) -> int:
     if args.table:
         from ddpmdp.evaluate import path_from_table
         from ddpmdp.path_specs import parse_schedule_spec
-        from ddpmdp.table import load_table
+        from ddpmdp.table import load_table, require_objective
 
         require(args.model is None, "give either TABLE.npz or --model/--data (direct evaluation), not both")
         table = load_table(args.table)
+        require_objective(table, "elbo", "evaluate --metric bpd TABLE", args.table)
         noise = _table_schedule(table)
         scores = {spec: path_from_table(table, parse_schedule_spec(spec, noise, allow_other_model=args.other_model))
                   for spec in args.schedule}
@@ -138,6 +145,90 @@ def run_bpd(args: argparse.Namespace) -> int:
     common.print_summary("evaluate_done", metric="bpd", route="table" if args.table else "direct",
                          scores={spec: {"K": s.K, "bpd": s.bpd, "bpd_se": s.bpd_se} for spec, s in scores.items()})
     return 0
+
+
+# ---- teacher ---------------------------------------------------------------------------------
+def _paired(args: argparse.Namespace, scores: dict, diff_of) -> dict[str, dict]:
+    """Per path after the first: its paired difference against the first, with the 2-SE flag."""
+    first = args.schedule[0]
+    out = {}
+    for spec in args.schedule[1:]:
+        diff, se = diff_of(scores[spec], scores[first])
+        out[spec] = {"minus": first, "diff": diff, "diff_se": se, "within_2se": abs(diff) <= 2 * se}
+    return out
+
+
+def _teacher_direct(args: argparse.Namespace) -> int:
+    from ddpmdp.inference_schedule import resolve_sampler
+    from ddpmdp.path_specs import parse_schedule_spec
+    from ddpmdp.trajectory import paired_teacher_difference, teacher_distance
+
+    common.refuse_given(args, "does not apply to --metric teacher: its x_T are keyed seeds (--n-seeds), it needs "
+                        "no images", "--data", "--n-images")
+    common.refuse_given(args, "does not apply to --metric teacher: DDIM eta = 0 uses no variance", "--variance")
+    require(args.model is not None and args.n_seeds is not None,
+            "--metric teacher needs --model and --n-seeds N (fresh seeds; the teacher and every path start from "
+            "the same z)")
+    model = common.load_model(args)
+    paths = {spec: parse_schedule_spec(spec, model.schedule, allow_other_model=args.other_model)
+             for spec in args.schedule}
+    clip = resolve_sampler(paths, "ddim", 0.0, args.clip).clip  # --clip/--no-clip, else the recorded flag
+    scores = teacher_distance(model, paths, args.n_seeds, teacher_grid=args.teacher_grid, clip=bool(clip),
+                              seed=args.seed, batch_size=args.batch_size, shape=common.image_shape(args),
+                              device=args.device, progress=not args.quiet)
+    paired = _paired(args, scores, paired_teacher_difference)
+    result = {spec: dict(s.as_dict(), **({"paired_vs_first": paired[spec]} if spec in paired else {}))
+              for spec, s in scores.items()}
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    for spec, s in scores.items():
+        extra = ""
+        if spec in paired:
+            p = paired[spec]
+            extra = (f"  [{p['diff']:+.5f} ± {p['diff_se']:.5f} vs {p['minus']}, paired"
+                     f"{', within 2 SE' if p['within_2se'] else ''}]")
+        print(f"{spec:<24s} K={s.K:<5d} NFE={s.nfe:<5d} {s.mean:.5f} ± {s.se:.5f} RMS/dim from the teacher "
+              f"({s.n_seeds} seeds, teacher {s.teacher_grid_size} nodes){extra}")
+    common.print_summary("evaluate_done", route="direct", metric="teacher",
+                         scores={spec: {"K": s.K, "NFE": s.nfe, "teacher_distance": s.mean,
+                                        "teacher_distance_se": s.se} for spec, s in scores.items()})
+    return 0
+
+
+def _teacher_table(args: argparse.Namespace) -> int:
+    """--metric teacher with a held-out trajectory table: Σ C along each path (not E(z))."""
+    from ddpmdp.path_specs import parse_schedule_spec
+    from ddpmdp.table import load_table, require_objective
+    from ddpmdp.trajectory import path_local_error
+
+    require(args.model is None, "give either TABLE.npz or --model (direct evaluation), not both")
+    table = load_table(args.table)
+    require_objective(table, "trajectory", "evaluate --metric teacher TABLE", args.table)
+    result = {}
+    for spec in args.schedule:
+        sch = parse_schedule_spec(spec, table.T, allow_other_model=args.other_model)
+        cost, bound = path_local_error(table, sch)
+        result[spec] = {"K": sch.K, "NFE": sch.K, "nodes": [int(n) for n in sch.nodes], "local_error_sum": cost,
+                        "local_error_sum_se_bound": bound, "n_seeds": table.meta["n_seeds"],
+                        "units": table.meta["units"]}
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    for spec, r in result.items():
+        print(f"{spec:<24s} K={r['K']:<5d} NFE={r['NFE']:<5d} Σ local error {r['local_error_sum']:.5f} "
+              f"(SE ≤ {r['local_error_sum_se_bound']:.5f}; trajectory table {args.table}, {r['n_seeds']} seeds; "
+              "not the teacher distance)")
+    common.print_summary("evaluate_done", route="table", metric="teacher",
+                         scores={spec: {"K": r["K"], "local_error_sum": r["local_error_sum"]}
+                                 for spec, r in result.items()})
+    return 0
+
+
+def run_teacher(args: argparse.Namespace) -> int:
+    """Teacher distance ± SE of each path's DDIM η = 0 sample over fresh seeds (or, with a held-out
+    trajectory table, the sum of its local errors along each path)."""
+    return _teacher_table(args) if args.table else _teacher_direct(args)
 
 
 # ---- kid -------------------------------------------------------------------------------------
@@ -186,6 +277,9 @@ def run_kid(args: argparse.Namespace) -> int:
 
 METRICS: dict[str, Metric] = {
     "bpd": Metric("held-out bits/dim ± SE (from TABLE.npz or directly)", {}, run_bpd),
+    "teacher": Metric("RMS distance of each path's DDIM (eta = 0) sample from the teacher's over fresh seeds "
+                      "(--n-seeds; with a held-out trajectory TABLE the sum of its local errors instead)",
+                      {"n_seeds": "--n-seeds", "teacher_grid": "--teacher-grid", "shape": "--shape"}, run_teacher),
     "kid": Metric("KID ± SE of --n-samples samples per path against --data, with NFE = K",
                   {"n_samples": "--n-samples", "features": "--features", "kid_groups": "--kid-groups",
                    "sampler": "--sampler", "eta": "--eta", "other_sampler": "--other-sampler"}, run_kid),

@@ -1,10 +1,12 @@
 """The ``ddpmdp`` command line.
 
     ddpmdp table    --model SPEC --data SPEC --out TABLE.npz [--grid SPEC]   estimate L(t, s) (selection: train)
-    ddpmdp solve    TABLE.npz --budgets 8,16,32 --out dp.json                ELBO-optimal paths, per-edge σ²
+    ddpmdp table    --objective trajectory --model SPEC --n-seeds N --out T.npz   C(t, s) of DDIM steps (teacher)
+    ddpmdp solve    TABLE.npz --budgets 8,16,32 --out dp.json                optimal paths (ELBO: per-edge σ²)
     ddpmdp rescore  TABLE.npz --variance RULE --out NEW.npz                  another rule's table, no network
     ddpmdp evaluate TABLE.npz --schedule PATH [--json]                       bpd ± SE from a held-out table
     ddpmdp evaluate --model SPEC --data SPEC --schedule PATH                 direct K-pass evaluation, fresh noise
+    ddpmdp evaluate --metric teacher --model SPEC --n-seeds N --schedule PATH   DDIM distance from the teacher
     ddpmdp sample   --model SPEC --schedule PATH --n N --out X.png           samples along a path
     ddpmdp export   dp.json:K --to diffusers|iddpm|k-diffusion              a path for other samplers
     ddpmdp models [--json] [--csv FILE]                                      the embedded models and their cards

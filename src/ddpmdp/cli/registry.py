@@ -29,13 +29,15 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("table", "ddpmdp.cli.table", "estimate the L(t, s) table (nats per image)"),
-    Command("solve", "ddpmdp.cli.solve", "optimal paths for every budget from a table (ELBO, or a trajectory "
-            "table's cost), with each edge's variance rule and σ², into a solved-schedule file (--out) used by "
+    Command("table", "ddpmdp.cli.table", "estimate the L(t, s) table (nats per image), or with --objective "
+            "trajectory the C(t, s) table of DDIM steps from a teacher (RMS distance per dimension)"),
+    Command("solve", "ddpmdp.cli.solve", "optimal paths for every budget from a table (ELBO: with each edge's "
+            "variance rule and σ²; trajectory: for DDIM eta = 0), into a solved-schedule file (--out) used by "
             "evaluate, sample and export"),
     Command("rescore", "ddpmdp.cli.rescore", "derive another variance rule's table from a table (no network)"),
-    Command("evaluate", "ddpmdp.cli.evaluate", "bits/dim ± SE of paths (from a held-out table, or directly), or "
-            "KID ± SE of their samples with NFE (--metric kid)"),
+    Command("evaluate", "ddpmdp.cli.evaluate", "bits/dim ± SE of paths (from a held-out table, or directly), "
+            "the distance of their DDIM samples from a teacher's (--metric teacher), or KID ± SE of their samples "
+            "(--metric kid); NFE beside every number"),
     Command("sample", "ddpmdp.cli.sample", "sample along a path, write a PNG grid"),
     Command("export", "ddpmdp.cli.export", "a solved path as diffusers timesteps, improved-diffusion "
             "use_timesteps or k-diffusion sigmas (a trajectory schedule: for the deterministic sampler)"),

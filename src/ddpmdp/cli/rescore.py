@@ -13,10 +13,12 @@ __all__ = ["add_parser", "run"]
 
 def run(args: argparse.Namespace) -> int:
     from ddpmdp.rescore import rescore
-    from ddpmdp.table import load_table
+    from ddpmdp.table import load_table, require_objective
 
     common.check_outputs(args.out, overwrite=args.overwrite, nothing="nothing was rescored")
-    table = rescore(load_table(args.table), args.variance)
+    table = load_table(args.table)
+    require_objective(table, "elbo", "rescore", args.table)
+    table = rescore(table, args.variance)
     table.save(args.out)
     common.print_summary("rescore_done", out=args.out, variance=args.variance,
                          sums_variance=table.meta.get("sums_variance"), n_images=table.meta["n_images"])

@@ -1,11 +1,13 @@
-"""``ddpmdp solve``: the ELBO-optimal path for every budget from a (selection) table.
+"""``ddpmdp solve``: the optimal path for every budget from a (selection) table: ELBO-optimal from an
+ELBO table, fidelity-optimal (least Σ C(t, s)) for DDIM η = 0 from a trajectory table.
 
     ddpmdp solve train_table.npz --budgets 8,16,32,64 --out dp.json      the solved-schedule file
     ddpmdp solve train_table.npz --budgets 8,16,32,64 --json             its document on stdout
 
 The file (:mod:`ddpmdp.schedule_file`) records the model and noise schedule the table was built
 for, the grid with ᾱ at its nodes, and per budget the nodes, the selection table's own (optimistic)
-bits/dim and each edge's variance rule and σ²; ``dp:dp.json:K`` uses it in evaluate and sample,
+bits/dim and each edge's variance rule and σ² (a trajectory table: its own cost, RMS distance per
+dimension, and the sampler DDIM η = 0 with the table's clip flag); ``dp:dp.json:K`` uses it in evaluate and sample,
 ``ddpmdp export dp.json:K`` hands it to other samplers. It is written atomically: a failed
 command leaves an existing file unchanged.
 """
@@ -37,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ddpmdp.dp import solve
     from ddpmdp.schedule_file import SolvedSchedules, write_schedule_file
-    from ddpmdp.table import load_table
+    from ddpmdp.table import load_table, objective_of
 
     common.check_outputs(args.out, overwrite=args.overwrite, nothing="nothing was solved")
     ks = common.budgets(args.budgets)
@@ -53,18 +55,20 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(solved.to_json()), flush=True)
         return 0
     meta = table.meta
-    if solved.objective == "elbo":
-        print(f"# DP paths from {args.table} ({meta.get('split')} split, {meta.get('n_images')} images, "
-              f"{meta.get('variance')}); bits/dim on the selection table incl. prior (optimistic)")
+    objective = objective_of(meta)
+    if objective == "elbo":
+        print(f"# DP paths from {args.table} ({meta['split']} split, {meta['n_images']} images, "
+              f"{meta['variance']}); bits/dim on the selection table incl. prior (optimistic)")
     else:
-        print(f"# {solved.objective} DP paths from {args.table} for the {solved.sampler.describe()} sampler; cost "
-              f"on the selection table ({meta.get('cost_units') or 'table units'}, optimistic)")
+        print(f"# {objective} DP paths from {args.table} for DDIM eta = 0 ({'clip' if meta.get('clip') else 'no clip'}; "
+              f"{meta.get('n_seeds')} seeds, teacher grid {meta.get('teacher_grid')} of {meta.get('teacher_grid_size')} "
+              f"nodes); cost = sum of C(t, s) on the selection table, {meta.get('units')} (optimistic)")
     for K in ks:
         b = solved.budgets[K]
         value = f"bpd={b.bpd:.4f}" if b.bpd is not None else f"cost={b.cost:.6g}"
         print(f"K={K:<5d} {value}  nodes={','.join(map(str, b.nodes))}")
-    selection = ({"selection_bpd": {str(K): solved.budgets[K].bpd for K in ks}} if solved.objective == "elbo" else
-                 {"selection_cost": {str(K): solved.budgets[K].cost for K in ks}})
-    common.print_summary("solve_done", table=args.table, out=args.out, budgets=ks, objective=solved.objective,
+    selection = ({"selection_bpd": {str(K): solved.budgets[K].bpd for K in ks}} if objective == "elbo" else
+                 {"selection_cost": {str(K): solved.budgets[K].cost for K in ks}, "cost_units": meta.get("units")})
+    common.print_summary("solve_done", table=args.table, out=args.out, budgets=ks, objective=objective,
                          sampler=solved.sampler.to_json(), **selection, optimistic=True)
     return 0
