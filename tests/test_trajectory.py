@@ -182,13 +182,15 @@ def test_solved_trajectory_schedules_record_objective_sampler_and_cost(tmp_path)
     solved = SolvedSchedules.from_table(tab, sol, [3, 5])
     write_schedule_file(tmp_path / "s.json", solved)
     doc = read_schedule_file(tmp_path / "s.json")
-    assert doc.identity is not None and doc.identity.objective == "trajectory" and doc.identity.sampler == "ddim"
-    assert doc.info["sampler"] == {"kind": "ddim", "eta": 0.0, "clip": False}
+    assert doc.identity is not None and doc.identity.objective == "trajectory" and doc.identity.sampler.kind == "ddim"
+    assert doc.sampler.to_json() == {"kind": "ddim", "eta": 0.0, "clip": False}
     b = doc.budget(3)
     assert b.bpd is None and b.nats is None and b.rules is None and b.cost == pytest.approx(sol.costs[3])
     sch = parse_schedule_spec(f"dp:{tmp_path / 's.json'}:3", 16)
-    sample_ddim(model, sch, 2, SHAPE)
-    with pytest.raises(DdpmdpError, match="solved for the ddim sampler"):
+    sample_ddim(model, sch, 2, SHAPE, clip=False)  # the recorded clip flag
+    with pytest.raises(DdpmdpError, match="no clip"):  # the same steps with clipping are another sampler
+        sample_ddim(model, sch, 2, SHAPE, clip=True)
+    with pytest.raises(DdpmdpError, match="solved for the ddim"):
         sample_ancestral(model, sch, 2, SHAPE, variance="fixed_large")
 
 

@@ -93,7 +93,7 @@ def test_table_solve_and_teacher_distance(files, tmp_path, capsys):
      "--data does not apply to --metric teacher"),
     (["evaluate", "--metric", "teacher", "MODEL", "--schedule", "even:3"], "needs --model and --n-seeds"),
     (["evaluate", "MODEL", "--data", "TRAIN", "--n-seeds", "4", "--schedule", "even:3"],
-     "--n-seeds applies to --metric teacher only"),
+     "--n-seeds applies to --metric teacher, not bpd"),
 ])
 def test_bad_input_is_one_line_with_exit_status_2(files, tmp_path, capsys, argv, needle):
     subst = {"TRAIN": [str(files["train"])], "OUT": [str(tmp_path / "out.npz")], "TRAJ": [str(files["traj"])],
