@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from _cli import run
 from _models import random_images
 from ddpmdp.cli.main import main
 from ddpmdp.table import load_table
@@ -19,12 +20,6 @@ def npz_data(tmp_path):
     np.savez(train, images=random_images(40, shape=(1, 4, 4), seed=1), split="train")
     np.savez(test, images=random_images(30, shape=(1, 4, 4), seed=2), split="test")
     return train, test
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_table_solve_evaluate_sample(tmp_path, npz_data, capsys):
@@ -66,8 +61,8 @@ def test_table_solve_evaluate_sample(tmp_path, npz_data, capsys):
                         "--variance", "fixed_large", "--schedule", "even:5", "--schedule", "quadratic:5"], capsys)
     both = json.loads(out)
     p = both["quadratic:5"]["paired_vs_first"]
-    assert p["minus"] == "even:5" and p["bpd_diff_se"] > 0
-    assert p["bpd_diff"] == pytest.approx(both["quadratic:5"]["bpd"] - both["even:5"]["bpd"], abs=1e-12)
+    assert p["minus"] == "even:5" and p["diff_se"] > 0
+    assert p["diff"] == pytest.approx(both["quadratic:5"]["bpd"] - both["even:5"]["bpd"], abs=1e-12)
 
     png = tmp_path / "s.png"
     code, out, _ = run(["sample", "--model", model, "--noise-schedule", sched, "--schedule", "even:5", "--n", "6",

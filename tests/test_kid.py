@@ -128,23 +128,12 @@ def test_paired_differences_and_the_shared_reference():
 
 
 # ---- ddpmdp evaluate --metric kid (paths sampled with their own samplers, paired in the noise) -----------
+from _cli import one_line_error as _one_line_error  # noqa: E402
+from _cli import run as _run  # noqa: E402
 from _models import random_images  # noqa: E402
 from ddpmdp.cli.main import main  # noqa: E402
 
 TK = 30
-
-
-def _run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 @pytest.fixture(scope="module")

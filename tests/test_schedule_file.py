@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
+from _cli import one_line_error, run
 from _models import random_images
 from ddpmdp.cli.main import main
 from ddpmdp.errors import DdpmdpError
@@ -19,19 +20,6 @@ from ddpmdp.schedule_file import FORMAT, VERSION, read_schedule_file
 from ddpmdp.schedules import cosine_schedule
 
 T = 30
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +341,17 @@ def test_a_file_whose_objective_and_sampler_disagree_is_refused(traj, tmp_path, 
     bad.write_text(json.dumps(doc))
     code, _, err = run(["export", f"{bad}:5", "--to", "iddpm"], capsys)
     one_line_error(code, err, "unknown objective 'mse'")
+
+
+def test_every_export_snippet_is_valid_python():
+    """The snippets users paste must parse, whatever the variance rule (an unknown rule once put the
+    comma after a comment: a syntax error in the improved-diffusion snippet)."""
+    import ast
+
+    from ddpmdp.export_snippets import iddpm_ddim_snippet, iddpm_snippet, k_diffusion_snippet
+
+    for rule in ("fixed_small", "fixed_large", "learned_range", "optimal", None):
+        ast.parse(iddpm_snippet([0, 4, 9], rule, 10, "cosine:10"))
+    for clip in (True, False):
+        ast.parse(iddpm_ddim_snippet([0, 4, 9], 10, "linear:10", clip))
+    ast.parse(k_diffusion_snippet([14.2, 1.3, 0.0]))

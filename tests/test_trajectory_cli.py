@@ -11,24 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _cli import one_line_error, run
 from _models import random_images
 from ddpmdp.cli.main import main
 from ddpmdp.table import load_table
 
 TESTS = Path(__file__).parent
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 @pytest.fixture(scope="module")

@@ -35,11 +35,11 @@ images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 """
 
 
-def iddpm_snippet(use: list[int], rule: str | None, T: int, noise_schedule: str | None) -> str:
+def _iddpm_spaced_diffusion(use: list[int], T: int, noise_schedule: str | None, var: str, note: str = "") -> str:
+    """The improved-diffusion imports and the ``SpacedDiffusion`` over ``use`` both snippets start with
+    (``var``: a ``ModelVarType`` member; ``note``: a comment after it)."""
     name = (noise_schedule or "").partition(":")[0] or "linear"
     kind = name if name in ("linear", "cosine") else "linear  # use your model's beta schedule"
-    var = {"fixed_small": "FIXED_SMALL", "fixed_large": "FIXED_LARGE", "learned_range": "LEARNED_RANGE"}.get(
-        rule or "", "LEARNED_RANGE  # set your model's variance type")
     return f"""from improved_diffusion import gaussian_diffusion as gd
 from improved_diffusion.respace import SpacedDiffusion
 
@@ -48,12 +48,18 @@ diffusion = SpacedDiffusion(
     use_timesteps=use_timesteps,
     betas=gd.get_named_beta_schedule("{kind}", {T}),
     model_mean_type=gd.ModelMeanType.EPSILON,
-    model_var_type=gd.ModelVarType.{var},
+    model_var_type=gd.ModelVarType.{var},{f"  # {note}" if note else ""}
     loss_type=gd.LossType.MSE,
     rescale_timesteps=True,  # as the model was trained (improved-diffusion's releases: True)
 )
-samples = diffusion.p_sample_loop(model, (16, 3, 32, 32), clip_denoised=True)  # your model's (C, H, W)
 """
+
+
+def iddpm_snippet(use: list[int], rule: str | None, T: int, noise_schedule: str | None) -> str:
+    var = {"fixed_small": "FIXED_SMALL", "fixed_large": "FIXED_LARGE", "learned_range": "LEARNED_RANGE"}.get(rule or "")
+    return _iddpm_spaced_diffusion(use, T, noise_schedule, var or "LEARNED_RANGE",
+                                   "" if var else "set your model's variance type") + (
+        "samples = diffusion.p_sample_loop(model, (16, 3, 32, 32), clip_denoised=True)  # your model's (C, H, W)\n")
 
 
 def k_diffusion_snippet(sigmas: list[float]) -> str:
@@ -122,19 +128,6 @@ samples = K.sampling.sample_euler(denoiser, x, sigmas.float())
 
 
 def iddpm_ddim_snippet(use: list[int], T: int, noise_schedule: str | None, clip: bool) -> str:
-    name = (noise_schedule or "").partition(":")[0] or "linear"
-    kind = name if name in ("linear", "cosine") else "linear  # use your model's beta schedule"
-    return f"""from improved_diffusion import gaussian_diffusion as gd
-from improved_diffusion.respace import SpacedDiffusion
-
-use_timesteps = {use}
-diffusion = SpacedDiffusion(
-    use_timesteps=use_timesteps,
-    betas=gd.get_named_beta_schedule("{kind}", {T}),
-    model_mean_type=gd.ModelMeanType.EPSILON,
-    model_var_type=gd.ModelVarType.LEARNED_RANGE,  # your model's variance type (DDIM uses only its eps)
-    loss_type=gd.LossType.MSE,
-    rescale_timesteps=True,  # as the model was trained (improved-diffusion's releases: True)
-)
-samples = diffusion.ddim_sample_loop(model, (16, 3, 32, 32), clip_denoised={clip}, eta=0.0)  # your (C, H, W)
-"""
+    return _iddpm_spaced_diffusion(use, T, noise_schedule, "LEARNED_RANGE",
+                                   "your model's variance type (DDIM uses only its eps)") + (
+        f"samples = diffusion.ddim_sample_loop(model, (16, 3, 32, 32), clip_denoised={clip}, eta=0.0)  # your (C, H, W)\n")

@@ -107,6 +107,25 @@ def _direct(args: argparse.Namespace) -> dict:
                           device=args.device, progress=not args.quiet)
 
 
+def _paired(args: argparse.Namespace, scores: dict, diff_of) -> dict[str, dict]:
+    """Per path after the first: its paired difference against the first, with the 2-SE flag."""
+    first = args.schedule[0]
+    out = {}
+    for spec in args.schedule[1:]:
+        diff, se = diff_of(scores[spec], scores[first])
+        out[spec] = {"minus": first, "diff": diff, "diff_se": se, "within_2se": abs(diff) <= 2 * se}
+    return out
+
+
+def _paired_text(paired: dict[str, dict], spec: str, digits: int) -> str:
+    """``  [+d ± se vs FIRST, paired(, within 2 SE)]`` for a path after the first, else empty."""
+    if spec not in paired:
+        return ""
+    p = paired[spec]
+    return (f"  [{p['diff']:+.{digits}f} ± {p['diff_se']:.{digits}f} vs {p['minus']}, paired"
+            f"{', within 2 SE' if p['within_2se'] else ''}]")
+
+
 def run_bpd(args: argparse.Namespace) -> int:
     """Held-out bits/dim ± SE, from a held-out table or directly."""
     if args.table:
@@ -127,37 +146,21 @@ def run_bpd(args: argparse.Namespace) -> int:
     if not args.table and len(scores) > 1:  # same images, shared forward passes: paired differences
         from ddpmdp.evaluate import paired_difference
 
-        first = args.schedule[0]
-        for spec in args.schedule[1:]:
-            diff, se = paired_difference(scores[spec], scores[first])
-            paired[spec] = {"minus": first, "bpd_diff": diff, "bpd_diff_se": se, "within_2se": abs(diff) <= 2 * se}
-            result[spec]["paired_vs_first"] = paired[spec]
+        paired = _paired(args, scores, paired_difference)
+        for spec, p in paired.items():
+            result[spec]["paired_vs_first"] = p
     if args.json:
         print(json.dumps(result), flush=True)
         return 0
     for spec, s in scores.items():
-        extra = ""
-        if spec in paired:
-            p = paired[spec]
-            extra = f"  [{p['bpd_diff']:+.4f} ± {p['bpd_diff_se']:.4f} vs {p['minus']}, paired]"
         print(f"{spec:<24s} K={s.K:<5d} {s.bpd:.4f} ± {s.bpd_se:.4f} bits/dim  "
-              f"({s.split} split, {s.n_images} images; SE {s.se_kind.split(':')[0]}){extra}")
+              f"({s.split} split, {s.n_images} images; SE {s.se_kind.split(':')[0]}){_paired_text(paired, spec, 4)}")
     common.print_summary("evaluate_done", metric="bpd", route="table" if args.table else "direct",
                          scores={spec: {"K": s.K, "bpd": s.bpd, "bpd_se": s.bpd_se} for spec, s in scores.items()})
     return 0
 
 
 # ---- teacher ---------------------------------------------------------------------------------
-def _paired(args: argparse.Namespace, scores: dict, diff_of) -> dict[str, dict]:
-    """Per path after the first: its paired difference against the first, with the 2-SE flag."""
-    first = args.schedule[0]
-    out = {}
-    for spec in args.schedule[1:]:
-        diff, se = diff_of(scores[spec], scores[first])
-        out[spec] = {"minus": first, "diff": diff, "diff_se": se, "within_2se": abs(diff) <= 2 * se}
-    return out
-
-
 def _teacher_direct(args: argparse.Namespace) -> int:
     from ddpmdp.inference_schedule import resolve_sampler
     from ddpmdp.path_specs import parse_schedule_spec
@@ -183,13 +186,8 @@ def _teacher_direct(args: argparse.Namespace) -> int:
         print(json.dumps(result), flush=True)
         return 0
     for spec, s in scores.items():
-        extra = ""
-        if spec in paired:
-            p = paired[spec]
-            extra = (f"  [{p['diff']:+.5f} ± {p['diff_se']:.5f} vs {p['minus']}, paired"
-                     f"{', within 2 SE' if p['within_2se'] else ''}]")
         print(f"{spec:<24s} K={s.K:<5d} NFE={s.nfe:<5d} {s.mean:.5f} ± {s.se:.5f} RMS/dim from the teacher "
-              f"({s.n_seeds} seeds, teacher {s.teacher_grid_size} nodes){extra}")
+              f"({s.n_seeds} seeds, teacher {s.teacher_grid_size} nodes){_paired_text(paired, spec, 5)}")
     common.print_summary("evaluate_done", route="direct", metric="teacher",
                          scores={spec: {"K": s.K, "NFE": s.nfe, "teacher_distance": s.mean,
                                         "teacher_distance_se": s.se} for spec, s in scores.items()})
