@@ -28,9 +28,9 @@ __all__ = ["EMBEDDED_CAPTION", "embedded_card_table", "lossless_gap_lines", "mod
 EMBEDDED_CAPTION = (
     "Held-out bits/dim: the full-chain negative ELBO, mean ± SE over the named test images (fresh noise). "
     "Lossless-100: the first 100 official CIFAR-10 test images with their exact pixels; JPEG-100: the same 100 "
-    "images from the shared JPEG-decoded copy that every other CIFAR-10 number in this book uses. Their "
-    "difference is what the JPEG copy does to bits/dim; no 64×64 lossless set exists here (Tiny-ImageNet is "
-    "stored as JPEG at its source).")
+    "images from the shared JPEG-decoded copy (the held-out column names the data each card measured on; the "
+    "book's other CIFAR-10 numbers use the lossless images). Their difference is what the JPEG copy does to "
+    "bits/dim; no 64×64 lossless set exists here (Tiny-ImageNet is stored as JPEG at its source).")
 """Caption of the embedded-model table (no numbers: they come from the cards)."""
 
 
