@@ -33,11 +33,11 @@
 # %% tags=["parameters"]
 models: dict = {"L_simple": "cifar10-simple", "L_vlb": "cifar10-vlb", "L_hybrid": "cifar10-hybrid"}  # objective -> model spec (embedded name, iddpm:PRESET:PATH, ho:DIR, diffusers:DIR, gaussian:DATA, module:callable)
 noise_schedules: dict = {}  # objective -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-train_data: str = "cifar10:train"  # data spec of the selection split: the table and the DP use it
-test_data: str = "cifar10:test"  # data spec of the held-out split: every reported number uses it
+train_data: str = "cifar10-lossless:train"  # data spec of the selection split: the table and the DP use it (the first 4,000 training images, lossless)
+test_data: str = "cifar10-lossless:test"  # data spec of the held-out split: every reported number uses it (the first 100 test images, lossless)
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
 n_table_images: int = 24  # training images in the L(t, s) table (the paper: 50,000; its Monte Carlo ablation shows that far fewer choose the same paths)
-n_eval_images: int = 16  # test images scored per path (the paper: all 10,000)
+n_eval_images: int = 16  # test images scored per path, of the 100 lossless ones (the paper: all 10,000)
 grid: str = "log:100"  # DP search grid (ddpmdp.grids.parse_grid spec); the nodes of the even and quadratic strides of every budget are always added; "all" searches all T + 1
 budgets: list = [8, 16, 32, 64, 128, 256]  # step budgets K
 full_chain: bool = True  # also score the full T-step chain (T forward passes per test image)

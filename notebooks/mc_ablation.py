@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 models: dict = {"CIFAR-10 L_simple": "cifar10-simple", "64×64 L_hybrid": "imagenet64-hybrid"}  # label -> model spec
 noise_schedules: dict = {}  # label -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-data: dict = {"CIFAR-10 L_simple": ["cifar10:train", "cifar10:test"], "64×64 L_hybrid": ["tiny-imagenet64:train", "tiny-imagenet64:test"]}  # label -> [selection data, held-out data]
+data: dict = {"CIFAR-10 L_simple": ["cifar10-lossless:train", "cifar10-lossless:test"], "64×64 L_hybrid": ["tiny-imagenet64:train", "tiny-imagenet64:test"]}  # label -> [selection data, held-out data] (CIFAR-10: the lossless images, 4,000 training and 100 test)
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
 table_sizes: list = [1, 2, 4, 8, 16, 32, 128]  # training images per table (the largest is the reference; the paper found 128 enough on CIFAR-10)
 n_eval_images: int = 32  # test images scoring every DP path

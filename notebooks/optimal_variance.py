@@ -34,8 +34,8 @@
 # %% tags=["parameters"]
 models: dict = {"L_simple": "cifar10-simple", "L_hybrid": "cifar10-hybrid"}  # name -> model spec (embedded name, iddpm:PRESET[:PATH], ho:DIR, gaussian:DATA, module:callable); fixed- and learned-variance models both work
 noise_schedules: dict = {}  # name -> noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-train_data: str = "cifar10:train"  # data spec of the selection split: tables, DP paths and every σ² come from it
-test_data: str = "cifar10:test"  # data spec of the held-out split: every reported number uses it, nothing is re-estimated on it
+train_data: str = "cifar10-lossless:train"  # data spec of the selection split: tables, DP paths and every σ² come from it (lossless)
+test_data: str = "cifar10-lossless:test"  # data spec of the held-out split: every reported number uses it, nothing is re-estimated on it (lossless, 100 images)
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
 n_table_images: int = 24  # training images in the table (M(t), Γ_t and the decoder candidates are estimated on them; 24 and the grid below share cifar10_nll's cached tables)
 n_eval_images: int = 12  # test images scored per schedule (paired: all schedules see the same images and noise)

@@ -12,7 +12,7 @@
 
 # %% [markdown]
 # (nb-sample-quality)=
-# # Sample quality: FID against the budget and against bits/dim
+# # Sample quality: KID against the budget and against bits/dim
 #
 # ## Overview
 #
@@ -22,8 +22,11 @@
 # **What you'll compute**
 #
 # - samples along six schedules per budget: even and quadratic strides under ancestral (DDPM) sampling and under DDIM with $\eta = 0$, the DP path of the ELBO table, and the DP path of the MSE-reweighted cost;
-# - the Fréchet distance of each sample set to training images (FID with the Inception weights when they are available, otherwise a **proxy-FID** from a small CIFAR-10 classifier, which is *not comparable* to published FIDs);
-# - FID against test bits/dim of the same paths (the paper's Figure 2).
+# - the kernel inception distance (KID, the unbiased MMD² with a cubic kernel) of each sample set to **held-out** real images, with its standard error, from the features of a small CIFAR-10 classifier shipped with the package (a **proxy-KID**, *not comparable* to published numbers; with the Inception weights given, KID and FID are the standard ones);
+# - paired differences between neighbouring budgets of one sampler (every cell starts from the same noise), and which cells cannot be told apart;
+# - KID against test bits/dim of the same paths (the paper's Figure 2).
+#
+# The paper's Table 5 reports FID from 50,000 samples, for which a CPU run has no time; FID from a few dozen samples is biased upwards and carries no error bar, while KID is unbiased at any sample size and comes with a jackknife standard error.
 #
 # ```{rerun-box} sample_quality
 # ```
@@ -31,18 +34,18 @@
 # %% tags=["parameters"]
 model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
 noise_schedule: "Optional[str]" = None  # noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-train_data: str = "cifar10:train"  # data spec of the selection split: the table and the FID reference images
-test_data: str = "cifar10:test"  # data spec of the held-out split (bits/dim of the sampling paths)
+train_data: str = "cifar10-lossless:train"  # data spec of the selection split: the table (the lossless CIFAR-10 training images)
+test_data: str = "cifar10-lossless:test"  # data spec of the held-out split: KID's real images and the bits/dim of the sampling paths
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
 n_table_images: int = 24  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
-n_reference: int = 2000  # training images for the FID reference statistics
-n_samples: int = 48  # samples per (sampler, K)
-n_eval_images: int = 32  # test images for bits/dim (0: skip)
+n_real: int = 100  # held-out real images for KID (cifar10-lossless:test holds 100)
+n_samples: int = 48  # samples per (sampler, K): as many as the 4-minute budget of the default run allows
+n_eval_images: int = 16  # test images for bits/dim (0: skip)
 grid: str = "log:100"  # DP search grid (ddpmdp.grids.parse_grid spec); the even and quadratic nodes of table_budgets are added
 table_budgets: list = [8, 16, 32, 64, 128, 256]  # budgets whose stride nodes the grid holds (as in cifar10_nll, so the cached table is shared)
 budgets: list = [8, 16, 32, 64]  # step budgets K (each sample costs the sum of K over budgets, per sampler)
 full_chain: bool = False  # also sample the full T-step chain
-fid_features: str = "auto"  # auto (Inception if its weights are in inception_dir, else proxy), inception or proxy
+features: str = "auto"  # auto (Inception if its weights are in inception_dir, else proxy), inception or proxy; FID is reported only with Inception
 inception_dir: "Optional[str]" = None  # folder holding pt_inception-2015-12-05-6726825d.pth
 proxy_cache: str = "runs/fid"  # folder caching the proxy classifier (relative: to the repository root inside a checkout, else to the working directory)
 proxy_steps: "Optional[int]" = None  # cap on the proxy classifier's training steps (None: the default 1200, i.e. the shipped proxy)
@@ -52,7 +55,7 @@ device: str = "cpu"  # cpu or cuda
 dtype: str = "float32"  # network arithmetic: float32, or float64 (digits that hold on any CPU)
 batch_size: int = 64  # images per forward pass
 seed: int = 0  # noise seed; every sampler of one budget starts from the same x_T
-num_threads: int = 2  # torch CPU threads
+num_threads: int = 1  # torch CPU threads (one: on a shared 2-core CPU two threads slow every network call down several times)
 cache_dir: "Optional[str]" = None  # folder that keeps tables for reuse across notebooks (None: no cache)
 out_dir: "Optional[str]" = None  # where tables and figures go (None: ddpmdp-outputs/sample_quality beside the notebook)
 write_book: bool = False  # allow out_dir inside the repository's book/ folder (ddpmdp reproduce sets it)
@@ -64,7 +67,7 @@ from IPython.display import display
 
 from ddpmdp.book.experiments.sample_quality import fid_extractor, run_sample_quality, sample_quality_summary_markdown
 from ddpmdp.book.reporting.captions import figure_provenance, provenance
-from ddpmdp.book.reporting.formatting import format_seconds
+from ddpmdp.book.reporting.formatting import format_seconds, times_ten
 from ddpmdp.book.reporting.plotting import plot_fid
 from ddpmdp.book.reporting.tables import bpd_table
 from ddpmdp.book.runtime.inputs import describe_data, describe_model, load_data
@@ -82,10 +85,11 @@ print("outputs go to", run.where())
 # %%
 model = run.model(model_spec, noise_schedule)
 train = load_data(train_data, n_table_images, data_dir=data_dir)
-reference = load_data(train_data, n_reference, data_dir=data_dir)
+real = load_data(test_data, n_real, data_dir=data_dir)
 test = load_data(test_data, n_eval_images, data_dir=data_dir) if n_eval_images else None
 print(describe_model(model, run.variance))
-print(describe_data(reference, data_dir))
+print(describe_data(train, data_dir))
+print(describe_data(real, data_dir))
 table, cached = cached_table(model, train, variance=run.variance, grid=grid_with_strides(grid, table_budgets),
                              cache_dir=run.cache, **run.settings())
 print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.meta['split']} images")
@@ -96,26 +100,26 @@ print(f"table: {len(table.nodes)} grid nodes, {table.meta['n_images']} {table.me
 # ## The feature extractor
 
 # %%
-extractor = fid_extractor(fid_features, inception_dir=inception_dir, proxy_cache=proxy_cache,
+extractor = fid_extractor(features, inception_dir=inception_dir, proxy_cache=proxy_cache,
                           proxy_steps=proxy_steps, data_dir=data_dir, device=device, dtype=dtype)
 info = extractor.describe()
-print(f"metric: {info['label']}")
-print(f"comparable to published FIDs: {info['comparable_to_published']}")
+print(f"features: {info['feature']}")
+print(f"comparable to published KID and FID: {info['comparable_to_published']}")
 if "proxy_training" in info:
     print(f"proxy classifier test accuracy: {info['proxy_training'].get('test_accuracy', float('nan')):.3f}")
 
 # %% [markdown]
-# A proxy-FID only ranks the samplers of *this* model against each other; its values cannot be set beside the paper's Table 5.
-# With the default settings the proxy is the classifier shipped in the package (`src/ddpmdp/fid/weights/`, trained once by `scripts/train_proxy.py`), so every machine computes the same features; a smoke run trains its own for two steps.
+# A proxy-KID only ranks the samplers of *this* model against each other; its values cannot be set beside the paper's Table 5.
+# With the default settings the proxy is the classifier shipped in the package (`src/ddpmdp/fid/weights/`, trained once by `scripts/train_proxy.py`), so every machine computes the same features, named by the hash of its weights; a smoke run trains its own for two steps.
 #
 # ## Sampling along every schedule
 
 # %%
-result = run_sample_quality(model, table, reference, extractor, budgets=budgets, n_samples=n_samples, test=test,
+result = run_sample_quality(model, table, real, extractor, budgets=budgets, n_samples=n_samples, test=test,
                             variance=run.variance, full_chain=full_chain, **run.settings())
 
 # %% [markdown]
-# Every sampler of one budget started from the same Gaussian vectors $x_T$, so the differences come from the schedules, not from the noise.
+# Every cell started from the same Gaussian vectors $x_T$ (sample $i$ from noise key $i$), so the differences come from the schedules, not from the noise, and KID differences between cells are paired.
 
 # %% tags=["nbval-ignore-output"]
 print(format_seconds(result.seconds, table.meta if cached else None))
@@ -123,35 +127,46 @@ print(format_seconds(result.seconds, table.meta if cached else None))
 # %% [markdown]
 # Wall times on the machine that executed the notebook.
 #
-# ## FID by sampler and budget
+# ## KID by sampler and budget
 
 # %%
-metric = f"{info['label']}, {result.n_samples} samples against {result.n_reference} training images"
-display(run.table(result.fid_table(), "sample_quality_fid", title=metric,
-                  caption=f"Metric: {metric}. " + provenance({"model": model.identity}, train, test, table)))
+metric = f"{result.label}{times_ten(-result.exponent)}, {result.n_samples} samples against {result.n_real} held-out images"
+display(run.table(result.kid_table(), "sample_quality_kid", title=metric,
+                  caption=result.caption() + " " + provenance({"model": model.identity}, train, real, table)))
 
 # %% [markdown]
-# Lower is better.
-# With few samples the distance is biased upwards, so compare rows of this table with each other, not with other tables.
+# Lower is better; a cell marked ≈ cannot be told apart from the cell to its left (the same sampler with the previous budget), because their paired difference lies within 2 standard errors.
+# KID is unbiased, so it can be slightly negative when samples and real images are indistinguishable to the features.
+
+# %%
+if result.fid_table() is not None:
+    display(run.table(result.fid_table(), "sample_quality_fid", title="FID (Inception features)",
+                      caption=f"FID of the same samples against the {result.n_real} held-out images (biased upwards at "
+                              "this sample size; one sample set per cell, no SE)."))
+
+# %% [markdown]
+# FID appears only when the Inception weights are given (the `features` parameter); the default run has none, and then this cell prints nothing.
 #
-# The paper's Table 5 (50,000 samples, Inception features; not comparable with a proxy-FID): compare which sampler wins at which budget.
+# The paper's Table 5 (FID from 50,000 samples with Inception features; not comparable with a proxy-KID): compare which sampler wins at which budget.
 #
 # ```{paper-table} 5
 # ```
 
 # %%
-run.text(sample_quality_summary_markdown(result, info["label"]), "sample_quality_summary")
+run.text(sample_quality_summary_markdown(result), "sample_quality_summary")
 
 # %% [markdown]
-# These statements are read off this run's table; with one sample set per cell they carry no standard error.
+# These statements are read off this run's table with the book's one rule: a paired difference counts only beyond 2 standard errors.
 
 # %%
-fig = plot_fid(result.fid, result.bpd or None, full=result.full, title="FID against the budget")
-display(run.figure(fig, "sample_quality_fid",
-                   caption=f"{metric}; " + figure_provenance({"model": model.identity}, train, test)))
+full = None if result.full is None else (result.full.value / 10 ** result.exponent, result.full.se / 10 ** result.exponent)
+fig = plot_fid(result.kid_curves(), result.bpd or None, full=full, metric_label=f"KID{times_ten(-result.exponent)}",
+               title="KID against the budget")
+display(run.figure(fig, "sample_quality_kid",
+                   caption=f"{metric} (±1 SE); " + figure_provenance({"model": model.identity}, train, test)))
 
 # %% [markdown]
-# In the second panel, each point is one (sampler, $K$): a lower bits/dim does not imply a lower FID, which is the paper's point about ELBO-optimal schedules.
+# In the second panel, each point is one (sampler, $K$): a lower bits/dim does not imply a lower KID, which is the paper's point about ELBO-optimal schedules.
 #
 # ## Bits/dim of the sampling paths
 

@@ -30,7 +30,7 @@
 # %% tags=["parameters"]
 model_spec: str = "cifar10-simple"  # model spec (embedded name, ho:DIR, iddpm:PRESET:PATH, gaussian:DATA, module:callable)
 noise_schedule: "Optional[str]" = None  # noise schedule (linear:T, cosine:T or FILE.npy) for specs that need one
-train_data: str = "cifar10:train"  # data spec of the selection split: the table and the real images shown
+train_data: str = "cifar10-lossless:train"  # data spec of the selection split: the table and the real images shown (lossless)
 data_dir: "Optional[str]" = None  # dataset folder (None: $DDPMDP_DATA)
 n_table_images: int = 24  # training images in the L(t, s) table (the same table as cifar10_nll: it comes from the cache)
 grid: str = "log:100"  # DP search grid (ddpmdp.grids.parse_grid spec); the even and quadratic nodes of timestep_budgets are added (as in cifar10_nll, so the cached table is shared)

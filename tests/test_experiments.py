@@ -14,7 +14,8 @@ from ddpmdp.book.experiments.embedded_models import embedded_card_table, lossles
 from ddpmdp.book.experiments.mc_ablation import mc_ablation_summary_markdown, nested_tables, run_mc_ablation
 from ddpmdp.book.experiments.nll import nll_summary_markdown, nll_table, run_nll
 from ddpmdp.book.experiments.paths import by_budget
-from ddpmdp.book.experiments.sample_quality import SAMPLERS, mse_reweighted_cost, run_sample_quality
+from ddpmdp.book.experiments.sample_quality import (SAMPLERS, mse_reweighted_cost, run_sample_quality,
+                                                   sample_quality_summary_markdown)
 from ddpmdp.book.experiments.samples_and_schedules import shared_noise_grids
 from ddpmdp.book.reporting.files import save_figure, write_dp_json, write_result_table
 from ddpmdp.book.reporting.formatting import format_paths
@@ -217,16 +218,25 @@ class _Means(FeatureExtractor):
 
 def test_sample_quality_covers_all_samplers(model, nll, train, test_set):
     r = run_sample_quality(model, nll.table, train, _Means(), budgets=[2, 4], n_samples=4, test=test_set,
-                              full_chain=True, batch_size=4)
-    assert set(r.fid) == set(SAMPLERS)
-    assert all(set(d) == {2, 4} and all(np.isfinite(float(v)) for v in d.values()) for d in r.fid.values())
+                           full_chain=True, batch_size=4)
+    assert set(r.kid) == set(SAMPLERS) and not r.fid  # FID only with Inception features
+    assert all(set(d) == {2, 4} and all(np.isfinite(v.value) and v.se > 0 for v in d.values()) for d in r.kid.values())
+    assert all(set(d) == {4} for d in r.step.values())  # K = 4 against K = 2, paired
+    assert all(v.n_generated == 4 and v.n_real == len(train) and v.feature == "means" for d in r.kid.values()
+               for v in d.values())
     assert set(r.bpd) == {s for s, (_, m) in SAMPLERS.items() if m == "ancestral"}
-    assert r.full is not None and r.features["feature"] == "means"
+    assert r.full is not None and r.features["feature"] == "means" and r.real == "train-array"
     np.testing.assert_array_equal(r.paths["dp (ELBO)"][4], nll.solution.path(4))
-    header, rows = r.fid_table()
-    assert header == ["Sampler", "K=2", "K=4", "All"] and rows[-1][0] == "full chain (ancestral)"
+    header, rows = r.kid_table()
+    assert header == ["Sampler", "K=2 · NFE 2", "K=4 · NFE 4", "All"] and rows[-1][0] == "full chain (ancestral)"
+    flagged = [s for s in SAMPLERS if not r.told_apart(s, 4)]
+    assert all(row[2].endswith(" ≈") == (row[0] in flagged) for row in rows[:-1])
     md = markdown_table(header, rows, title="t")
-    assert md.startswith("**t**\n\n| Sampler | K=2 | K=4 | All |\n|---|---|---|---|\n") and md.count("\n") == 4 + len(rows)
+    assert md.startswith("**t**\n\n| Sampler | K=2 · NFE 2 | K=4 · NFE 4 | All |\n|---|---|---|---|\n")
+    assert "4 samples per cell" in r.caption() and "jackknife" in r.caption()
+    text = sample_quality_summary_markdown(r)
+    assert text.startswith("Lowest KID of means (not comparable to published KID) × 10") and "K = 2 (NFE 2)" in text and "MSE-reweighted" in text
+    assert r.fid_table() is None
     with pytest.raises(DdpmdpError, match="unknown sampler"):
         run_sample_quality(model, nll.table, train, _Means(), budgets=[2], n_samples=2, samplers=["nope"])
 

@@ -88,6 +88,41 @@ def test_table_heatmap_is_in_bits_per_dim_on_a_log_scale_with_paths():
     np.testing.assert_array_equal(lines[0].get_ydata(), paths["even"][1:])  # t = t_i
 
 
+def test_trajectory_table_heatmap_shows_rms_distances_and_labelled_paths():
+    from _models import gaussian_model
+    from ddpmdp.schedules import linear_schedule
+    from ddpmdp.trajectory import estimate_trajectory_table
+
+    model = gaussian_model(random_images(32, shape=(3, 4, 4), seed=1), linear_schedule(30))
+    table = estimate_trajectory_table(model, 4, teacher_grid="stride:2", grid="stride:6")
+    p4, p5 = np.array([0, 6, 12, 18, 30]), np.array([0, 6, 12, 18, 24, 30])
+    fig = plotting.plot_table_heatmap(table, [("trajectory DP", p4), ("trajectory DP", p5)])
+    _check_labelled(fig)
+    ax = _data_axes(fig)[0]
+    cbar = [a for a in fig.axes if a.get_label() == "<colorbar>"][0]
+    assert "RMS distance per dimension" in cbar.get_ylabel() and "bits/dim" not in cbar.get_ylabel()
+    assert ax.get_title() == "C(t, s): 4 selection seeds"
+    G = len(table.nodes)
+    shown = np.ma.filled(ax.collections[0].get_array(), np.nan).reshape(G, G)
+    lower = np.tri(G, G, -1, dtype=bool) & (table.L > 0)
+    np.testing.assert_allclose(shown[lower], table.L[lower], rtol=1e-6)
+    assert [ln.get_label() for ln in ax.get_lines()] == ["trajectory DP (K = 4)", "trajectory DP (K = 5)"]
+
+
+def test_curves_of_other_metrics_name_their_unit():
+    curves = {"trajectory DP": {K: (0.1 / K, 0.01 / K) for K in BUDGETS}, "even": {K: (0.2 / K, 0.01) for K in BUDGETS}}
+    fig = plotting.plot_bpd_vs_budget(curves, "teacher", ylog=True, ylabel="teacher distance (RMS)")
+    _check_labelled(fig)
+    (ax,) = fig.axes
+    assert ax.get_ylabel() == "teacher distance (RMS)" and len(ax.containers) == 2
+    assert ax.containers[0].lines[0].get_color() != ax.containers[1].lines[0].get_color()
+    kid = plotting.plot_fid({"even": {K: (3.0 / K, 0.1) for K in BUDGETS}}, {"even": {K: _score(4.0, K) for K in BUDGETS}},
+                            full=(0.01, 0.001), metric_label="proxy-KID × 10³")
+    _check_labelled(kid)
+    ax, ax2 = kid.axes
+    assert ax.get_ylabel().startswith("proxy-KID × 10³") and ax.containers[0].has_yerr and ax2.containers[0].has_yerr
+
+
 def test_table_heatmap_large_uniform_grid_uses_an_image():
     G, T = 601, 600
     nodes = np.arange(G)

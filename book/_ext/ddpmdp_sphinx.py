@@ -209,6 +209,7 @@ SPEC_SECTIONS: dict[str, str] = {
     "6.4": "method-other-costs", "7": "method-strides", "7.1": "method-strides", "7.2": "method-strides",
     "7.3": "method-strides", "8": "method-evaluation", "9": "public-checkpoints", "10": "results-paper",
     "10.1": "results-paper", "10.2": "results-paper", "10.3": "results-paper", "10.4": "results",
+    "13": "method-trajectory",
 }
 """Spec section (``method.md`` §x.y, the project's internal spec) → label of the book section that
 covers it."""
@@ -220,6 +221,7 @@ SECTION_TITLES: dict[str, str] = {
     "method-dp": "The dynamic program", "method-other-costs": "Other decomposable costs",
     "method-strides": "The strides it is compared with", "method-evaluation": "Selection and evaluation",
     "public-checkpoints": "Reproducing the paper", "results-paper": "The paper's numbers", "results": "Results",
+    "method-trajectory": "Beyond the paper: schedules for sample fidelity",
 }
 _SEC = r"§[0-9]+[a-z]?(?:\.[0-9]+[a-z]?)?"
 _SPEC_REF = re.compile(r"(?:``method\.md``|method\.md)\s*(" + _SEC + r"(?:(?:,\s*|\s+and\s+)" + _SEC + r")*)")

@@ -1,27 +1,36 @@
-"""The embedded models (notebook ``embedded_models``): their cards as a table, the generated
-lossless-versus-JPEG sentences, and samples along a path.
+"""The embedded models (notebook ``embedded_models``): their cards as a table, their training
+history, the generated lossless-versus-JPEG sentences, the lossless − JPEG gap before and after the
+fine-tuning on lossless images (table and per-node figure, from the package file
+``lossless_gap.npz`` that ``scripts/lossless_check.py update`` writes), and samples along a path.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ddpmdp.book.reporting.formatting import mean_pm_se
+from ddpmdp.book.reporting.plotting import FIGURE_DPI, styled
 from ddpmdp.book.runtime.inputs import variance_rule
 from ddpmdp.errors import require
 from ddpmdp.models.adapter import DiffusionModel
 
-__all__ = ["EMBEDDED_CAPTION", "embedded_card_table", "lossless_gap_lines", "model_samples"]
+__all__ = ["EMBEDDED_CAPTION", "embedded_card_table", "lossless_gap_lines", "model_samples", "training_lines",
+           "GAP_FILE", "GapData", "load_gap", "gap_table", "gap_lines", "cumulative_gap", "plot_lossless_gap"]
 
 
 EMBEDDED_CAPTION = (
     "Held-out bits/dim: the full-chain negative ELBO, mean ± SE over the named test images (fresh noise). "
     "Lossless-100: the first 100 official CIFAR-10 test images with their exact pixels; JPEG-100: the same 100 "
-    "images from the shared JPEG-decoded copy that every other CIFAR-10 number in this book uses. Their "
-    "difference is what the JPEG copy does to bits/dim; no 64×64 lossless set exists here (Tiny-ImageNet is "
-    "stored as JPEG at its source).")
+    "images from the shared JPEG-decoded copy (the held-out column names the data each card measured on; the "
+    "book's other CIFAR-10 numbers use the lossless images). Their difference is what the JPEG copy does to "
+    "bits/dim; no 64×64 lossless set exists here (Tiny-ImageNet is stored as JPEG at its source).")
 """Caption of the embedded-model table (no numbers: they come from the cards)."""
 
 
@@ -96,3 +105,133 @@ def model_samples(model: DiffusionModel, path: str, n: int, *, method: Literal["
     nodes = parse_schedule_spec(path, model.schedule.T)
     return sample(model, nodes, n, shape, method=method, variance=variance_rule(variance, model),
                   clip=clip, seed=seed, device=device, batch_size=batch_size)
+
+
+# ---- training history -----------------------------------------------------------------------------
+def _data_words(spec: str | None) -> str:
+    if spec and spec.startswith("cifar10-lossless:"):
+        return f"`{spec}` (lossless)"
+    if spec and spec.startswith("cifar10:"):
+        return f"`{spec}` (the JPEG-decoded copy)"
+    return f"`{spec}`"
+
+
+def training_lines(names: Sequence[str] | None = None) -> list[str]:
+    """One sentence per embedded model: its training stages, oldest first, from the card
+    (:func:`ddpmdp.training.cards.training_history`): data (JPEG copy or lossless), steps, minutes."""
+    from ddpmdp.models.embedded import embedded_models
+    from ddpmdp.training.cards import training_history
+
+    out = []
+    for name, entry in embedded_models().items():
+        if names is not None and name not in names:
+            continue
+        card = entry["card"]
+        if not card:
+            out.append(f"`{name}`: no card.")
+            continue
+        stages = [f"{int(st.get('steps') or 0):,} steps on {_data_words(st.get('data'))}"
+                  + (f" ({float(st['wall_minutes']):.0f} min)" if st.get("wall_minutes") is not None else "")
+                  for st in training_history(card)]
+        out.append(f"`{name}`: " + ", then ".join(stages) + ".")
+    return out
+
+
+# ---- the lossless − JPEG gap (issue 20) -------------------------------------------------------------
+GAP_FILE = "lossless_gap.npz"
+"""The package data file (under :func:`ddpmdp.models.embedded.weights_dir`) with the gap per model and stage."""
+STAGES = ("before", "after")
+_STAGE_WORDS = {"before": "before fine-tuning", "after": "after fine-tuning on the lossless training images"}
+
+
+@dataclass(frozen=True)
+class GapData:
+    """``summary[model][stage]``: ``lossless``/``jpeg`` {bpd, bpd_se, n_images, weights}, ``gap_bpd``,
+    ``gap_bpd_se``; ``nodes[(model, stage)]`` the full chain's nodes and ``terms[(model, stage, set)]``
+    the per-edge mean terms in bits/dim (edge i: nodes[i + 1] → nodes[i]) on the ``lossless`` and
+    ``jpeg`` sets; ``path`` the file read."""
+
+    summary: dict[str, dict[str, dict[str, Any]]]
+    nodes: dict[tuple[str, str], np.ndarray]
+    terms: dict[tuple[str, str, str], np.ndarray]
+    path: str
+
+
+def load_gap(path: str | os.PathLike | None = None) -> GapData | None:
+    """The gap file (default: the package's :data:`GAP_FILE`), or None when it does not exist yet."""
+    from ddpmdp.models.embedded import EMBEDDED, weights_dir
+
+    p = Path(path) if path is not None else weights_dir() / GAP_FILE
+    if not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as z:
+        raw = json.loads(str(z["summary"]))
+        order = [m for m in EMBEDDED if m in raw] + sorted(m for m in raw if m not in EMBEDDED)
+        summary = {m: raw[m] for m in order}
+        nodes = {(m, st): np.asarray(z[f"{m}/{st}/nodes"]) for m, d in summary.items() for st in d}
+        terms = {(m, st, s): np.asarray(z[f"{m}/{st}/{s}_terms_bpd"], dtype=np.float64)
+                 for m, d in summary.items() for st in d for s in ("lossless", "jpeg")}
+    return GapData(summary, nodes, terms, p.name)
+
+
+def _stages(d: Mapping[str, Any]) -> list[str]:
+    return [st for st in STAGES if st in d] + sorted(st for st in d if st not in STAGES)
+
+
+def gap_table(gap: GapData, precision: int = 3) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): per model and stage the full-chain bits/dim on the lossless test images and on
+    their JPEG copies (mean ± SE, the image count) and the paired gap lossless − JPEG ± SE."""
+    header = ["Model", "Weights", "Lossless test images", "Their JPEG copies", "Gap (lossless − JPEG)", "Images"]
+    rows = []
+    for m, d in gap.summary.items():
+        for st in _stages(d):
+            e = d[st]
+            rows.append([m, _STAGE_WORDS.get(st, st), mean_pm_se(e["lossless"]["bpd"], e["lossless"]["bpd_se"], precision),
+                         mean_pm_se(e["jpeg"]["bpd"], e["jpeg"]["bpd_se"], precision),
+                         mean_pm_se(e["gap_bpd"], e["gap_bpd_se"], precision, signed=True), str(e["lossless"]["n_images"])])
+    return header, rows
+
+
+def gap_lines(gap: GapData | None, precision: int = 2) -> list[str]:
+    """One sentence per model: the gap before and after the fine-tuning, and how much it shrank; or
+    "not measured yet" without the file."""
+    if gap is None:
+        return [f"The lossless − JPEG gap before and after the fine-tuning is not measured yet (no {GAP_FILE} in the "
+                "package; `scripts/lossless_check.py update` writes it)."]
+    out = []
+    for m, d in gap.summary.items():
+        parts = [f"{_STAGE_WORDS.get(st, st)} {mean_pm_se(d[st]['gap_bpd'], d[st]['gap_bpd_se'], precision, signed=True)}"
+                 for st in _stages(d)]
+        text = f"`{m}`: gap lossless − JPEG " + "; ".join(parts) + " bits/dim (full chain, paired over the same images)"
+        if "before" in d and "after" in d:
+            change = d["after"]["gap_bpd"] - d["before"]["gap_bpd"]
+            text += f"; the fine-tuning changed it by {change:+.{precision}f} bits/dim"
+        out.append(text + ".")
+    return out
+
+
+def cumulative_gap(gap: GapData, model: str, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """(t, G(t)): G(t) = Σ over the edges s → … ending at or below t of (lossless − JPEG) mean terms,
+    bits/dim; t runs over the edge starts nodes[1:], so G(T) is the chain's total gap without the prior."""
+    diff = gap.terms[(model, stage, "lossless")] - gap.terms[(model, stage, "jpeg")]
+    return np.asarray(gap.nodes[(model, stage)][1:]), np.cumsum(diff)
+
+
+@styled
+def plot_lossless_gap(gap: GapData) -> Figure:
+    """The cumulative lossless − JPEG gap G(t) against the node t (log axis), one colour per model,
+    solid after and dashed before the fine-tuning: which nodes of the chain carry the gap."""
+    fig = Figure(dpi=FIGURE_DPI, figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (m, d) in enumerate(gap.summary.items()):
+        for st in _stages(d):
+            t, g = cumulative_gap(gap, m, st)
+            ax.plot(t, g, color=f"C{i % 10}", ls="-" if st == "after" else "--", label=f"{m}, {st}")
+    ax.set_xscale("log")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("node t (edges t → s with s < t summed from the data up; log scale)")
+    ax.set_ylabel("cumulative gap, lossless − JPEG\n(bits/dim)")
+    ax.set_title("Where the chain's lossless − JPEG gap arises")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig

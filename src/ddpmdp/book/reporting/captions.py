@@ -12,6 +12,8 @@ __all__ = ["provenance", "figure_provenance"]
 
 def _origin_note(ds: ImageSet) -> str:
     copy = any("differs from the official" in n or "MD5 mismatch" in n for n in ds.notes)
+    if ds.identity.startswith("cifar10-lossless:"):
+        return "lossless: the official pixels" if not ds.notes else "lossless copy; " + "; ".join(ds.notes)
     if copy and ds.identity.startswith("cifar10:"):
         return "the shared copy decoded from JPEG, not the official pixels"
     if ds.identity.startswith("tiny-imagenet64"):

@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["mean_pm_se", "ranges", "format_paths", "format_seconds", "cached_table_note", "slug"]
+__all__ = ["mean_pm_se", "ranges", "format_paths", "format_seconds", "cached_table_note", "slug", "times_ten",
+           "pm_se_sig"]
 
 
 def mean_pm_se(value: float, se: float, precision: int = 3, *, signed: bool = False) -> str:
@@ -89,3 +90,21 @@ def slug(text: str) -> str:
     """A file-name stem from a label: runs of non-word characters become ``_``, lower case
     (``"64×64 L_hybrid"`` → ``"64_64_l_hybrid"``)."""
     return re.sub(r"\W+", "_", text, flags=re.ASCII).strip("_").lower()
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def times_ten(exponent: int) -> str:
+    """The factor a scaled column was multiplied by: ``3`` → ``" × 10³"``, ``-3`` → ``" × 10⁻³"``,
+    ``0`` → ``""``."""
+    return f" × 10{str(int(exponent)).translate(_SUPERSCRIPT)}" if exponent else ""
+
+
+def pm_se_sig(value: float, se: float, *, signed: bool = False) -> str:
+    """:func:`mean_pm_se` with as many decimals as show the SE to two significant digits (none for an
+    SE of 10 or more, at most four): ``pm_se_sig(431.8, 133.1)`` → ``"432 ± 133"``,
+    ``pm_se_sig(1.712, 0.301)`` → ``"1.71 ± 0.30"``. For metrics with no natural number of decimals
+    (KID in squared kernel units)."""
+    precision = min(4, max(0, 1 - math.floor(math.log10(se)))) if math.isfinite(se) and se > 0 else 1
+    return mean_pm_se(value, se, precision, signed=signed)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Union, cast
 
 import numpy as np
 import functools
@@ -52,7 +52,7 @@ __all__ = [
     "plot_fid",
 ]
 
-_STRIDE_COLOURS = {"even": "C0", "quadratic": "C1", "dp": "C2", "full": "k"}
+_STRIDE_COLOURS = {"even": "C0", "quadratic": "C1", "dp": "C2", "trajectory": "C3", "full": "k"}
 _FULL_KEYS = ("full", "all")
 K_LABEL = "budget K (number of steps, log₂ scale)"
 FIGURE_DPI = 200
@@ -104,7 +104,7 @@ def _curve(d: Mapping[int, ScoreLike]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 @styled
 def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: str = "", *,
                        full: ScoreLike | None = None, paper: Mapping[str, Mapping[int | str, float]] | None = None,
-                       ylog: bool = False) -> Figure:
+                       ylog: bool = False, ylabel: str = "") -> Figure:
     """Test bits/dim against the budget K for several strides (Paper Fig. 1).
 
     Args:
@@ -116,6 +116,8 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
         paper: optional published values ``{stride: {K: bpd, "all": bpd}}`` (e.g. a row group
             of :data:`ddpmdp.book.reporting.paper.PAPER_TABLE3`), drawn as open markers on dotted lines.
         ylog: log-scale y axis (useful when the even stride at K = 8 dwarfs the rest).
+        ylabel: the y label with its unit when the scores are not bits/dim (e.g. a teacher distance
+            given as ``(mean, se)`` pairs); default :data:`BPD_LABEL`.
     """
     require(len(results) > 0, "results is empty")
     fig = Figure(dpi=FIGURE_DPI, figsize=(6.4, 4.4), layout="constrained")
@@ -146,7 +148,7 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
     _log2_budget_axis(ax, allK)
     if ylog:
         ax.set_yscale("log")
-    ax.set_ylabel(BPD_LABEL)
+    ax.set_ylabel(ylabel or BPD_LABEL)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -154,18 +156,23 @@ def plot_bpd_vs_budget(results: Mapping[str, Mapping[int, ScoreLike]], title: st
 
 
 @styled
-def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None, *,
-                       title: str | None = None) -> Figure:
-    """Heatmap of the cost table L(t, s) in bits/dim on a log colour scale (lower triangle s < t).
+def plot_table_heatmap(table: ElboTable,
+                       paths: Mapping[str, np.ndarray] | Sequence[np.ndarray | tuple[str, np.ndarray]] | None = None,
+                       *, title: str | None = None) -> Figure:
+    """Heatmap of the cost table L(t, s) in bits/dim on a log colour scale (lower triangle s < t);
+    a trajectory table (``meta['objective'] == 'trajectory'``, ``method.md`` §13) shows its C(t, s)
+    in RMS distance per dimension instead.
 
     Rows are "from node t" (increasing downwards, as in the matrix L[t, s]), columns "to node
     s"; column s = 0 holds the decoder terms. Cells ≤ 0 or above the diagonal are blank. Each
     path 0 = t₀ < … < t_K = T in ``paths`` is drawn as the polyline through its cells
-    (s, t) = (t_{i−1}, t_i).
+    (s, t) = (t_{i−1}, t_i); a sequence may hold ``(label, nodes)`` pairs (several paths of one
+    name, e.g. one per budget).
     """
     nodes = np.asarray(table.nodes)
     G = nodes.size
-    M = np.asarray(table.bpd(table.L), dtype=np.float64)
+    trajectory = table.meta.get("objective") == "trajectory"
+    M = np.asarray(table.L if trajectory else table.bpd(table.L), dtype=np.float64)
     lower = np.tri(G, G, -1, dtype=bool)
     M = np.where(lower & np.isfinite(M) & (M > 0), M, np.nan).astype(np.float32)
     pos = M[np.isfinite(M)]
@@ -189,8 +196,9 @@ def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Seque
         im = ax.pcolormesh(edges, edges, np.ma.masked_invalid(M), norm=norm, cmap="viridis", shading="flat")
         ax.set_ylim(edges[-1], edges[0])
     cb = fig.colorbar(im, ax=ax)
-    cb.set_label("L(t, s) (bits/dim, log scale)")
-    items = list(paths.items()) if isinstance(paths, Mapping) else [(f"path {i}", p) for i, p in enumerate(paths or [])]
+    cb.set_label("C(t, s) (RMS distance per dimension, log scale)" if trajectory else "L(t, s) (bits/dim, log scale)")
+    items = list(paths.items()) if isinstance(paths, Mapping) else [
+        (p[0], p[1]) if isinstance(p, tuple) else (f"path {i}", p) for i, p in enumerate(paths or [])]
     for i, (name, p) in enumerate(items):
         p = np.asarray(p)
         ax.plot(p[:-1], p[1:], marker="o", ms=3, lw=1.2, color=f"C{(i + 1) % 10}",
@@ -200,8 +208,9 @@ def plot_table_heatmap(table: ElboTable, paths: Mapping[str, np.ndarray] | Seque
     ax.set_xlabel("to node s (timestep, 0 = data)")
     ax.set_ylabel(f"from node t (timestep, T = {table.T})")
     meta = table.meta
-    ax.set_title(title if title is not None else
-                 f"L(t, s): {meta.get('n_images', '?')} {meta.get('split', '?')} images, {meta.get('variance', '?')}")
+    default = (f"C(t, s): {meta.get('n_seeds', '?')} selection seeds" if trajectory else
+               f"L(t, s): {meta.get('n_images', '?')} {meta.get('split', '?')} images, {meta.get('variance', '?')}")
+    ax.set_title(title if title is not None else default)
     return fig
 
 
@@ -281,25 +290,39 @@ def plot_mc_ablation(results: Mapping[int | str, Mapping[int, ScoreLike]], *, re
     return fig
 
 
-def _fid_value(v: float | FIDResult) -> float:
+SampleMetric = Union[float, FIDResult, tuple[float, float]]
+"""A sample-quality number: a float, an :class:`~ddpmdp.fid.frechet.FIDResult`, or a ``(value, se)``
+pair (e.g. KID ± its jackknife SE), drawn with ±1 SE error bars."""
+
+
+def _fid_value(v: SampleMetric) -> float:
+    if isinstance(v, tuple):
+        return float(v[0])
     return float(v.value) if isinstance(v, FIDResult) else float(v)
 
 
+def _fid_se(v: SampleMetric) -> float:
+    return float(v[1]) if isinstance(v, tuple) else 0.0
+
+
 @styled
-def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
-             bpd: Mapping[str, Mapping[int, ScoreLike]] | None = None, *, full: float | FIDResult | None = None,
+def plot_fid(results: Mapping[str, Mapping[int, SampleMetric]],
+             bpd: Mapping[str, Mapping[int, ScoreLike]] | None = None, *, full: SampleMetric | None = None,
              metric_label: str | None = None, title: str = "", ylog: bool = False) -> Figure:
-    """FID against the budget for each sampler (top), and FID against bits/dim (bottom; Paper Fig. 2).
+    """FID (or KID ± SE) against the budget for each sampler (top), and against bits/dim (bottom;
+    Paper Fig. 2).
 
     Args:
-        results: ``{sampler: {K: FID}}`` with floats or :class:`ddpmdp.fid.frechet.FIDResult`.
+        results: ``{sampler: {K: value}}`` with floats, :class:`ddpmdp.fid.frechet.FIDResult` or
+            ``(value, se)`` pairs (:data:`SampleMetric`; pairs get ±1 SE error bars).
         bpd: ``{sampler: {K: score}}`` test bits/dim of the same paths; samplers without
             bits/dim (e.g. DDIM η = 0, which has no likelihood) are left out of the bottom panel,
             and without ``bpd`` only the top panel is drawn.
-        full: the full chain's FID, a horizontal line.
-        metric_label: the y label; default the label of the first :class:`FIDResult` found
+        full: the full chain's value, a horizontal line.
+        metric_label: the y label (name the metric, its scale and features, e.g. "proxy-KID ×10³");
+            default the label of the first :class:`FIDResult` found
             (e.g. "proxy-FID (not comparable to published FID)"), else "FID".
-        ylog: log-scale FID axes (FIDs at K = 8 can be 10–50× those at K = 256).
+        ylog: log-scale axes (FIDs at K = 8 can be 10–50× those at K = 256).
     """
     require(len(results) > 0, "results is empty")
     if metric_label is None:
@@ -313,11 +336,12 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
     axes = fig.subplots(2 if two else 1, 1)
     ax: Axes = cast(np.ndarray, axes)[0] if two else axes
     allK: list[int] = []
-    ylabel = f"{metric_label}\n(squared feature distance, lower is better{', log scale' if ylog else ''})"
+    ylabel = f"{metric_label}\n(lower is better{', log scale' if ylog else ''})"
     for i, (sampler, d) in enumerate(results.items()):
         Ks = sorted(int(k) for k in d)
         allK += Ks
-        ax.plot(Ks, [_fid_value(d[k]) for k in Ks], marker="o", ms=4, color=f"C{i % 10}", label=sampler)
+        ax.errorbar(Ks, [_fid_value(d[k]) for k in Ks], yerr=[_fid_se(d[k]) for k in Ks], marker="o", ms=4,
+                    capsize=3, color=f"C{i % 10}", label=sampler)
     if full is not None:
         ax.axhline(_fid_value(full), color="k", ls="--", lw=1, label="full chain")
     _log2_budget_axis(ax, allK)
@@ -337,15 +361,15 @@ def plot_fid(results: Mapping[str, Mapping[int, float | FIDResult]],
             cells = [cell_of(bpd[sampler][k]) for k in Ks]
             x = [c.bpd for c in cells]
             y = [_fid_value(d[k]) for k in Ks]
-            ax2.errorbar(x, y, xerr=np.nan_to_num([c.se for c in cells]), marker="o", ms=4, color=f"C{i % 10}",
-                         label=sampler)
+            ax2.errorbar(x, y, xerr=np.nan_to_num([c.se for c in cells]), yerr=[_fid_se(d[k]) for k in Ks],
+                         marker="o", ms=4, color=f"C{i % 10}", label=sampler)
             for K, xi, yi in zip(Ks, x, y):
                 ax2.annotate(str(K), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=10)
         if ylog:
             ax2.set_yscale("log")
         ax2.set_xlabel("test −ELBO (bits/dim)")
         ax2.set_ylabel(ylabel)
-        ax2.set_title("FID against likelihood (labels: K)")
+        ax2.set_title("against likelihood (labels: K)")
         ax2.grid(alpha=0.3)
         ax2.legend()
     return fig

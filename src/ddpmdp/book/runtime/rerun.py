@@ -30,8 +30,10 @@ class RerunFacts:
     uses_data_dir: bool = True
 
 
-_CIFAR = ("CIFAR-10 (the python archive; `data_dir` is the folder that holds `cifar-10-batches-py/`; the paper "
-          "run needs all five training batches)")
+_CIFAR = ("CIFAR-10: the default run reads the lossless files `cifar10_train_first4000_lossless.npz` and "
+          "`cifar10_test_first100_lossless.npz` (the first 4,000 training and 100 test images with their exact pixels), "
+          "the paper run the official python archive (`cifar-10-batches-py/`, all five training batches); `data_dir` is "
+          "the folder that holds them")
 RERUN: dict[str, RerunFacts] = {
     "embedded_models": RerunFacts(
         "no data set: the embedded models and their cards ship inside the package",
@@ -53,8 +55,9 @@ RERUN: dict[str, RerunFacts] = {
         "estimated about 40 A100-hours, dominated by the 16,384-image ImageNet 64 table (29 h)",
         "years (not practical)"),
     "sample_quality": RerunFacts(
-        _CIFAR + "; the paper's FID also needs pytorch-fid's Inception weights in `inception_dir`",
-        "3 minutes (recorded, with the table from the cache)",
+        _CIFAR + "; the paper's KID and FID on the standard features need pytorch-fid's Inception weights in "
+        "`inception_dir`",
+        "3 minutes (measured, with the table from the cache)",
         "estimated about 18 A100-hours (about 6 H100-hours): 50,000 samples for each of 6 samplers × 6 budgets "
         "(3,024 network calls per sample) and the table", "years (not practical)"),
     "samples_and_schedules": RerunFacts(
@@ -65,6 +68,12 @@ RERUN: dict[str, RerunFacts] = {
         _CIFAR, "1.5 minutes (recorded, with the tables from the cache; about 3 minutes more without them)",
         "estimated under 10 minutes (the small embedded models: 1,024 training and 1,000 test images)",
         "estimated 2–3 hours"),
+    "sampling_schedules": RerunFacts(
+        "CIFAR-10 (the lossless files `cifar10_train_first4000_lossless.npz` and `cifar10_test_first100_lossless.npz` "
+        "in `data_dir`) and Tiny-ImageNet 64×64 (`tiny-imagenet64/val_data.npz`)",
+        "about 6 minutes (measured, with the ELBO tables from the cache of the NLL notebooks)",
+        "estimated under an hour (the small embedded models: teacher every node, 256 selection and 1,000 fresh seeds, "
+        "KID from 1,000 samples per path)", "estimated days (not practical)"),
 }
 """The box's facts per notebook (see the module docstring for where the numbers come from)."""
 

@@ -43,7 +43,7 @@ __all__ = ["NOTEBOOKS", "BOOK_OUTPUTS", "NotebookFailed", "NotebookRun", "notebo
            "notebook_parameters", "normalise", "execute", "run_all"]
 
 NOTEBOOKS: tuple[str, ...] = ("embedded_models", "cifar10_nll", "imagenet64_nll", "mc_ablation", "sample_quality",
-                              "samples_and_schedules", "optimal_variance")
+                              "samples_and_schedules", "optimal_variance", "sampling_schedules")
 """The book's notebooks in execution order (further ``notebooks/*.py`` files run after them)."""
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
