@@ -64,6 +64,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_vs_test(folder: Path, name: str, lossless: dict, d: float) -> dict | None:
+    """Overfitting check on equal image counts: the shipped weights' full chain on the first n lossless
+    *training* images (``{name}_after_train{n}.json``, written by ``scripts/lossless_curve.py``) against
+    the first n of the lossless test run (the same seed and noise keys, so those are the test run's own
+    first n per-image totals). Two independent image sets: the SE of the difference is the root sum of
+    squares."""
+    files = sorted(folder.glob(f"{name}_after_train*.json"))
+    if not files:
+        return None
+    train = json.loads(files[-1].read_text())
+    n = int(train["n_images"])
+    a = np.asarray(train["per_image_nats"]) / d
+    b = np.asarray(lossless["per_image_nats"][:n]) / d
+    if len(b) < n:
+        return None
+    se_a, se_b = a.std(ddof=1) / math.sqrt(n), b.std(ddof=1) / math.sqrt(n)
+    return {"n_images": n, "train": {"bpd": float(a.mean()), "bpd_se": float(se_a), "data": train["data"]},
+            "test": {"bpd": float(b.mean()), "bpd_se": float(se_b), "data": SETS["lossless"][0]},
+            "test_minus_train": float(b.mean() - a.mean()), "test_minus_train_se": float(math.hypot(se_a, se_b)),
+            "path": "full chain (even:1000)", "seed": 0, "units": "bits/dim",
+            "note": "first n images of each split; a positive difference far beyond its SE would mean overfitting"}
+
+
 def update(args: argparse.Namespace) -> int:
     from ddpmdp.models.embedded import bpd_note, weights_dir
 
@@ -101,6 +124,9 @@ def update(args: argparse.Namespace) -> int:
                                     "clip": True, "seed": 0, "units": "bits/dim",
                                     "evaluator": "scripts/lossless_check.py (ddpmdp.evaluate.evaluate_paths)"}
                 card["note"] = bpd_note(lossless["bpd"], lossless=True)
+                fit = train_vs_test(folder, name, lossless, d)
+                if fit is not None:
+                    card["train_vs_test"] = fit
                 card_path.write_text(json.dumps(card, indent=2) + "\n")
     out = weights_dir() / "lossless_gap.npz"
     np.savez_compressed(out, summary=np.array(json.dumps(summary, sort_keys=True)), **arrays)

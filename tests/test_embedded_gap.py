@@ -22,7 +22,7 @@ def _run(folder: Path, model: str, stage: str, which: str, terms: np.ndarray, pe
     """One ``scripts/lossless_check.py run`` result file (the fields ``update`` reads)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {"model": model, "stage": stage, "set": which, "data": which, "split": "test",
-           "weights": f"{stage} weights", "n_images": len(per_image), "bpd": float(per_image.mean() / D),
+           "weights": f"{stage} weights", "variance": "fixed_large", "n_images": len(per_image), "bpd": float(per_image.mean() / D),
            "bpd_se": float(per_image.std(ddof=1) / math.sqrt(len(per_image)) / D), "per_image_nats": per_image.tolist(),
            "terms_nats": terms.tolist(), "nodes": list(range(len(terms) + 1))}
     (folder / f"{model}_{stage}_{which}.json").write_text(json.dumps(out))
@@ -52,6 +52,9 @@ def gap_file(tmp_path, monkeypatch):
             per_image = rng.normal(7000, 50, 6)
             _run(runs, model, stage, "jpeg", jpeg, per_image)
             _run(runs, model, stage, "lossless", jpeg + extra, per_image + size * D + rng.normal(0, 5, 6))
+    train = rng.normal(6900, 50, 4)  # the overfitting check: first 4 training images (lossless_curve.py's fields)
+    (runs / "cifar10-simple_after_train4.json").write_text(json.dumps(
+        {"data": "cifar10-lossless:train", "n_images": 4, "per_image_nats": train.tolist()}))
     spec = importlib.util.spec_from_file_location("lossless_check", ROOT / "scripts" / "lossless_check.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -94,3 +97,21 @@ def test_training_lines_name_every_stage():
     assert all(" steps on `" in ln for ln in lines)
     assert any("(the JPEG-decoded copy)" in ln for ln in lines)
     assert em.training_lines(["cifar10-vlb"])[0].startswith("`cifar10-vlb`: ")
+
+
+def test_update_writes_train_vs_test_on_equal_counts(gap_file):
+    """The card's overfitting check pairs the first n test images of the lossless run with n training
+    images: means, SEs (root sum of squares for the difference) recomputed here from the run files."""
+    card = json.loads((gap_file.parent / "cifar10-simple.json").read_text())
+    fit = card["train_vs_test"]
+    runs = gap_file.parent.parent / "runs"
+    train = np.asarray(json.loads((runs / "cifar10-simple_after_train4.json").read_text())["per_image_nats"]) / D
+    test = np.asarray(json.loads((runs / "cifar10-simple_after_lossless.json").read_text())["per_image_nats"][:4]) / D
+    assert fit["n_images"] == 4
+    np.testing.assert_allclose([fit["train"]["bpd"], fit["test"]["bpd"]], [train.mean(), test.mean()], rtol=1e-12)
+    se = math.hypot(train.std(ddof=1) / 2, test.std(ddof=1) / 2)
+    np.testing.assert_allclose([fit["test_minus_train"], fit["test_minus_train_se"]],
+                               [test.mean() - train.mean(), se], rtol=1e-12)
+    assert "train_vs_test" not in json.loads((gap_file.parent / "cifar10-hybrid.json").read_text())
+    (line,) = em.training_lines(["cifar10-simple"])
+    assert "Overfitting check on 4 images of each split" in line and f"{fit['test_minus_train']:+.3f}" in line

@@ -118,7 +118,8 @@ def _data_words(spec: str | None) -> str:
 
 def training_lines(names: Sequence[str] | None = None) -> list[str]:
     """One sentence per embedded model: its training stages, oldest first, from the card
-    (:func:`ddpmdp.training.cards.training_history`): data (JPEG copy or lossless), steps, minutes."""
+    (:func:`ddpmdp.training.cards.training_history`): data (JPEG copy or lossless), steps, minutes, and
+    the card's overfitting check (``train_vs_test``: train and test bits/dim on equal image counts) if any."""
     from ddpmdp.models.embedded import embedded_models
     from ddpmdp.training.cards import training_history
 
@@ -133,7 +134,15 @@ def training_lines(names: Sequence[str] | None = None) -> list[str]:
         stages = [f"{int(st.get('steps') or 0):,} steps on {_data_words(st.get('data'))}"
                   + (f" ({float(st['wall_minutes']):.0f} min)" if st.get("wall_minutes") is not None else "")
                   for st in training_history(card)]
-        out.append(f"`{name}`: " + ", then ".join(stages) + ".")
+        line = f"`{name}`: " + ", then ".join(stages) + "."
+        fit = card.get("train_vs_test")
+        if fit:
+            n = int(fit["n_images"])
+            line += (f" Overfitting check on {n} images of each split (full chain): lossless train "
+                     f"{mean_pm_se(fit['train']['bpd'], fit['train']['bpd_se'], 3)}, lossless test "
+                     f"{mean_pm_se(fit['test']['bpd'], fit['test']['bpd_se'], 3)} bits/dim, test − train "
+                     f"{fit['test_minus_train']:+.3f} ± {fit['test_minus_train_se']:.3f}.")
+        out.append(line)
     return out
 
 
