@@ -107,6 +107,18 @@ def test_one_teacher_run_per_seed_and_the_dp_grid_must_lie_in_the_teacher_grid()
     assert set(grid) <= set(teacher) and 0 in grid and 300 in grid and "snapped" in spec
 
 
+def test_baseline_grids_that_need_the_noise_schedule_are_accepted():
+    """``edm:K`` and ``logsnr:K`` grid parts need ᾱ: the table parses its grids with the model's schedule."""
+    from ddpmdp.grids import parse_grid
+
+    model = tiny_adapter(cosine_schedule(30), learned=False, image_shape=(3, 8, 8))
+    tab = estimate_trajectory_table(model, 2, grid="stride:10+edm:4+logsnr:3", batch_size=2)
+    want = parse_grid("stride:10+edm:4+logsnr:3", model.schedule)
+    assert tab.nodes.tolist() == want.tolist() and len(want) > 4
+    with pytest.raises(DdpmdpError, match="needs the noise schedule"):
+        teacher_grids(30, None, "edm:4")
+
+
 def test_default_batch_size_bounds_the_kept_states():
     assert default_batch_size(201, 12288) == (1 << 30) // (2 * 200 * 12288 * 8) == 27
     assert default_batch_size(201, 3072) == 64 and default_batch_size(4001, 12288) == 1

@@ -66,9 +66,10 @@ TILE_ELEMENTS = 1 << 18
 holds at least one grid node's batch)."""
 
 
-def teacher_grids(T: int, teacher_grid: str | None = None, grid: str | None = None
+def teacher_grids(T, teacher_grid: str | None = None, grid: str | None = None
                   ) -> tuple[np.ndarray, np.ndarray, str, str]:
     """(teacher nodes 𝒯, DP grid 𝒢, their specs) from grid specs (:func:`ddpmdp.grids.parse_grid`).
+    ``T``: the number of steps, or the noise schedule (which ``logsnr:`` and ``edm:`` parts need).
     ``teacher_grid`` None: every node. ``grid`` None: :data:`DEFAULT_GRID`, each node moved to the
     nearest teacher node. A given ``grid`` must lie in 𝒯: a node outside it is refused in one line."""
     tspec = teacher_grid or DEFAULT_TEACHER_GRID
@@ -179,7 +180,7 @@ def run_trajectory_table(model: DiffusionModel, *, n_seeds: int, out: Path | Non
     RMS distance per dimension (``meta['objective'] == 'trajectory'``)."""
     require(int(n_seeds) == n_seeds and n_seeds >= 1, f"--n-seeds must be a positive integer, got {n_seeds}")
     chw = model_shape(model, shape)
-    teacher, nodes, tspec, gspec = teacher_grids(model.schedule.T, teacher_grid, grid)
+    teacher, nodes, tspec, gspec = teacher_grids(model.schedule, teacher_grid, grid)
     d = math.prod(chw)
     bs = default_batch_size(len(nodes), d) if batch_size is None else batch_size
     require(int(bs) == bs and bs >= 1, f"batch size must be a positive integer, got {bs}")
@@ -277,7 +278,7 @@ def teacher_distance(model: DiffusionModel, paths: Mapping[str, Any], n_seeds: i
     chw = model_shape(model, shape)
     T = model.schedule.T
     tspec = teacher_grid or DEFAULT_TEACHER_GRID
-    teacher = parse_grid(tspec, T)
+    teacher = parse_grid(tspec, model.schedule)
     nodes = {name: validate_path(as_schedule(p).nodes, T) for name, p in paths.items()}
     N, d = int(n_seeds), math.prod(chw)
     dist = {name: np.zeros(N) for name in nodes}
