@@ -22,7 +22,7 @@
 # **What you'll see**
 #
 # - each model's card: objective, noise schedule, size, training steps and CPU minutes, and its **held-out** full-chain bits/dim ± standard error with the split and the number of images it was measured on;
-# - each model's training stages: first the JPEG-decoded CIFAR-10 copy, then (after issue 20) the 4,000 lossless training images;
+# - each model's training stages: first the JPEG-decoded CIFAR-10 copy, then the 4,000 lossless training images;
 # - the gap between the lossless test images and their JPEG copies, before and after that fine-tuning, and which nodes of the chain carry it;
 # - a sample grid from each model.
 #
