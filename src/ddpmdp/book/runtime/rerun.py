@@ -5,7 +5,8 @@ The book renders it with the ``rerun-box`` directive (``book/_ext/ddpmdp_sphinx.
 the repository URL from ``_config.yml`` (set in one place). The costs are the book's own figures:
 
 * **default parameters** (the notebook as shown, the embedded models on a CPU): the wall times
-  recorded by ``make reproduce`` on a 2-core CPU (README, "The book": 23 min for all seven);
+  recorded by ``make reproduce`` on a fresh clone on a 2-core CPU (README, "Two commands": 18 min 46 s for
+  all eight, 2026-12-05);
 * **paper parameters** (``params/paper/NAME.yaml``, ``device: cuda``): *estimates* from the network
   calls per image and the FLOPs per call of the public checkpoints at a sustained 50 TFLOP/s on an
   A100 (150 on an H100), the method of the book's page *Reproducing the paper*, "How much GPU time";
@@ -37,41 +38,41 @@ _CIFAR = ("CIFAR-10: the default run reads the lossless files `cifar10_train_fir
 RERUN: dict[str, RerunFacts] = {
     "embedded_models": RerunFacts(
         "no data set: the embedded models and their cards ship inside the package",
-        "115 s (recorded)", "estimated about a minute (64 samples along the full 1000-step chain per model)",
+        "71 s (recorded)", "estimated about a minute (64 samples along the full 1000-step chain per model)",
         "estimated about 30 minutes", uses_data_dir=False),
     "cifar10_nll": RerunFacts(
-        _CIFAR, "7 minutes (recorded; the tables are then cached for the other CIFAR-10 notebooks)",
+        _CIFAR, "3.7 minutes (recorded; the tables are then cached for the other CIFAR-10 notebooks)",
         "estimated about 50 A100-hours (about 16 H100-hours): the two T = 4000 tables on 50,000 images dominate",
         "years (about 0.2 s per image per network call; not practical)"),
     "imagenet64_nll": RerunFacts(
         "Tiny-ImageNet 64×64 by default (`tiny-imagenet64/val_data.npz` in `data_dir`); the paper run reads ImageNet "
         "64×64 from the folders named in `train_data` and `test_data`",
-        "4.5 minutes (recorded)",
+        "2 minutes (recorded)",
         "estimated about 120 A100-hours (about 40 H100-hours): the full chain on 50,000 images (88 h) and the "
         "table on 16,384 images (29 h)", "years (not practical)"),
     "mc_ablation": RerunFacts(
         "CIFAR-10 and Tiny-ImageNet 64×64 (as in the two NLL notebooks)",
-        "2 minutes recorded with a 32-image reference table; estimated about 5 minutes with the 128-image one",
+        "2.7 minutes (recorded, with the 128-image reference tables)",
         "estimated about 40 A100-hours, dominated by the 16,384-image ImageNet 64 table (29 h)",
         "years (not practical)"),
     "sample_quality": RerunFacts(
         _CIFAR + "; the paper's KID and FID on the standard features need pytorch-fid's Inception weights in "
         "`inception_dir`",
-        "3 minutes (measured, with the table from the cache)",
+        "2.6 minutes (recorded, with the table from the cache)",
         "estimated about 18 A100-hours (about 6 H100-hours): 50,000 samples for each of 6 samplers × 6 budgets "
         "(3,024 network calls per sample) and the table", "years (not practical)"),
     "samples_and_schedules": RerunFacts(
-        _CIFAR, "1.5 minutes (recorded, with the table from the cache)",
+        _CIFAR, "45 s (recorded, with the table from the cache)",
         "estimated about 4 A100-hours (the table on 50,000 images with Ho et al.'s T = 1000 model)",
         "months (about 0.16 s per image per call: 50,000 images × 1000 calls)"),
     "optimal_variance": RerunFacts(
-        _CIFAR, "1.5 minutes (recorded, with the tables from the cache; about 3 minutes more without them)",
+        _CIFAR, "41 s (recorded, with the tables from the cache; about 3 minutes more without them)",
         "estimated under 10 minutes (the small embedded models: 1,024 training and 1,000 test images)",
         "estimated 2–3 hours"),
     "sampling_schedules": RerunFacts(
         "CIFAR-10 (the lossless files `cifar10_train_first4000_lossless.npz` and `cifar10_test_first100_lossless.npz` "
         "in `data_dir`) and Tiny-ImageNet 64×64 (`tiny-imagenet64/val_data.npz`)",
-        "about 6 minutes (measured, with the ELBO tables from the cache of the NLL notebooks)",
+        "3.8 minutes (recorded, with the ELBO tables from the cache of the NLL notebooks)",
         "estimated under an hour (the small embedded models: teacher every node, 256 selection and 1,000 fresh seeds, "
         "KID from 1,000 samples per path)", "estimated days (not practical)"),
 }
