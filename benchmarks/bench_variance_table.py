@@ -19,6 +19,9 @@ paired ratios, range in brackets):
 * after, optimal: CPU 1.072 [1.015–1.148] and 1.057 [1.025–1.087]; wall 1.031 [0.806–1.145] and 1.021 [0.869–1.069]
 * after, analytic: CPU 1.082 [1.010–1.128] and 1.041 [1.038–1.104]; wall 1.070 [1.018–1.294] and 1.036 [0.848–1.102]
 
+On the otherwise idle machine (2026-12-05, same command, nothing else running): optimal CPU 1.062
+[0.987–1.072], analytic CPU 1.071 [1.051–1.137]: the 1.05 target is missed by 1–2 %.
+
 Per node (B = 32, d = 3072) the candidates now cost ≈ 10 ms of CPU against ≈ 2 ms for the one
 decoder NLL every table computes (before, the candidates took ≈ 16.6 ms on top of that one NLL, and
 on the idle machine the ratios were 1.087 and 1.097), i.e. ≈ 8 ms more per forward
