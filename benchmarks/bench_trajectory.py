@@ -29,6 +29,8 @@ one thread; medians of paired ratios, the pairs in brackets:
   weighs (|𝒢|²/2)/|𝒯| = 21 against 8.5 above): CPU 0.974 [0.973, 1.135, 0.974], wall 0.967;
   before the costing reused its tile buffers (allocating 2 MiB tiles per edge group) it was
   CPU 1.138 [1.174, 1.102].
+* idle machine (2026-12-05, ``taskset -c 1 python benchmarks/bench_trajectory.py --skip-memory``): table /
+  teacher passes CPU 0.998 [0.972, 1.024]; DDIM K = 32 / 32 passes CPU 1.010 [1.014, 1.010, 1.006].
 * memory, ``imagenet64-hybrid`` 64×64, teacher = DP grid = log:300 (180 nodes), default batch 30:
   kept states 1007 MiB, peak RSS 1467 and 1562 MiB in two runs (before and after the tile buffers;
   284–340 MiB after imports and model loading); T = 4000 teacher of 4001 nodes on 64×64, DP grid
