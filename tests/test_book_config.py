@@ -86,3 +86,19 @@ def test_pages_workflow():
     assert "push" in upload["if"] and "refs/heads/main" in upload["if"]
     text = WORKFLOW_PATH.read_text()
     assert "Settings → Pages" in text and "GitHub Actions" in text, "write down the repository setting Pages needs"
+
+
+def test_result_cells_with_a_mark_are_split_into_mean_and_se():
+    """The book's compact cells (book/_ext/ddpmdp_sphinx.py): "mean ± SE" with a trailing mark (‡, †, ≈)
+    still splits, the mark staying with the mean; text that is not a number ± SE does not."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "book" / "_ext" / "ddpmdp_sphinx.py"
+    spec = importlib.util.spec_from_file_location("ddpmdp_sphinx_cells", path)
+    ext = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(ext)  # type: ignore[union-attr]
+    assert ext._PM_CELL.match("0.199 ± 0.053 ≈").groups() == ("0.199", "", "0.053", "≈")
+    assert ext._PM_CELL.match("3.387‡ ± 0.061").groups() == ("3.387", "‡", "0.061", "")
+    assert ext._PM_CELL.match("0.207 ± 0.053").groups() == ("0.207", "", "0.053", "")
+    assert ext._PM_CELL.match("even ± 0.1") is None and ext._NUM_CELL.match("4.2 ≈")

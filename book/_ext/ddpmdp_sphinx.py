@@ -354,8 +354,8 @@ class PaperTable(Directive):
 
 
 # ---- compact "mean ± SE" cells and wide pages -------------------------------------------------------------
-_PM_CELL = re.compile(r"^\s*(<\s*\d+\.\d+|[-+−]?\d[\d,]*(?:\.\d+)?)\s*([‡†*]*)\s*±\s*(\d+(?:\.\d+)?|n/a)\s*([‡†*]*)\s*$")
-_NUM_CELL = re.compile(r"^\s*(?:[<>≤≥]\s*)?[-+−]?\d[\d,]*(?:\.\d+)?\s*(?:%|[‡†*]+)?\s*$")
+_PM_CELL = re.compile(r"^\s*(<\s*\d+\.\d+|[-+−]?\d[\d,]*(?:\.\d+)?)\s*([‡†*≈]*)\s*±\s*(\d+(?:\.\d+)?|n/a)\s*([‡†*≈]*)\s*$")
+_NUM_CELL = re.compile(r"^\s*(?:[<>≤≥]\s*)?[-+−]?\d[\d,]*(?:\.\d+)?\s*(?:%|[‡†*≈]+)?\s*$")
 WIDE_PAGES = re.compile(r"^(book/results|notebooks/executed/.+)$")
 """Pages (Sphinx page names) laid out at the full content width."""
 
