@@ -37,7 +37,7 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.gaussians import nats_to_bpd
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_EVAL, keyed_normal
-from ddpmdp.strides import validate_path
+from ddpmdp.strides import PathBudget, validate_path
 from ddpmdp.variances import DERIVED_RULES, VarianceRule, check_rule, get_rule, resolve_rule
 from ddpmdp.batches import batch_ranges, image_batches
 
@@ -49,7 +49,7 @@ OPTIMISTIC = "optimistic: σ² optimised on this table's images"
 
 
 @dataclass
-class PathScore:
+class PathScore(PathBudget):
     """bpd ± SE of one path on one split. ``per_image`` (N,) nats when directly evaluated;
     ``terms`` (K,) mean nats per edge, from t_K → t_{K−1} down to t_1 → 0 reversed to
     follow ``nodes``; ``se_kind`` says how the SE was obtained."""
@@ -65,10 +65,6 @@ class PathScore:
     se_kind: str
     terms: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     per_image: np.ndarray | None = field(repr=False, default=None)
-
-    @property
-    def K(self) -> int:
-        return int(len(self.nodes) - 1)
 
     def as_dict(self) -> dict:
         return {"K": self.K, "nodes": [int(n) for n in self.nodes], "bpd": self.bpd, "bpd_se": self.bpd_se,

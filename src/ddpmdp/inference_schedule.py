@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ddpmdp.errors import DdpmdpError, require
-from ddpmdp.strides import validate_path
+from ddpmdp.strides import PathBudget, validate_path
 from ddpmdp.variances import VARIANCE_RULES
 
 __all__ = ["InferenceSchedule", "ScheduleIdentity", "SamplerSpec", "OBJECTIVES", "SAMPLER_KINDS",
@@ -190,7 +190,7 @@ class ScheduleIdentity:
 
 
 @dataclass(frozen=True, eq=False)
-class InferenceSchedule:
+class InferenceSchedule(PathBudget):
     nodes: np.ndarray
     rules: tuple[str, ...] | None = None
     sigma2: np.ndarray | None = None
@@ -206,10 +206,6 @@ class InferenceSchedule:
                 require(r in VARIANCE_RULES, f"unknown variance rule {r!r} in schedule")
                 require(r == "learned_range" or (math.isfinite(float(v)) and float(v) > 0),
                         f"edge rule {r} needs a positive σ², got {v}")
-
-    @property
-    def K(self) -> int:
-        return int(len(self.nodes) - 1)
 
     @property
     def has_variances(self) -> bool:

@@ -28,6 +28,7 @@ EDM_RHO = 7.0
 """Karras et al.'s (2022) ρ for :func:`edm_stride`."""
 
 __all__ = [
+    "PathBudget",
     "even_stride",
     "quadratic_stride",
     "ddim_quadratic_indices",
@@ -271,6 +272,23 @@ def baseline_stride(name: str, T: int, K: int, schedule=None) -> np.ndarray:
                               "model or its schedule")
         return (logsnr_stride if name == "logsnr" else edm_stride)(T, K, schedule)
     return {"even": even_stride, "quadratic": quadratic_stride, "ddim-quadratic": ddim_quadratic_stride}[name](T, K)
+
+
+class PathBudget:
+    """What every object that carries a path's ``nodes`` (int64, 0 = t₀ < … < t_K = T) shares: its
+    budget K (the number of edges) and the network evaluations of its sampler, NFE = K (one per
+    edge). A mixin: the class defines ``nodes`` (a dataclass field, or an attribute)."""
+
+    nodes: np.ndarray
+
+    @property
+    def K(self) -> int:
+        return int(len(self.nodes) - 1)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sample along the path: one per edge (= K)."""
+        return self.K
 
 
 def validate_path(nodes: np.ndarray, T: int) -> np.ndarray:

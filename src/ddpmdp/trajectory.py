@@ -47,6 +47,7 @@ from ddpmdp.errors import DdpmdpError, require
 from ddpmdp.grids import parse_grid
 from ddpmdp.models.adapter import DiffusionModel, check_image_shape
 from ddpmdp.noise import STREAM_TEACHER, STREAM_TRAJECTORY, keyed_normal
+from ddpmdp.strides import PathBudget
 from ddpmdp.table import FORMAT, TRAJECTORY_UNITS, ElboTable, TableStats, require_objective
 from ddpmdp.table_runs import TableRun, check_output_folder, drive
 from ddpmdp.version import __version__
@@ -221,7 +222,7 @@ def estimate_trajectory_table(model: DiffusionModel, n_seeds: int, *, teacher_gr
 
 # ---- held-out evaluation (method.md §13.5) ---------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class TeacherScore:
+class TeacherScore(PathBudget):
     """Held-out teacher distance of one path: E(z) = ‖x̂(z) − x^𝒯₀(z)‖/√d, the RMS distance per
     dimension (data in [−1, 1]) between the path's K-step DDIM (η = 0) sample and the teacher's,
     from the same z. ``mean``/``se``: over ``n_seeds`` fresh seeds (stream ``stream``, never the
@@ -237,15 +238,6 @@ class TeacherScore:
     seed: int
     stream: int = STREAM_TEACHER
     per_seed: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def K(self) -> int:
-        return int(len(self.nodes) - 1)
-
-    @property
-    def nfe(self) -> int:
-        """Network evaluations of the path's sampler (= K)."""
-        return self.K
 
     def as_dict(self) -> dict[str, Any]:
         return {"K": self.K, "NFE": self.nfe, "nodes": [int(n) for n in self.nodes], "teacher_distance": self.mean,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +126,18 @@ def _paired_text(paired: dict[str, dict], spec: str, digits: int) -> str:
             f"{', within 2 SE' if p['within_2se'] else ''}]")
 
 
+def _report(args: argparse.Namespace, result: dict, lines: Iterable[str], **summary: Any) -> int:
+    """The end of every metric: with ``--json`` the per-path document as one line; otherwise the
+    human-readable ``lines`` (a generator: nothing is formatted for ``--json``), then the JSON summary."""
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    for line in lines:
+        print(line)
+    common.print_summary("evaluate_done", **summary)
+    return 0
+
+
 def run_bpd(args: argparse.Namespace) -> int:
     """Held-out bits/dim ± SE, from a held-out table or directly."""
     if args.table:
@@ -149,15 +161,10 @@ def run_bpd(args: argparse.Namespace) -> int:
         paired = _paired(args, scores, paired_difference)
         for spec, p in paired.items():
             result[spec]["paired_vs_first"] = p
-    if args.json:
-        print(json.dumps(result), flush=True)
-        return 0
-    for spec, s in scores.items():
-        print(f"{spec:<24s} K={s.K:<5d} {s.bpd:.4f} ± {s.bpd_se:.4f} bits/dim  "
-              f"({s.split} split, {s.n_images} images; SE {s.se_kind.split(':')[0]}){_paired_text(paired, spec, 4)}")
-    common.print_summary("evaluate_done", metric="bpd", route="table" if args.table else "direct",
-                         scores={spec: {"K": s.K, "bpd": s.bpd, "bpd_se": s.bpd_se} for spec, s in scores.items()})
-    return 0
+    lines = (f"{spec:<24s} K={s.K:<5d} {s.bpd:.4f} ± {s.bpd_se:.4f} bits/dim  ({s.split} split, {s.n_images} images; "
+             f"SE {s.se_kind.split(':')[0]}){_paired_text(paired, spec, 4)}" for spec, s in scores.items())
+    return _report(args, result, lines, metric="bpd", route="table" if args.table else "direct",
+                   scores={spec: {"K": s.K, "bpd": s.bpd, "bpd_se": s.bpd_se} for spec, s in scores.items()})
 
 
 # ---- teacher ---------------------------------------------------------------------------------
@@ -182,16 +189,12 @@ def _teacher_direct(args: argparse.Namespace) -> int:
     paired = _paired(args, scores, paired_teacher_difference)
     result = {spec: dict(s.as_dict(), **({"paired_vs_first": paired[spec]} if spec in paired else {}))
               for spec, s in scores.items()}
-    if args.json:
-        print(json.dumps(result), flush=True)
-        return 0
-    for spec, s in scores.items():
-        print(f"{spec:<24s} K={s.K:<5d} NFE={s.nfe:<5d} {s.mean:.5f} ± {s.se:.5f} RMS/dim from the teacher "
-              f"({s.n_seeds} seeds, teacher {s.teacher_grid_size} nodes){_paired_text(paired, spec, 5)}")
-    common.print_summary("evaluate_done", route="direct", metric="teacher",
-                         scores={spec: {"K": s.K, "NFE": s.nfe, "teacher_distance": s.mean,
-                                        "teacher_distance_se": s.se} for spec, s in scores.items()})
-    return 0
+    lines = (f"{spec:<24s} K={s.K:<5d} NFE={s.nfe:<5d} {s.mean:.5f} ± {s.se:.5f} RMS/dim from the teacher "
+             f"({s.n_seeds} seeds, teacher {s.teacher_grid_size} nodes){_paired_text(paired, spec, 5)}"
+             for spec, s in scores.items())
+    return _report(args, result, lines, route="direct", metric="teacher",
+                   scores={spec: {"K": s.K, "NFE": s.nfe, "teacher_distance": s.mean, "teacher_distance_se": s.se}
+                           for spec, s in scores.items()})
 
 
 def _teacher_table(args: argparse.Namespace) -> int:
@@ -207,20 +210,14 @@ def _teacher_table(args: argparse.Namespace) -> int:
     for spec in args.schedule:
         sch = parse_schedule_spec(spec, table.T, allow_other_model=args.other_model)
         cost, bound = path_local_error(table, sch)
-        result[spec] = {"K": sch.K, "NFE": sch.K, "nodes": [int(n) for n in sch.nodes], "local_error_sum": cost,
+        result[spec] = {"K": sch.K, "NFE": sch.nfe, "nodes": [int(n) for n in sch.nodes], "local_error_sum": cost,
                         "local_error_sum_se_bound": bound, "n_seeds": table.meta["n_seeds"],
                         "units": table.meta["units"]}
-    if args.json:
-        print(json.dumps(result), flush=True)
-        return 0
-    for spec, r in result.items():
-        print(f"{spec:<24s} K={r['K']:<5d} NFE={r['NFE']:<5d} Σ local error {r['local_error_sum']:.5f} "
-              f"(SE ≤ {r['local_error_sum_se_bound']:.5f}; trajectory table {args.table}, {r['n_seeds']} seeds; "
-              "not the teacher distance)")
-    common.print_summary("evaluate_done", route="table", metric="teacher",
-                         scores={spec: {"K": r["K"], "local_error_sum": r["local_error_sum"]}
-                                 for spec, r in result.items()})
-    return 0
+    lines = (f"{spec:<24s} K={r['K']:<5d} NFE={r['NFE']:<5d} Σ local error {r['local_error_sum']:.5f} "
+             f"(SE ≤ {r['local_error_sum_se_bound']:.5f}; trajectory table {args.table}, {r['n_seeds']} seeds; "
+             "not the teacher distance)" for spec, r in result.items())
+    return _report(args, result, lines, route="table", metric="teacher",
+                   scores={spec: {"K": r["K"], "local_error_sum": r["local_error_sum"]} for spec, r in result.items()})
 
 
 def run_teacher(args: argparse.Namespace) -> int:
@@ -252,25 +249,24 @@ def run_kid(args: argparse.Namespace) -> int:
                           clip=args.clip, variance=args.variance, groups=args.kid_groups or GROUPS,
                           seed=args.seed, batch_size=args.batch_size, device=args.device, progress=not args.quiet)
     result = {spec: s.as_dict() for spec, s in scores.items()}
-    if args.json:
-        print(json.dumps(result), flush=True)
-        return 0
     first = next(iter(scores.values())).kid
-    print(f"# {first.label}; features {first.feature}; {first.n_generated} samples per path vs {first.n_real} "
-          f"real images ({args.data}); SE: {first.se_kind}; KID in units of 1e-3")
-    for spec, s in scores.items():
-        extra = f"  FID {s.fid.value:.2f}" if s.fid is not None else ""
-        if s.paired is not None:
-            p = s.paired
-            extra += f"  [{1e3 * p['kid_diff']:+.3f} ± {1e3 * p['kid_diff_se']:.3f} vs {p['minus']}, paired]"
-        print(f"{spec:<24s} K={s.K:<4d} NFE={s.nfe:<4d} {s.sampler.describe():<24s} KID {1e3 * s.kid.value:.3f} ± "
-              f"{1e3 * s.kid.se:.3f}{extra}")
-    common.print_summary("evaluate_done", metric="kid", feature=first.feature, n_generated=first.n_generated,
-                         n_real=first.n_real,
-                         scores={spec: {"K": s.K, "nfe": s.nfe, "kid": s.kid.value, "kid_se": s.kid.se,
-                                        **({"fid": s.fid.value} if s.fid is not None else {})}
-                                 for spec, s in scores.items()})
-    return 0
+
+    def lines() -> Iterator[str]:
+        yield (f"# {first.label}; features {first.feature}; {first.n_generated} samples per path vs {first.n_real} "
+               f"real images ({args.data}); SE: {first.se_kind}; KID in units of 1e-3")
+        for spec, s in scores.items():
+            extra = f"  FID {s.fid.value:.2f}" if s.fid is not None else ""
+            if s.paired is not None:
+                p = s.paired
+                extra += f"  [{1e3 * p['kid_diff']:+.3f} ± {1e3 * p['kid_diff_se']:.3f} vs {p['minus']}, paired]"
+            yield (f"{spec:<24s} K={s.K:<4d} NFE={s.nfe:<4d} {s.sampler.describe():<24s} KID "
+                   f"{1e3 * s.kid.value:.3f} ± {1e3 * s.kid.se:.3f}{extra}")
+
+    return _report(args, result, lines(), metric="kid", feature=first.feature, n_generated=first.n_generated,
+                   n_real=first.n_real,
+                   scores={spec: {"K": s.K, "nfe": s.nfe, "kid": s.kid.value, "kid_se": s.kid.se,
+                                  **({"fid": s.fid.value} if s.fid is not None else {})}
+                           for spec, s in scores.items()})
 
 
 METRICS: dict[str, Metric] = {

@@ -25,12 +25,13 @@ from ddpmdp.fid.frechet import FeatureExtractor, FeatureStats, FIDResult, Stream
 from ddpmdp.fid.kid import GROUPS, KID_LABEL, PROXY_KID_LABEL, KIDReference, KIDResult, kid, kid_difference
 from ddpmdp.inference_schedule import (InferenceSchedule, SamplerSpec, as_schedule, check_schedule_identity,
                                       resolve_sampler)
+from ddpmdp.strides import PathBudget
 
 __all__ = ["KIDScore", "evaluate_kid", "image_features", "kid_label", "load_extractor"]
 
 
 @dataclass
-class KIDScore:
+class KIDScore(PathBudget):
     """One path's sample quality: KID ± SE, NFE (= K network evaluations per sample), the sampler
     used, FID when the extractor is Inception, and the paired KID difference against the first
     path (``paired``: minus, kid_diff, kid_diff_se, within_2se) when there is one."""
@@ -40,15 +41,6 @@ class KIDScore:
     kid: KIDResult
     fid: FIDResult | None = None
     paired: dict[str, Any] | None = None
-
-    @property
-    def K(self) -> int:
-        return int(len(self.nodes) - 1)
-
-    @property
-    def nfe(self) -> int:
-        """Network evaluations per sample: one per edge."""
-        return self.K
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"K": self.K, "nfe": self.nfe, "nodes": [int(n) for n in self.nodes],
