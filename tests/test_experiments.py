@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from _models import random_images, tiny_adapter
+from _models import MeansExtractor, random_images, tiny_adapter
 
 from ddpmdp.book.experiments.embedded_models import embedded_card_table, lossless_gap_lines, model_samples
 from ddpmdp.book.experiments.mc_ablation import mc_ablation_summary_markdown, nested_tables, run_mc_ablation
@@ -27,7 +27,6 @@ from ddpmdp.path_specs import parse_path_spec
 from ddpmdp.data.images import ImageSet
 from ddpmdp.table_estimation import estimate_table
 from ddpmdp.errors import DdpmdpError
-from ddpmdp.fid.frechet import FeatureExtractor
 from ddpmdp.schedules import cosine_schedule, linear_schedule
 from ddpmdp.strides import validate_path
 
@@ -202,22 +201,8 @@ def test_mse_reweighted_cost(nll):
     assert np.isfinite(W[np.tril_indices(G, -1)]).all()
 
 
-class _Means(FeatureExtractor):
-    """Per-channel means and standard deviations: a 6-d stand-in for FID features."""
-
-    dims, feature, label, comparable_to_published = 6, "means", "test distance", False
-
-    def __init__(self) -> None:
-        super().__init__("cpu")
-        self.net = torch.nn.Identity()
-
-    def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).double() / 255.0
-        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
-
-
 def test_sample_quality_covers_all_samplers(model, nll, train, test_set):
-    r = run_sample_quality(model, nll.table, train, _Means(), budgets=[2, 4], n_samples=4, test=test_set,
+    r = run_sample_quality(model, nll.table, train, MeansExtractor("means", "test distance"), budgets=[2, 4], n_samples=4, test=test_set,
                            full_chain=True, batch_size=4)
     assert set(r.kid) == set(SAMPLERS) and not r.fid  # FID only with Inception features
     assert all(set(d) == {2, 4} and all(np.isfinite(v.value) and v.se > 0 for v in d.values()) for d in r.kid.values())
@@ -238,7 +223,7 @@ def test_sample_quality_covers_all_samplers(model, nll, train, test_set):
     assert text.startswith("Lowest KID of means (not comparable to published KID) × 10") and "K = 2 (NFE 2)" in text and "MSE-reweighted" in text
     assert r.fid_table() is None
     with pytest.raises(DdpmdpError, match="unknown sampler"):
-        run_sample_quality(model, nll.table, train, _Means(), budgets=[2], n_samples=2, samplers=["nope"])
+        run_sample_quality(model, nll.table, train, MeansExtractor("means", "test distance"), budgets=[2], n_samples=2, samplers=["nope"])
 
 
 def test_shared_noise_grids_share_noise_within_a_budget(model, train):

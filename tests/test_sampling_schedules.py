@@ -7,14 +7,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
-from _models import gaussian_model, random_images
+from _models import MeansExtractor, gaussian_model, random_images
 
 from ddpmdp.book.experiments import sampling_schedules as ss
 from ddpmdp.book.experiments import sampling_schedules_report as rep
 from ddpmdp.data.images import ImageSet
 from ddpmdp.errors import DdpmdpError
-from ddpmdp.fid.frechet import FeatureExtractor
 from ddpmdp.grids import parse_grid
 from ddpmdp.schedules import linear_schedule
 from ddpmdp.table_estimation import estimate_table
@@ -22,20 +20,6 @@ from ddpmdp.trajectory import TeacherScore, teacher_distance
 
 T = 40
 SHAPE = (3, 4, 4)
-
-
-class _Means(FeatureExtractor):
-    """Per-channel means and standard deviations: a 6-d stand-in for KID features."""
-
-    dims, feature, label, comparable_to_published = 6, "means (test)", "test KID", False
-
-    def __init__(self) -> None:
-        super().__init__("cpu")
-        self.net = torch.nn.Identity()
-
-    def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).double() / 255.0
-        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +37,7 @@ def elbo(model):
 def result(model, elbo):
     real = ImageSet(random_images(12, shape=SHAPE, seed=6), "real-array", "test")
     return ss.run_sampling_schedules(model, elbo, label="toy", budgets=[2, 3, 4], teacher_grid="stride:5",
-                                     grid="log:8", n_selection=6, n_fresh=8, real=real, extractor=_Means(),
+                                     grid="log:8", n_selection=6, n_fresh=8, real=real, extractor=MeansExtractor("means (test)", "test KID"),
                                      kid_mode="pooled", batch_size=3)
 
 
