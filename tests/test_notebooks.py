@@ -190,14 +190,15 @@ def test_nbval_on_smoke_notebooks():
     assert proc.returncode == 0, f"nbval failed on notebooks/smoke:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
 
 
-#: The perturbed re-execution runs these three. The two NLL notebooks cover every smoke code path
+#: The perturbed re-execution runs these four. The two NLL notebooks cover every smoke code path
 #: that prints a network-derived number (fixed_large and learned_range tables with float64 direct
 #: tiles, 32×32 and 64×64 networks with attention, evaluation, paired SEs, the DP) and are the two
 #: that failed on a newcomer's machine with float32 references; sample_quality adds the samplers
 #: and the FID proxy, trained afresh (in float32 its retraining under these perturbations changed
-#: the proxy-FIDs, 24.77 → 24.73). The other three smoke notebooks were checked the same way by hand
-#: (tests/README.md); they reuse these code paths.
-PERTURBED = ("cifar10_nll", "imagenet64_nll", "sample_quality")
+#: the proxy-FIDs, 24.77 → 24.73); sampling_schedules adds the trajectory table, the DDIM teacher and
+#: KID. The other four smoke notebooks were checked the same way by hand (tests/README.md; last on
+#: 2026-12-05, all 58 cells passed); they reuse these code paths.
+PERTURBED = ("cifar10_nll", "imagenet64_nll", "sample_quality", "sampling_schedules")
 
 
 @pytest.mark.slow
