@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,6 +314,7 @@ def test_lossless_gap_sentences_and_the_weights_readme_match_the_cards():
     from ddpmdp.models.embedded import model_table, weights_dir
 
     readme = (weights_dir() / "README.md").read_text()
+    top_readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     lines = lossless_gap_lines()
     for r, line in zip(model_table(), lines):
         assert line.startswith(f"`{r['name']}`")
@@ -324,6 +326,7 @@ def test_lossless_gap_sentences_and_the_weights_readme_match_the_cards():
         gap = f"{r['lossless100_bpd'] - r['jpeg100_bpd']:.2f}"
         assert all(c in line for c in cells) and f"{gap} bits/dim lower" in line
         assert f"| `{r['name']}` | {cells[0]} | {cells[1]} | {gap} |" in readme
+        assert f"**{cells[0]}** (`{r['name']}`)" in top_readme  # the README's "Embedded models" paragraph
 
 
 def test_model_samples_follow_the_path_spec_and_seed():
