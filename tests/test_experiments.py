@@ -405,8 +405,6 @@ def test_notebook_errors_name_notebook_parameters(monkeypatch, tmp_path):
 def test_rerun_boxes_say_how_to_run_where_and_how_long():
     """Every notebook's re-run box: an install command pip can resolve from the repository, the device,
     the data folder parameter, the paper parameter file, and the cost on CPU and on one GPU."""
-    from pathlib import Path
-
     import yaml
 
     from ddpmdp.book.runtime.rerun import RERUN, rerun_markdown
