@@ -68,6 +68,7 @@ def test_kill9_at_random_points_then_resume_is_bitwise_identical(tmp_path, data)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         seen.append(batches_done(prog))
+    # -1 would mean the progress file was absent after a kill (it must always hold the old or the new checkpoint)
     assert seen == sorted(seen) and 0 < seen[-1] < 10, seen
     proc = subprocess.run(table_cmd(data, out, "--resume", "--save-every", "1", model=slow), env=env(), cwd=TESTS,
                           capture_output=True, text=True)
@@ -116,6 +117,26 @@ def test_resume_with_changed_arguments_is_refused(tmp_path, data):
     proc = subprocess.run(table_cmd(data, out, "--resume"), env=env(), cwd=TESTS, capture_output=True, text=True)
     assert proc.returncode == 0 and "unreadable" in proc.stderr
     assert out.exists()
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_one_under_the_progress_name(tmp_path, monkeypatch):
+    """Between keeping ``.prev`` and writing the new checkpoint the progress file is never absent."""
+    import ddpmdp.table_runs as driver
+    from ddpmdp.table import TableStats
+
+    grid = np.arange(5)
+    stats = TableStats.zeros(grid)
+    path = tmp_path / "o.npz.progress.npz"
+    driver._save_progress(path, stats, 1, {"seed": 0})
+    driver._save_progress(path, stats, 2, {"seed": 0})
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # stands for a kill -9 inside the write
+
+    monkeypatch.setattr(driver, "atomic_savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        driver._save_progress(path, stats, 3, {"seed": 0})
+    assert batches_done(path) == 2 and batches_done(path.with_name(path.name + ".prev")) == 2
 
 
 def test_corrupt_progress_without_fallback_and_read_only_folder(tmp_path, data):

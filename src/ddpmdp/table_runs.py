@@ -96,7 +96,14 @@ def _save_progress(path: Path, stats: TableStats, done: int, config: dict) -> No
     arrays["batches_done"] = np.asarray(done, dtype=np.int64)
     arrays["config"] = np.array(json.dumps(config))
     if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
+        # keep the last checkpoint as ``.prev`` by a hard link, so that ``path`` itself is never absent: a
+        # kill -9 at any point leaves the old or the new checkpoint under ``path`` (rename where links fail)
+        prev = path.with_name(path.name + ".prev")
+        prev.unlink(missing_ok=True)
+        try:
+            os.link(path, prev)
+        except OSError:
+            os.replace(path, prev)
     atomic_savez(path, arrays)
 
 
