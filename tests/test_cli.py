@@ -49,7 +49,7 @@ def test_table_solve_evaluate_sample(tmp_path, npz_data, capsys):
     scores = json.loads(out)
     assert code == 0 and set(scores) == set(specs)
     for s in scores.values():
-        assert s["split"] == "test" and s["bpd_se"] > 0 and s["K"] == len(s["nodes"]) - 1
+        assert s["split"] == "test" and s["bpd_se"] > 0 and s["K"] == s["nfe"] == len(s["nodes"]) - 1
 
     # direct K-pass evaluation on held-out images agrees with the held-out table within MC error
     code, out, _ = run(["evaluate", "--model", model, "--noise-schedule", sched, "--data", test, "--json", "--quiet",

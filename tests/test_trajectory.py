@@ -224,7 +224,7 @@ def test_teacher_distance_of_the_teacher_grid_itself_is_zero():
     half = teacher_distance(model, {"half": np.arange(0, 41, 2)}, 7, teacher_grid="stride:2")["half"]
     assert half.mean == 0.0 and half.teacher_grid == "stride:2" and half.teacher_grid_size == 21
     d = scores["K3"].as_dict()
-    assert d["NFE"] == 3 and d["noise_stream"] == STREAM_TEACHER != STREAM_TRAJECTORY and d["units"] == TRAJECTORY_UNITS
+    assert d["nfe"] == 3 and d["noise_stream"] == STREAM_TEACHER != STREAM_TRAJECTORY and d["units"] == TRAJECTORY_UNITS
 
 
 def test_teacher_distance_and_paired_se_against_brute_force():

@@ -49,8 +49,8 @@ def test_table_solve_and_teacher_distance(files, tmp_path, capsys):
     code, out, err = run(argv + sum((["--schedule", s] for s in specs), []), capsys)
     assert code == 0, err
     scores = json.loads(out)
-    assert scores[specs[2]]["teacher_distance"] == 0.0 and scores[specs[2]]["NFE"] == 24
-    assert scores[specs[0]]["NFE"] == 3 and scores[specs[0]]["teacher_distance"] > 0
+    assert scores[specs[2]]["teacher_distance"] == 0.0 and scores[specs[2]]["nfe"] == 24
+    assert scores[specs[0]]["nfe"] == 3 and scores[specs[0]]["teacher_distance"] > 0
     paired = scores[specs[1]]["paired_vs_first"]
     assert paired["minus"] == specs[0] and paired["within_2se"] == (abs(paired["diff"]) <= 2 * paired["diff_se"])
     code, out, err = run(argv[:-1] + sum((["--schedule", s] for s in specs), []), capsys)

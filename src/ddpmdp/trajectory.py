@@ -240,7 +240,7 @@ class TeacherScore(PathBudget):
     per_seed: np.ndarray | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"K": self.K, "NFE": self.nfe, "nodes": [int(n) for n in self.nodes], "teacher_distance": self.mean,
+        return {"K": self.K, "nfe": self.nfe, "nodes": [int(n) for n in self.nodes], "teacher_distance": self.mean,
                 "teacher_distance_se": self.se, "n_seeds": self.n_seeds, "teacher_grid": self.teacher_grid,
                 "teacher_grid_size": self.teacher_grid_size, "sampler": {"kind": "ddim", "eta": 0.0, "clip": self.clip},
                 "seed": self.seed, "noise_stream": self.stream, "units": TRAJECTORY_UNITS}

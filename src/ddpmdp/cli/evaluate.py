@@ -193,7 +193,7 @@ def _teacher_direct(args: argparse.Namespace) -> int:
              f"({s.n_seeds} seeds, teacher {s.teacher_grid_size} nodes){_paired_text(paired, spec, 5)}"
              for spec, s in scores.items())
     return _report(args, result, lines, route="direct", metric="teacher",
-                   scores={spec: {"K": s.K, "NFE": s.nfe, "teacher_distance": s.mean, "teacher_distance_se": s.se}
+                   scores={spec: {"K": s.K, "nfe": s.nfe, "teacher_distance": s.mean, "teacher_distance_se": s.se}
                            for spec, s in scores.items()})
 
 
@@ -210,10 +210,10 @@ def _teacher_table(args: argparse.Namespace) -> int:
     for spec in args.schedule:
         sch = parse_schedule_spec(spec, table.T, allow_other_model=args.other_model)
         cost, bound = path_local_error(table, sch)
-        result[spec] = {"K": sch.K, "NFE": sch.nfe, "nodes": [int(n) for n in sch.nodes], "local_error_sum": cost,
+        result[spec] = {"K": sch.K, "nfe": sch.nfe, "nodes": [int(n) for n in sch.nodes], "local_error_sum": cost,
                         "local_error_sum_se_bound": bound, "n_seeds": table.meta["n_seeds"],
                         "units": table.meta["units"]}
-    lines = (f"{spec:<24s} K={r['K']:<5d} NFE={r['NFE']:<5d} Σ local error {r['local_error_sum']:.5f} "
+    lines = (f"{spec:<24s} K={r['K']:<5d} NFE={r['nfe']:<5d} Σ local error {r['local_error_sum']:.5f} "
              f"(SE ≤ {r['local_error_sum_se_bound']:.5f}; trajectory table {args.table}, {r['n_seeds']} seeds; "
              "not the teacher distance)" for spec, r in result.items())
     return _report(args, result, lines, route="table", metric="teacher",
