@@ -407,7 +407,7 @@ def test_rerun_boxes_say_how_to_run_where_and_how_long():
     the data folder parameter, the paper parameter file, and the cost on CPU and on one GPU."""
     import yaml
 
-    from ddpmdp.book.runtime.rerun import RERUN, rerun_markdown
+    from ddpmdp.book.runtime.rerun import RERUN, read_runtimes, rerun_markdown
 
     root = Path(__file__).resolve().parents[1]
     assert set(RERUN) == {p.stem for p in (root / "notebooks").glob("*.py")}
@@ -421,7 +421,48 @@ def test_rerun_boxes_say_how_to_run_where_and_how_long():
         assert paper.is_file() and yaml.safe_load(paper.read_text())["device"] == "cuda"
         assert f"https://github.com/o/r/blob/main/params/paper/{name}.yaml" in text and "`device: cuda`" in text
         assert ("`data_dir`" in text) == facts.uses_data_dir
-        assert "2-core CPU" in text and "on one GPU" in text and "estimated" in text
+        assert "on one GPU" in text and "estimated" in text
+        recorded = read_runtimes(root)[name]  # written by `make reproduce`, never typed
+        assert recorded["full_run"] and f"recorded {recorded['date']} by `make reproduce` on a fresh clone" in text
+        assert f"{recorded['cores']} cores" in text and facts.default_note in text
         src = (root / "notebooks" / f"{name}.py").read_text()
         assert f"# ```{{rerun-box}} {name}\n# ```" in src, f"{name}: the source has no re-run box"
         assert ("data_dir:" in src) == facts.uses_data_dir
+
+
+def test_reproduce_records_the_wall_times_that_the_rerun_boxes_quote(tmp_path, monkeypatch, capsys):
+    """Only the book's default run records; a partial run is labelled; the file says what it is."""
+    import ddpmdp.book.runtime.runner as runner
+    from ddpmdp.book.runtime.rerun import RUNTIMES_FILE, read_runtimes, rerun_markdown
+    from ddpmdp.cli.main import main
+    from ddpmdp.errors import DdpmdpError
+
+    for marker in ("_toc.yml", "pyproject.toml"):
+        (tmp_path / marker).write_text("")
+    (tmp_path / "notebooks").mkdir()
+    for name in ("cifar10_nll", "embedded_models"):
+        (tmp_path / "notebooks" / f"{name}.py").write_text("")
+    monkeypatch.setenv("DDPMDP_REPO", str(tmp_path))
+    monkeypatch.setattr(runner, "run_all", lambda names, **kw: [
+        runner.NotebookRun(n, tmp_path / f"{n}.ipynb", {}, {"cifar10_nll": 222.4, "embedded_models": 71.2}[n])
+        for n in names])
+    assert main(["reproduce", "--smoke"]) == 0 and not (tmp_path / RUNTIMES_FILE).exists()
+    assert main(["reproduce", "--no-build", "-p", "budgets", "[2]"]) == 0 and not (tmp_path / RUNTIMES_FILE).exists()
+    assert main(["reproduce", "--no-build"]) == 0
+    got = read_runtimes(tmp_path)
+    assert got["cifar10_nll"]["seconds"] == 222.4 and got["embedded_models"]["full_run"] is True
+    text = rerun_markdown("cifar10_nll", "https://github.com/o/r", root=tmp_path)
+    assert f"3.7 minutes (recorded {got['cifar10_nll']['date']} by `make reproduce` on a fresh clone" in text
+    assert "cached for the other CIFAR-10 notebooks" in text
+    (tmp_path / "runs" / "cache").mkdir(parents=True)
+    (tmp_path / "runs" / "cache" / "t.npz").write_bytes(b"")
+    assert main(["reproduce", "--no-build", "cifar10_nll"]) == 0  # one notebook, tables cached: not a full run
+    got = read_runtimes(tmp_path)
+    assert got["cifar10_nll"]["full_run"] is False and got["embedded_models"]["full_run"] is True
+    text = rerun_markdown("cifar10_nll", "https://github.com/o/r", root=tmp_path)
+    assert "in a run of only some notebooks" in text and "cached for the other" not in text
+    assert "71 s (recorded" in rerun_markdown("embedded_models", "https://github.com/o/r", root=tmp_path)
+    assert "not recorded yet" in rerun_markdown("mc_ablation", "https://github.com/o/r", runtimes={})
+    (tmp_path / RUNTIMES_FILE).write_text('{"format": "other"}')
+    with pytest.raises(DdpmdpError, match="runtimes file"):
+        read_runtimes(tmp_path)

@@ -311,8 +311,9 @@ class RerunBox(Directive):
         url = (config.html_theme_options or {}).get("repository_url", "")
         branch = (config.html_theme_options or {}).get("repository_branch", "main") or "main"
         node = nodes.container(classes=["rerun-box"])
-        self.state.nested_parse(StringList(rerun_markdown(name, url, branch).splitlines(), source="rerun-box"),
-                                self.content_offset, node)
+        root = Path(self.state.document.settings.env.srcdir)
+        text = rerun_markdown(name, url, branch, root=root)
+        self.state.nested_parse(StringList(text.splitlines(), source="rerun-box"), self.content_offset, node)
         return [node]
 
 

@@ -110,10 +110,17 @@ def _list(names: Sequence[str], root: Path) -> None:
             print(f"  {k} = {v['default']}" + (f"  # {v['help']}" if v.get("help") else ""))
 
 
+def _default_book_run(args: argparse.Namespace, target: Path, root: Path) -> bool:
+    """Whether this run is the book's default run (the notebooks' own parameters into
+    ``notebooks/executed/``), the only run whose wall times the re-run boxes quote."""
+    return (target.resolve() == (root / BOOK_OUT).resolve() and args.params_file is None and args.params_dir is None
+            and not args.smoke and not args.overrides)
+
+
 def run_reproduce(args: argparse.Namespace) -> int:
     """The ``reproduce`` command (see the module docstring)."""
     from ddpmdp.book.runtime.locations import repo_root
-    from ddpmdp.book.runtime.runner import notebook_names, run_all
+    from ddpmdp.book.runtime.runner import BOOK_OUTPUTS, notebook_names, run_all
 
     root = repo_root()
     available = notebook_names(root)
@@ -127,11 +134,17 @@ def run_reproduce(args: argparse.Namespace) -> int:
             "one NAME, or use --params-dir for several")
     params_dir = SMOKE_PARAMS if args.smoke else args.params_dir
     out = args.out or (SMOKE_OUT if args.smoke else BOOK_OUT)
+    fresh = not any((root / BOOK_OUTPUTS["cache_dir"]).glob("*"))  # no cached tables: each notebook pays its own
     t0 = time.perf_counter()
-    run_all(names, params_file=args.params_file, params_dir=params_dir, overrides=_overrides(args.overrides),
-            out_dir=out, root=root)
+    runs = run_all(names, params_file=args.params_file, params_dir=params_dir,
+                   overrides=_overrides(args.overrides), out_dir=out, root=root)
     print(f"reproduce: {len(names)} notebook(s) in {time.perf_counter() - t0:.1f} s", flush=True)
     target = Path(out) if Path(out).is_absolute() else root / out
+    if _default_book_run(args, target, root):
+        from ddpmdp.book.runtime.rerun import record_runtimes
+
+        path = record_runtimes({r.name: r.seconds for r in runs}, root, full_run=names == available and fresh)
+        print(f"reproduce: wall times recorded in {path.relative_to(root)} (the re-run boxes read them)", flush=True)
     if args.no_build:
         return 0
     if target.resolve() != (root / BOOK_OUT).resolve():
