@@ -29,6 +29,19 @@ pass of ≈ 150 ms. What remains is 16 float64 tanh and 8 logs per pixel and ima
 time), which bitwise equality with the reference does not let us avoid; float32 is not exact
 enough (measured on cifar10-simple and CIFAR-10 images: up to 88 nats per image on the chosen
 candidate, see :func:`ddpmdp.gaussians.discretized_gaussian_nll`).
+Where the floor is (2026-12-05, one thread, cifar10-simple, 32 lossless training images, its 40
+nodes every 25 steps; scripts in the closing note of issue 18): the 8 candidates cost 9.2–9.5 ms per
+node, of which tanh 5.7 ms and log 1.3 ms; one candidate (what every table computes) 1.5 ms. The 7
+extra candidates therefore cost ≥ 7.4 ms per node of ≈ 125 ms, a ratio floor of ≈ 1.06 for this
+network while the decoder stays bitwise the float64 reference. Skipping the element-candidates whose
+tanh arguments are saturated (|a| ≥ 20, where float64 tanh is exactly ±1 and the bin probability is
+exactly clamped: 3 % of them at t = 25, 45 % at t = 825, up to 94 % for the smallest σ²) by
+compacting the rest gives the same floats but was slower (11.6–15.6 ms against 9.5: the gather and
+scatter cost more than the transcendental functions they save). A larger network pays the same
+7.4 ms against a longer forward pass: ``--model iddpm:cifar10-small-fixed --batch-size 16`` (the
+default) measured optimal 1.042 (CPU, pairs 1.033–1.068) and analytic 1.075 (1.049–1.093) in one
+idle run of 3 pairs.
+
 Run: ``python benchmarks/bench_variance_table.py`` (``--device cuda`` on a GPU).
 """
 from __future__ import annotations

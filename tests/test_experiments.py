@@ -327,6 +327,16 @@ def test_lossless_gap_sentences_and_the_weights_readme_match_the_cards():
         assert all(c in line for c in cells) and f"{gap} bits/dim lower" in line
         assert f"| `{r['name']}` | {cells[0]} | {cells[1]} | {gap} |" in readme
         assert f"**{cells[0]}** (`{r['name']}`)" in top_readme  # the README's "Embedded models" paragraph
+    # the weights README's "before the fine-tuning" sentence, against the record the fine-tuning run wrote
+    with np.load(weights_dir() / "lossless_gap.npz") as z:
+        summary = json.loads(str(z["summary"]))
+    flat = " ".join(readme.split())
+    for name, stages in summary.items():
+        b = stages["before"]
+        assert (f"{b['lossless']['bpd']:.3f} ± {b['lossless']['bpd_se']:.3f} / {b['jpeg']['bpd']:.3f} ± "
+                f"{b['jpeg']['bpd_se']:.3f} (`{name}`)") in flat, name
+    gaps = [f"{summary[n]['before']['gap_bpd']:.2f}" for n in ("cifar10-simple", "cifar10-hybrid", "cifar10-vlb")]
+    assert f"gaps of {gaps[0]}, {gaps[1]} and {gaps[2]} bits/dim" in flat
 
 
 def test_model_samples_follow_the_path_spec_and_seed():
