@@ -83,7 +83,9 @@ def test_table_row_and_kl_scalar_use_the_scalar_cell():
 
 
 def _old_discretized_ll(x, mean, log_scale):
-    """The pre-issue-18 implementation (three logs and a select), kept here as an independent reference."""
+    """The pre-issue-18 implementation (three logs and a select, Φ̃ as ½(1 + tanh)), kept here as an
+    independent reference: the same function, evaluated with the cancellation of 1 + tanh in the
+    lower tail and of Φ̃_p − Φ̃_m in the upper tail, so it agrees to ~1e-4 nats per tail pixel."""
     def cdf(z):
         return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
     centered = x - mean
@@ -112,7 +114,44 @@ def test_batched_decoder_candidates_are_bitwise_the_reference(B):
                            torch.full(x.shape, 0.5 * math.log(v), dtype=torch.float64)):
                     ref = -discretized_gaussian_log_likelihood(x, x0_hat.double(), ls).flatten(1).sum(1)
                     old = -_old_discretized_ll(x, x0_hat.double(), ls).flatten(1).sum(1)
-                    assert torch.equal(got[:, c], ref) and torch.equal(ref, old), (t, c)
+                    assert torch.equal(got[:, c], ref), (t, c)
+                    torch.testing.assert_close(ref, old, rtol=1e-6, atol=0)  # measured ≤ 6.6e-8
+
+
+def test_bin_probabilities_keep_their_digits_in_both_tails():
+    """log P(bin) against the same approximation Φ̃ evaluated in 60-digit arithmetic (mpmath): every bin
+    whose probability is above the 1e-12 clamp is right to 1e-12 relative, in the lower tail, the
+    centre, the upper tail (mirrored by bin_edges) and the open outer bins; the ½(1 + tanh) form
+    loses the upper tail's digits (the reason the logistic form and the mirroring exist)."""
+    import mpmath
+
+    mpmath.mp.dps = 60
+    x = torch.tensor([-1.0, -1 + 2 / 255, -0.5, 0.0, 0.5, 1 - 2 / 255, 1.0], dtype=torch.float64)
+    sigma = 0.03
+    offsets = sigma * torch.arange(-5.5, 6.0, 0.5, dtype=torch.float64)  # pixel − mean from −5.5σ to 5.5σ
+    x, mean = torch.meshgrid(x, offsets, indexing="ij")
+    mean = (x - mean).clamp(-1, 1)
+
+    def phi(z):
+        a = mpmath.sqrt(2 / mpmath.pi) * (z + mpmath.mpf("0.044715") * z ** 3)
+        return (1 + mpmath.tanh(a)) / 2
+
+    def exact(xv, mv):
+        lo = -mpmath.inf if xv < -0.999 else (mpmath.mpf(xv) - mpmath.mpf(mv) - mpmath.mpf(1) / 255) / sigma
+        hi = mpmath.inf if xv > 0.999 else (mpmath.mpf(xv) - mpmath.mpf(mv) + mpmath.mpf(1) / 255) / sigma
+        p = (1 if hi == mpmath.inf else phi(hi)) - (0 if lo == -mpmath.inf else phi(lo))
+        return float(mpmath.log(max(p, mpmath.mpf("1e-12"))))
+
+    want = torch.tensor([[exact(float(a), float(b)) for a, b in zip(r, m)] for r, m in zip(x, mean)],
+                        dtype=torch.float64)
+    ls = torch.full_like(x, 0.5 * math.log(sigma ** 2))
+    got = discretized_gaussian_log_likelihood(x, mean, ls)
+    inside = want > math.log(1e-12) + 1e-9
+    assert bool(inside.sum() > 100) and bool((want[inside] < -15).sum() > 10)  # deep tails are in the test
+    torch.testing.assert_close(got[inside], want[inside], rtol=0, atol=1e-12)
+    assert torch.equal(got[~inside], want[~inside])
+    old_err = (_old_discretized_ll(x, mean, ls) - want)[inside].abs().max()
+    assert old_err > 1e-10, "the tanh form should lose tail digits here"  # measured 2.5e-8
 
 
 def test_decoder_likelihood_under_autograd_same_floats_finite_gradients():
@@ -126,7 +165,8 @@ def test_decoder_likelihood_under_autograd_same_floats_finite_gradients():
     plain = discretized_gaussian_log_likelihood(x, mean, log_scale)
     mean_g, ls_g = mean.clone().requires_grad_(True), log_scale.clone().requires_grad_(True)
     ll = discretized_gaussian_log_likelihood(x, mean_g, ls_g)
-    assert torch.equal(ll.detach(), plain) and torch.equal(plain, _old_discretized_ll(x, mean, log_scale))
+    assert torch.equal(ll.detach(), plain)
+    torch.testing.assert_close(plain, _old_discretized_ll(x, mean, log_scale), rtol=0, atol=1e-3)
     ll.sum().backward()
     assert torch.isfinite(mean_g.grad).all() and torch.isfinite(ls_g.grad).all()
 
