@@ -9,38 +9,29 @@ from its candidate's column instead of being computed again. Timings are interle
 wall time and for the process's CPU time (on a shared machine other processes inflate wall time
 but not CPU time; run single-threaded, e.g. under ``taskset -c 1``, so that CPU time is the work).
 
-Measured (issue 18) with ``taskset -c 1 python benchmarks/bench_variance_table.py --model cifar10-simple
---grid-stride 25 --batch-size 32 --repeats 5`` on the 2-core AMD EPYC CPU while other jobs kept its
-load at 4.5–7, alternating the tree before the change and after it, two rounds each (median of 5
-paired ratios, range in brackets):
+Measured 2026-12-05 on the 2-core AMD EPYC CPU, nothing else running, ``taskset -c 1`` (CPU-time
+ratios, median of the pairs, their range in brackets):
 
-* before, optimal: CPU 1.106 [1.100–1.193] and 1.100 [1.087–1.120]; wall 1.151 [1.094–1.240] and 1.100 [1.009–1.140]
-* before, analytic: CPU 1.096 [1.048–1.134] and 1.137 [1.092–1.157]; wall 1.121 [1.058–1.199] and 1.136 [1.085–1.589]
-* after, optimal: CPU 1.072 [1.015–1.148] and 1.057 [1.025–1.087]; wall 1.031 [0.806–1.145] and 1.021 [0.869–1.069]
-* after, analytic: CPU 1.082 [1.010–1.128] and 1.041 [1.038–1.104]; wall 1.070 [1.018–1.294] and 1.036 [0.848–1.102]
+* ``--model cifar10-simple --grid-stride 25 --batch-size 32 --repeats 5``: optimal 1.026
+  [0.982–1.055], analytic 1.010 [0.990–1.075]; a second run optimal 1.030 [1.012–1.093], analytic
+  1.032 [1.007–1.056];
+* the defaults with ``--repeats 7`` (``iddpm:cifar10-small-fixed``, batch 16): optimal 1.041
+  [0.961–1.053], analytic 1.006 [0.989–1.034].
 
-On the otherwise idle machine (2026-12-05, same command, nothing else running): optimal CPU 1.062
-[0.987–1.072], analytic CPU 1.071 [1.051–1.137]: the 1.05 target is missed by 1–2 %.
+Before (same machine and commands): cifar10-simple optimal 1.062 [0.987–1.072], analytic 1.071
+[1.051–1.137]; defaults optimal 1.077 [1.040–1.138], analytic 1.061 [1.009–1.098]; and before the
+candidates were batched, 1.10–1.14.
 
-Per node (B = 32, d = 3072) the candidates now cost ≈ 10 ms of CPU against ≈ 2 ms for the one
-decoder NLL every table computes (before, the candidates took ≈ 16.6 ms on top of that one NLL, and
-on the idle machine the ratios were 1.087 and 1.097), i.e. ≈ 8 ms more per forward
-pass of ≈ 150 ms. What remains is 16 float64 tanh and 8 logs per pixel and image (≈ 75 % of the
-time), which bitwise equality with the reference does not let us avoid; float32 is not exact
-enough (measured on cifar10-simple and CIFAR-10 images: up to 88 nats per image on the chosen
-candidate, see :func:`ddpmdp.gaussians.discretized_gaussian_nll`).
-Where the floor is (2026-12-05, one thread, cifar10-simple, 32 lossless training images, its 40
-nodes every 25 steps; scripts in the closing note of issue 18): the 8 candidates cost 9.2–9.5 ms per
-node, of which tanh 5.7 ms and log 1.3 ms; one candidate (what every table computes) 1.5 ms. The 7
-extra candidates therefore cost ≥ 7.4 ms per node of ≈ 125 ms, a ratio floor of ≈ 1.06 for this
-network while the decoder stays bitwise the float64 reference. Skipping the element-candidates whose
-tanh arguments are saturated (|a| ≥ 20, where float64 tanh is exactly ±1 and the bin probability is
-exactly clamped: 3 % of them at t = 25, 45 % at t = 825, up to 94 % for the smallest σ²) by
-compacting the rest gives the same floats but was slower (11.6–15.6 ms against 9.5: the gather and
-scatter cost more than the transcendental functions they save). A larger network pays the same
-7.4 ms against a longer forward pass: ``--model iddpm:cifar10-small-fixed --batch-size 16`` (the
-default) measured optimal 1.042 (CPU, pairs 1.033–1.068) and analytic 1.075 (1.049–1.093) in one
-idle run of 3 pairs.
+What changed: Φ̃, improved-diffusion's ½(1 + tanh a), is evaluated as the logistic σ(2a) — the same
+function — and float64 sigmoid costs about a seventh of float64 tanh here (0.42 against 2.97 ms for
+786k elements). The 8 candidates went from 9.3 to 5.2 ms per node (B = 32, d = 3072; one candidate
+1.35 ms), and because bins above the mean are mirrored into the lower tail the bin masses are also
+right to 1e-12 in both tails (``tests/test_variance_rules.py``, against 60-digit arithmetic), which
+the 1 + tanh form was not (up to 2.5e-8 off there). float32 stays out: its tail bins lose all digits
+(measured with the tanh form on cifar10-simple and CIFAR-10 images: up to 88 nats per image on the
+chosen candidate). Skipping the saturated element-candidates (3 % of them at t = 25, 45 % at
+t = 825) by compacting the rest was measured slower than computing them (11.6–15.6 ms against 9.5
+with the tanh form).
 
 Run: ``python benchmarks/bench_variance_table.py`` (``--device cuda`` on a GPU).
 """
