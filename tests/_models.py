@@ -142,7 +142,6 @@ def cli_slow_model():
     return _Slow(base)
 
 
-
 class MeansExtractor(FeatureExtractor):
     """Per-channel means and standard deviations of uint8 images: a 6-d stand-in for FID/KID features;
     ``feature``/``label`` name it in captions."""

@@ -67,9 +67,9 @@ class PathScore(PathBudget):
     per_image: np.ndarray | None = field(repr=False, default=None)
 
     def as_dict(self) -> dict:
-        return {"K": self.K, "nfe": self.nfe, "nodes": [int(n) for n in self.nodes], "bpd": self.bpd, "bpd_se": self.bpd_se,
-                "nats": self.nats, "nats_se": self.nats_se, "split": self.split, "n_images": self.n_images,
-                "se_kind": self.se_kind, "units": "bits/dim (nats per image / (d ln 2))"}
+        return {"K": self.K, "nfe": self.nfe, "nodes": [int(n) for n in self.nodes], "bpd": self.bpd,
+                "bpd_se": self.bpd_se, "nats": self.nats, "nats_se": self.nats_se, "split": self.split,
+                "n_images": self.n_images, "se_kind": self.se_kind, "units": "bits/dim (nats per image / (d ln 2))"}
 
 
 def path_from_table(table: ElboTable, nodes) -> PathScore:

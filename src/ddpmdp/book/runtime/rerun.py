@@ -119,7 +119,7 @@ def record_runtimes(seconds: Mapping[str, float], root: Path, *, full_run: bool)
         torch_version = "unknown"
 
     path = root / RUNTIMES_FILE
-    book = read_runtimes(root) if path.is_file() else {}
+    book = read_runtimes(root)
     machine = {"date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(), "cpu": _cpu_name(),
                "cores": os.cpu_count() or 1, "torch": torch_version, "full_run": bool(full_run)}
     book.update({name: {"seconds": round(float(s), 1), **machine} for name, s in seconds.items()})
@@ -154,11 +154,11 @@ def _recorded(name: str, runtimes: Mapping[str, Mapping[str, Any]], note: str) -
     r = runtimes.get(name)
     if r is None:
         return "not recorded yet (`make reproduce` records it)"
-    where = (f"recorded {r['date']} by `make reproduce`{' on a fresh clone' if r.get('full_run') else ''}, "
+    full = bool(r.get("full_run"))
+    where = (f"recorded {r['date']} by `make reproduce`{' on a fresh clone' if full else ''}, "
              f"{r['cpu']}, {r['cores']} cores")
-    if not r.get("full_run"):
-        return f"{_duration(float(r['seconds']))} ({where}, in a run of only some notebooks)"
-    return f"{_duration(float(r['seconds']))} ({where}{'; ' + note if note else ''})"
+    tail = (f"; {note}" if note else "") if full else ", in a run of only some notebooks"
+    return f"{_duration(float(r['seconds']))} ({where}{tail})"
 
 
 def rerun_markdown(name: str, repository_url: str, branch: str = "main", *,
@@ -205,8 +205,8 @@ def rerun_markdown(name: str, repository_url: str, branch: str = "main", *,
            "`module:callable`." if facts.uses_data_dir else ""),
         "",
         f"**Time.** With the parameters shown on this page (the small embedded models) on a CPU: "
-        f"{_recorded(name, runtimes, facts.default_note)}. With `params/paper/{name}.yaml` on one GPU: {facts.paper_gpu}; on a CPU: "
-        f"{facts.paper_cpu}.",
+        f"{_recorded(name, runtimes, facts.default_note)}. With `params/paper/{name}.yaml` on one GPU: "
+        f"{facts.paper_gpu}; on a CPU: {facts.paper_cpu}.",
         ":::",
         "",
     ])
